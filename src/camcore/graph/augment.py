@@ -1,0 +1,207 @@
+"""Rewrite an ONNX model so one inference run returns outputs, activations and gradients.
+
+The augmented model takes the original inputs plus a seed, and returns the original
+outputs (bit for bit: the forward nodes are untouched), the activation of every
+target layer and the gradient of ``<seed, output>`` with respect to each.
+
+Seeds come in two modes:
+    * ``seed="class"`` adds an int64 input ``camcore_class`` of shape (N,); the seed is
+      the one-hot of that class per row, or of the top-1 class where the index is -1.
+      This is plain Grad-CAM of a classifier in a single run.
+    * ``seed="tensor"`` adds a float input ``camcore_seed`` shaped like the output: any
+      linear target (a mask, a weighting of boxes, ...) is a seed.
+
+Example:
+    >>> aug = augment("resnet50.onnx", ["/layer4/layer4.2/relu_2/Relu_output_0"])
+    >>> sess = onnxruntime.InferenceSession(aug.model.SerializeToString())
+    >>> logits, act, grad = sess.run(None, {"input": x, aug.seed_input: np.array([-1])})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import onnx
+from onnx import helper
+
+from camcore.errors import CamcoreError, ModelError
+from camcore.graph import rules as _rules  # noqa: F401 - fills the registry
+from camcore.graph.autodiff import build_gradients
+from camcore.graph.builder import GraphBuilder
+from camcore.graph.layers import candidate_layers, default_layer, resolve_layers
+from camcore.graph.shapes import TensorInfo, fix_input_shapes, infer_tensor_info
+
+SEED_CLASS_INPUT = "camcore_class"
+SEED_TENSOR_INPUT = "camcore_seed"
+MIN_OPSET, MAX_TESTED_OPSET = 11, 21
+
+SeedMode = Literal["class", "tensor"]
+
+
+@dataclass
+class Augmented:
+    """An augmented model and the names of what it adds."""
+
+    model: onnx.ModelProto
+    output: str
+    seed_input: str
+    seed_mode: SeedMode
+    target_layers: list[str]
+    activation_outputs: dict[str, str] = field(default_factory=dict)
+    gradient_outputs: dict[str, str] = field(default_factory=dict)
+    original_outputs: list[str] = field(default_factory=list)
+
+
+def load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+    """Load a model from a path (external data next to it is loaded too) or copy a proto."""
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return copy
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"model file {str(path)!r} does not exist")
+    try:
+        return onnx.load(str(path), load_external_data=True)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises many types
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"cannot read {str(path)!r} as an ONNX model ({reason})") from None
+
+
+def model_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    raise ModelError("the model imports no version of the default ONNX domain")
+
+
+def prepare_model(
+    model: str | Path | onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int | str | None]] | None = None,
+) -> tuple[onnx.ModelProto, dict[str, TensorInfo]]:
+    """Load, inline local functions, bring the opset to >= 11, fix shapes, infer types."""
+    proto = load_model(model)
+    if len(proto.graph.node) == 0:
+        raise ModelError("the model has no nodes")
+    if proto.functions:
+        from onnx import inliner
+
+        proto = inliner.inline_local_functions(proto)
+    if model_opset(proto) < MIN_OPSET:
+        from onnx import version_converter
+
+        try:
+            proto = version_converter.convert_version(proto, MIN_OPSET)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(
+                f"the model's opset {model_opset(proto)} is older than {MIN_OPSET} and could "
+                f"not be upgraded ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+                "re-export it at opset >= 11"
+            ) from None
+    if input_shapes:
+        fix_input_shapes(proto, input_shapes)
+    return proto, infer_tensor_info(proto)
+
+
+def _value_info(name: str, ti: TensorInfo | None) -> onnx.ValueInfoProto:
+    if ti is None:
+        return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+    return helper.make_tensor_value_info(name, ti.elem_type, None if ti.shape is None else list(ti.shape))
+
+
+def _class_seed(b: GraphBuilder, output: str, ti: TensorInfo) -> tuple[str, onnx.ValueInfoProto]:
+    """One-hot of ``camcore_class`` per row, top-1 where the class is negative."""
+    if ti.shape is None or len(ti.shape) != 2:
+        raise CamcoreError(
+            f"seed='class' needs an (N, classes) output, but {output!r} has shape "
+            f"{None if ti.shape is None else list(ti.shape)}; use seed='tensor'"
+        )
+    batch = ti.shape[0]
+    cls_input = helper.make_tensor_value_info(SEED_CLASS_INPUT, onnx.TensorProto.INT64, [batch])
+    top1 = b.op("ArgMax", output, axis=1, keepdims=0)
+    chosen = b.Where(b.op("Less", SEED_CLASS_INPUT, b.ints([0])), top1, SEED_CLASS_INPUT)
+    depth = b.op("Gather", b.Shape(output), b.const(1, "int64"), axis=0)
+    classes = b.Range(b.const(0, "int64"), depth, b.const(1, "int64"))
+    hot = b.op("Equal", b.Unsqueeze(chosen, [1]), classes)
+    return b.Cast(hot, ti.elem_type), cls_input
+
+
+def augment(
+    model: str | Path | onnx.ModelProto,
+    target_layers: Sequence[str] | None = None,
+    *,
+    output: str | None = None,
+    seed: SeedMode = "class",
+    input_shapes: Mapping[str, Sequence[int | str | None]] | None = None,
+    guided_relu: bool = False,
+    check: bool = True,
+) -> Augmented:
+    """Append in-graph reverse-mode autodiff to ``model``.
+
+    Args:
+        model: a path or a ModelProto (left untouched).
+        target_layers: tensor or node names; None picks the last spatial activation.
+            Graph inputs are allowed (input gradients).
+        output: the output to differentiate (default: the first).
+        seed: ``"class"`` (int64 class per row, -1 = top-1) or ``"tensor"``.
+        input_shapes: fix input dims, e.g. ``{"input": [None, 3, 224, 224]}``.
+        guided_relu: use the guided-backprop rule for Relu.
+        check: run ``onnx.checker`` on the result.
+    """
+    proto, info = prepare_model(model, input_shapes)
+    graph = proto.graph
+    outputs = [o.name for o in graph.output]
+    output = output or outputs[0]
+    if output not in outputs:
+        raise CamcoreError(f"unknown output {output!r}; the model's outputs are {outputs}")
+    if target_layers is None:
+        layer = default_layer(candidate_layers(proto, info, output))
+        if layer is None:
+            raise CamcoreError(
+                "no default target layer: no 4-D activation with spatial extent leads to "
+                f"{output!r}; pass target_layers (see `camcore layers MODEL`)"
+            )
+        targets = [layer.tensor]
+    else:
+        targets = resolve_layers(proto, list(target_layers))
+    if len(set(targets)) != len(targets):
+        raise CamcoreError(f"target layers repeat a tensor: {targets}")
+
+    taken = {t for n in graph.node for t in (*n.input, *n.output, n.name)}
+    taken |= {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    b = GraphBuilder(model_opset(proto), taken)
+    b.elem_types.update({k: v.elem_type for k, v in info.items()})
+    out_info = info.get(output, TensorInfo(onnx.TensorProto.FLOAT, None))
+    if seed == "class":
+        seed_tensor, seed_vi = _class_seed(b, output, out_info)
+        seed_name = SEED_CLASS_INPUT
+    elif seed == "tensor":
+        seed_name = seed_tensor = SEED_TENSOR_INPUT
+        seed_vi = _value_info(seed_name, out_info)
+    else:
+        raise CamcoreError(f"seed must be 'class' or 'tensor', not {seed!r}")
+
+    grads = build_gradients(
+        graph, info, b, targets, {output: seed_tensor}, {"guided_relu": guided_relu}
+    )
+    aug = Augmented(proto, output, seed_name, seed, targets, original_outputs=outputs)
+    new_outputs: list[onnx.ValueInfoProto] = []
+    for i, target in enumerate(targets):
+        grad = grads[target]
+        if grad is None:
+            raise CamcoreError(f"layer {target!r} does not influence output {output!r}")
+        act_name, grad_name = f"camcore_activation_{i}", f"camcore_gradient_{i}"
+        b.nodes.append(helper.make_node("Identity", [target], [act_name], name=b.fresh("act")))
+        b.nodes.append(helper.make_node("Identity", [grad], [grad_name], name=b.fresh("grad")))
+        aug.activation_outputs[target] = act_name
+        aug.gradient_outputs[target] = grad_name
+        new_outputs += [_value_info(act_name, info.get(target)), _value_info(grad_name, info.get(target))]
+    b.add_to(graph)
+    graph.input.append(seed_vi)
+    graph.output.extend(new_outputs)
+    if check and proto.ByteSize() < 1_800_000_000:
+        onnx.checker.check_model(proto)
+    return aug

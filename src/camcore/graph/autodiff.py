@@ -1,0 +1,184 @@
+"""Reverse-mode autodiff appended to an ONNX graph, in standard ONNX ops.
+
+Only the nodes on a path from a target tensor to the differentiated output are
+differentiated; weights and shape computations get no gradient. Gradients reaching
+one tensor along several paths are summed with Add.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from camcore.errors import UnsupportedOpError
+from camcore.graph.builder import FLOAT_TYPES, GraphBuilder
+from camcore.graph.registry import RULES, GradContext
+from camcore.graph.shapes import TensorInfo
+
+_MAX_CONSTANT_ELEMENTS = 4096
+
+
+def _is_float(name: str, info: dict[str, TensorInfo]) -> bool:
+    ti = info.get(name)
+    return ti is None or ti.elem_type in FLOAT_TYPES or ti.elem_type == 0
+
+
+def forward_reach(
+    nodes: Sequence[onnx.NodeProto], sources: Sequence[str], info: dict[str, TensorInfo]
+) -> set[str]:
+    """Float tensors that depend on any of ``sources``."""
+    reached = set(sources)
+    for node in nodes:
+        if any(i in reached for i in node.input if i):
+            reached.update(o for o in node.output if o and _is_float(o, info))
+    return reached
+
+
+def backward_reach(nodes: Sequence[onnx.NodeProto], sinks: Sequence[str]) -> set[str]:
+    """Tensors that some of ``sinks`` depend on."""
+    reached = set(sinks)
+    for node in reversed(nodes):
+        if any(o in reached for o in node.output):
+            reached.update(i for i in node.input if i)
+    return reached
+
+
+def path_nodes(
+    nodes: Sequence[onnx.NodeProto],
+    sources: Sequence[str],
+    sinks: Sequence[str],
+    info: dict[str, TensorInfo],
+) -> tuple[list[onnx.NodeProto], set[str]]:
+    """Nodes with an input reached from ``sources`` and an output reaching ``sinks``."""
+    fwd = forward_reach(nodes, sources, info)
+    bwd = backward_reach(nodes, sinks)
+    on_path = [
+        n
+        for n in nodes
+        if any(i in fwd for i in n.input if i) and any(o in fwd and o in bwd for o in n.output)
+    ]
+    return on_path, fwd
+
+
+def describe_path(
+    nodes: Sequence[onnx.NodeProto], source: str, via: onnx.NodeProto, sink: str
+) -> str:
+    """A readable chain ``source -> OpType(name) -> ... -> sink`` through node ``via``."""
+    producer = {o: n for n in nodes for o in n.output}
+
+    def chain_to(tensor: str, start: set[str]) -> list[onnx.NodeProto]:
+        out: list[onnx.NodeProto] = []
+        while tensor not in start and tensor in producer:
+            node = producer[tensor]
+            out.append(node)
+            nxt = [i for i in node.input if i and (i in start or i in producer)]
+            if not nxt:
+                break
+            tensor = nxt[0]
+        return list(reversed(out))
+
+    before = chain_to(via.input[0] if via.input else source, {source})
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for n in nodes:
+        for i in n.input:
+            consumers[i].append(n)
+    bwd = backward_reach(nodes, [sink])
+    after: list[onnx.NodeProto] = []
+    tensor = next((o for o in via.output if o in bwd), via.output[0])
+    while tensor != sink:
+        nxt = next((n for n in consumers.get(tensor, []) if any(o in bwd for o in n.output)), None)
+        if nxt is None:
+            break
+        after.append(nxt)
+        tensor = next(o for o in nxt.output if o in bwd)
+    steps = [*before, via, *after]
+    if len(steps) > 12:
+        steps = [*steps[:5], None, *steps[-6:]]  # type: ignore[list-item]
+    text = " -> ".join("..." if n is None else f"{n.op_type}({n.name or n.output[0]})" for n in steps)
+    return f"{source} -> {text} -> {sink}"
+
+
+def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Values of small initializers and Constant nodes (rules read attributes-as-inputs)."""
+    values: dict[str, np.ndarray] = {}
+    for init in graph.initializer:
+        if np.prod(init.dims, dtype=np.int64) <= _MAX_CONSTANT_ELEMENTS and (
+            init.data_location != onnx.TensorProto.EXTERNAL
+        ):
+            values[init.name] = numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+                elif attr.name in ("value_int", "value_float"):
+                    values[node.output[0]] = np.asarray(onnx.helper.get_attribute_value(attr))
+                elif attr.name in ("value_ints", "value_floats"):
+                    values[node.output[0]] = np.asarray(onnx.helper.get_attribute_value(attr))
+    return values
+
+
+def check_supported(
+    nodes: Sequence[onnx.NodeProto], on_path: Sequence[onnx.NodeProto], source: str, sink: str
+) -> None:
+    """Raise before emitting anything if an op on the gradient path has no rule."""
+    for node in on_path:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in RULES:
+            op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+            raise UnsupportedOpError(
+                f"no gradient rule for op {op} (node {node.name or node.output[0]!r}) on the "
+                f"gradient path {describe_path(nodes, source, node, sink)}; choose a target "
+                f"layer after it, or add a rule; supported ops: {', '.join(sorted(RULES))}"
+            )
+
+
+def build_gradients(
+    graph: onnx.GraphProto,
+    info: dict[str, TensorInfo],
+    b: GraphBuilder,
+    targets: Sequence[str],
+    seeds: dict[str, str],
+    options: dict[str, Any] | None = None,
+) -> dict[str, str | None]:
+    """Emit the backward graph; returns the gradient tensor of each target (None if 0).
+
+    ``seeds`` maps each differentiated output to the tensor holding its seed; the
+    result is the gradient of ``sum(<seed, output>)`` with respect to each target.
+    """
+    nodes = list(graph.node)
+    on_path, fwd = path_nodes(nodes, targets, list(seeds), info)
+    for target in targets:
+        sub, _ = path_nodes(nodes, [target], list(seeds), info)
+        check_supported(nodes, sub, target, next(iter(seeds)))
+    opts = {"constants": constant_values(graph), **(options or {})}
+    contributions: dict[str, list[str]] = defaultdict(list)
+    for out, seed in seeds.items():
+        contributions[out].append(seed)
+
+    def total(tensor: str) -> str | None:
+        parts = contributions.get(tensor)
+        if not parts:
+            return None
+        acc = parts[0]
+        for p in parts[1:]:
+            acc = b.Add(acc, p)
+        contributions[tensor] = [acc]
+        b.elem_types[acc] = info[tensor].elem_type if tensor in info else 1
+        return acc
+
+    for node in reversed(on_path):
+        grads_out = [total(o) for o in node.output]
+        if all(g is None for g in grads_out):
+            continue
+        needs = [bool(i) and i in fwd and _is_float(i, info) for i in node.input]
+        ctx = GradContext(node, grads_out, needs, b, info, opts)
+        grads_in = list(RULES[node.op_type](ctx))
+        for name, grad, need in zip(node.input, grads_in, needs):
+            if grad is not None and need:
+                contributions[name].append(grad)
+    return {t: total(t) for t in targets}

@@ -1,0 +1,82 @@
+"""Target layers: resolving names, listing candidates and picking a default."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import onnx
+
+from camcore.errors import UnknownLayerError
+from camcore.graph.autodiff import backward_reach, forward_reach
+from camcore.graph.builder import FLOAT_TYPES
+from camcore.graph.shapes import Dim, TensorInfo
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A tensor that can be explained: its name, producing node and shape."""
+
+    tensor: str
+    node: str
+    op_type: str
+    shape: tuple[Dim, ...] | None
+
+    @property
+    def has_spatial_extent(self) -> bool:
+        """A 4-D (N, C, H, W) map with more than one spatial cell (symbolic dims count)."""
+        if self.shape is None or len(self.shape) != 4:
+            return False
+        h, w = self.shape[2], self.shape[3]
+        known = [d for d in (h, w) if isinstance(d, int)]
+        return not (len(known) == 2 and known[0] * known[1] <= 1)
+
+
+def resolve_layers(model: onnx.ModelProto, names: Sequence[str]) -> list[str]:
+    """Tensor names for ``names``; node names map to the node's first output."""
+    graph = model.graph
+    tensors = {o for n in graph.node for o in n.output if o} | {i.name for i in graph.input}
+    by_node = {n.name: n.output[0] for n in graph.node if n.name and n.output}
+    resolved: list[str] = []
+    for name in names:
+        if name in tensors:
+            resolved.append(name)
+        elif name in by_node:
+            resolved.append(by_node[name])
+        else:
+            pool = sorted(tensors | set(by_node))
+            close = difflib.get_close_matches(name, pool, n=5, cutoff=0.4)
+            hint = f"closest: {', '.join(close)}" if close else "run `camcore layers MODEL` to list them"
+            raise UnknownLayerError(f"unknown layer {name!r}: no tensor or node has that name; {hint}")
+    return resolved
+
+
+def candidate_layers(
+    model: onnx.ModelProto, info: dict[str, TensorInfo], output: str
+) -> list[Layer]:
+    """Float node outputs of rank >= 3 between the inputs and ``output``, in graph order."""
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in initializers]
+    nodes = list(graph.node)
+    fwd = forward_reach(nodes, inputs, info)
+    bwd = backward_reach(nodes, [output])
+    layers: list[Layer] = []
+    for node in nodes:
+        for out in node.output:
+            ti = info.get(out)
+            if not out or out not in fwd or out not in bwd or ti is None:
+                continue
+            if ti.elem_type in FLOAT_TYPES and ti.shape is not None and len(ti.shape) >= 3:
+                layers.append(Layer(out, node.name, node.op_type, ti.shape))
+    return layers
+
+
+def default_layer(candidates: Sequence[Layer]) -> Layer | None:
+    """The last activation on the path to the output that still has spatial extent."""
+    spatial = [c for c in candidates if c.has_spatial_extent]
+    return spatial[-1] if spatial else None
+
+
+__all__ = ["Layer", "candidate_layers", "default_layer", "resolve_layers"]

@@ -1,0 +1,147 @@
+"""Finite differences in float64 (ONNX reference evaluator) against the augmented
+model's gradients computed by onnxruntime in float32."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import onnx.parser
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+from onnx.reference.op_run import OpRun
+
+from camcore.graph import augment
+
+_F, _D = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
+_erf64 = np.vectorize(math.erf, otypes=[np.float64])
+
+
+class Erf(OpRun):
+    """The reference Erf computes in float32 (np.vectorize otypes='f'): too coarse for FD."""
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray]:
+        return (_erf64(x).astype(x.dtype),)
+
+
+class Gelu(OpRun):
+    """The reference expands Gelu through its float32 Erf: recompute it in float64."""
+
+    def _run(self, x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray]:
+        if approximate == "tanh":
+            k = math.sqrt(2 / math.pi)
+            return ((0.5 * x * (1 + np.tanh(k * (x + 0.044715 * x**3)))).astype(x.dtype),)
+        return ((0.5 * x * (1 + _erf64(x / math.sqrt(2)))).astype(x.dtype),)
+
+
+def _softmax_axes(op: OpRun, x: np.ndarray, axis: int | None) -> tuple[int, ...]:
+    """Before opset 13 Softmax coerces its input to 2-D at ``axis`` (ORT follows the spec;
+    the reference evaluator applies the opset-13 semantics to every opset)."""
+    if op.run_params["opsets"].get("", 13) >= 13:
+        return ((-1 if axis is None else axis) % x.ndim,)
+    return tuple(range((1 if axis is None else axis) % x.ndim, x.ndim))
+
+
+class Softmax(OpRun):
+    def _run(self, x: np.ndarray, axis: int | None = None) -> tuple[np.ndarray]:
+        axes = _softmax_axes(self, x, axis)
+        e = np.exp(x - x.max(axis=axes, keepdims=True))
+        return (e / e.sum(axis=axes, keepdims=True),)
+
+
+class LogSoftmax(OpRun):
+    def _run(self, x: np.ndarray, axis: int | None = None) -> tuple[np.ndarray]:
+        axes = _softmax_axes(self, x, axis)
+        z = x - x.max(axis=axes, keepdims=True)
+        return (z - np.log(np.exp(z).sum(axis=axes, keepdims=True)),)
+
+
+PRECISE_OPS = [Erf, Gelu, Softmax, LogSoftmax]
+
+
+def to_double(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model computing in float64 (types, initializers, constants, casts)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    for vi in [*g.input, *g.output, *g.value_info]:
+        if vi.type.tensor_type.elem_type == _F:
+            vi.type.tensor_type.elem_type = _D
+    for i, init in enumerate(g.initializer):
+        if init.data_type == _F:
+            g.initializer[i].CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64), init.name)
+            )
+    for node in g.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == _F:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float64)))
+            if node.op_type == "Cast" and a.name == "to" and a.i == _F:
+                a.i = _D
+    return m
+
+
+def feed_for(model: onnx.ModelProto, rng: np.random.Generator, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    feeds: dict[str, np.ndarray] = {}
+    inits = {i.name for i in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        shape = shapes.get(vi.name) or tuple(d.dim_value for d in tt.shape.dim)
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def check_case(case) -> None:  # noqa: ANN001 - RuleCase, kept import-free
+    model = onnx.parser.parse_model(case.text)
+    onnx.checker.check_model(model, full_check=True)
+    rng = np.random.default_rng(abs(hash(case.id)) % 2**32)
+    feeds = feed_for(model, rng, case.feed_shapes)
+    if case.make_inputs is not None:
+        feeds.update(case.make_inputs(rng))
+    aug = augment(model, list(case.wrt), seed="tensor", input_shapes=case.input_shapes)
+    onnx.checker.check_model(aug.model, full_check=True)
+    assert {n.domain for n in aug.model.graph.node} <= {""}, "non-standard domain emitted"
+
+    out_name = model.graph.output[0].name
+    ref64 = ReferenceEvaluator(to_double(model), new_ops=PRECISE_OPS)
+    feeds64 = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
+    y0 = ref64.run([out_name], feeds64)[0]
+    seed = rng.standard_normal(y0.shape)
+
+    sess = ort.InferenceSession(aug.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    res = sess.run(None, {**feeds, aug.seed_input: seed.astype(np.float32)})
+    named = dict(zip([o.name for o in aug.model.graph.output], res))
+    # the original outputs are unchanged bit for bit
+    plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for name, value in zip([o.name for o in model.graph.output], plain.run(None, feeds)):
+        np.testing.assert_array_equal(named[name], value)
+
+    def f(values: dict[str, np.ndarray]) -> float:
+        return float(np.sum(ref64.run([out_name], values)[0] * seed))
+
+    for wrt in case.wrt:
+        grad = named[aug.gradient_outputs[wrt]].astype(np.float64)
+        base = feeds64[wrt]
+        assert grad.shape == base.shape, f"gradient shape {grad.shape} != {base.shape}"
+        eps = 1e-6
+        if base.size <= 256:
+            directions = [np.eye(base.size)[i].reshape(base.shape) for i in range(base.size)]
+        else:
+            directions = [rng.standard_normal(base.shape) for _ in range(8)]
+        fd, an = [], []
+        for v in directions:
+            plus = {**feeds64, wrt: base + eps * v}
+            minus = {**feeds64, wrt: base - eps * v}
+            fd.append((f(plus) - f(minus)) / (2 * eps))
+            an.append(float(np.sum(grad * v)))
+        fd_arr, an_arr = np.asarray(fd), np.asarray(an)
+        scale = max(1.0, float(np.max(np.abs(fd_arr))))
+        np.testing.assert_allclose(
+            an_arr, fd_arr, rtol=case.rtol, atol=case.atol * scale,
+            err_msg=f"{case.id}: gradient wrt {wrt} disagrees with finite differences",
+        )
