@@ -1,0 +1,94 @@
+#include "camcore/resize.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "parallel.hpp"
+
+namespace camcore {
+namespace {
+
+/// fmaf(a, b, c) evaluated in double: a*b is exact (48 significant bits), so only the final
+/// sum rounds; the result equals a true fused multiply-add except for (astronomically rare)
+/// double-rounding ties. Keeps the build free of -mfma and of slow software fmaf.
+inline float fma_f(float a, float b, float c) noexcept {
+    return static_cast<float>(static_cast<double>(a) * static_cast<double>(b) + static_cast<double>(c));
+}
+
+}  // namespace
+
+LinearAxis LinearAxis::make(int src_size, int dst_size) {
+    if (src_size <= 0 || dst_size <= 0) throw std::invalid_argument("resize: sizes must be positive");
+    LinearAxis a;
+    a.i0.resize(static_cast<std::size_t>(dst_size));
+    a.i1.resize(a.i0.size());
+    a.frac.resize(a.i0.size());
+    const double scale = 1.0 / (static_cast<double>(dst_size) / src_size);  // as cv::resize
+    for (int d = 0; d < dst_size; ++d) {
+        const double s = (d + 0.5) * scale - 0.5;
+        int i = static_cast<int>(std::floor(s));
+        double f = s - i;
+        if (i < 0) {
+            i = 0;
+            f = 0.0;
+        }
+        if (i >= src_size - 1) {
+            i = src_size - 1;
+            f = 0.0;
+        }
+        a.i0[static_cast<std::size_t>(d)] = i;
+        a.i1[static_cast<std::size_t>(d)] = i + 1 < src_size ? i + 1 : src_size - 1;
+        a.frac[static_cast<std::size_t>(d)] = static_cast<float>(f);
+    }
+    return a;
+}
+
+BilinearSampler::BilinearSampler(ConstMapView src, int dst_height, int dst_width)
+    : src_(src) {
+    if (src.empty()) throw std::invalid_argument("resize: empty source map");
+    x_ = LinearAxis::make(src.width, dst_width);
+    y_ = LinearAxis::make(src.height, dst_height);
+}
+
+const float* BilinearSampler::horizontal(int r, int keep, Cache& cache) const {
+    for (int k = 0; k < 2; ++k)
+        if (cache.source_row[k] == r) return cache.rows[k].data();
+    // Reuse the slot that does not hold `keep` (the other row of the current output row).
+    const int k = cache.source_row[0] == keep ? 1 : 0;
+    auto& buf = cache.rows[k];
+    buf.resize(x_.i0.size());
+    const float* s = src_.row(r);
+    const int* i0 = x_.i0.data();
+    const int* i1 = x_.i1.data();
+    const float* fx = x_.frac.data();
+    const int w = dst_width();
+    for (int x = 0; x < w; ++x) {
+        const float a = s[i0[x]];
+        buf[static_cast<std::size_t>(x)] = fma_f(s[i1[x]] - a, fx[x], a);
+    }
+    cache.source_row[k] = r;
+    return buf.data();
+}
+
+void BilinearSampler::row(int y, float* out, Cache& cache) const {
+    const std::size_t yi = static_cast<std::size_t>(y);
+    const int r0 = y_.i0[yi];
+    const int r1 = y_.i1[yi];
+    const float fy = y_.frac[yi];
+    const float* h0 = horizontal(r0, r1, cache);
+    const float* h1 = horizontal(r1, r0, cache);
+    const int w = dst_width();
+    for (int x = 0; x < w; ++x) out[x] = fma_f(h1[x] - h0[x], fy, h0[x]);
+}
+
+void resize_bilinear(ConstMapView src, MapView dst, int threads) {
+    if (src.empty() || dst.empty()) throw std::invalid_argument("resize: empty source or destination");
+    const BilinearSampler sampler(src, dst.height, dst.width);
+    const int n = detail::thread_count(threads, static_cast<std::size_t>(dst.height) * dst.width);
+    detail::parallel_rows(dst.height, n, [&](int y0, int y1) {
+        BilinearSampler::Cache cache;
+        for (int y = y0; y < y1; ++y) sampler.row(y, dst.row(y), cache);
+    });
+}
+
+}  // namespace camcore

@@ -1,0 +1,148 @@
+"""onnxruntime sessions: provider selection, thread count, named inputs and outputs.
+
+CUDA is used when it really initialises (a tiny probe session is created once per
+process, with onnxruntime's logging silenced so a CPU-only machine with
+onnxruntime-gpu installed prints no error spew); otherwise the CPU provider.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from camcore.errors import CamcoreError, InputError
+
+_QUIET = 4  # onnxruntime log severity: fatal only
+_DEFAULT_SEVERITY = 3  # errors only: onnxruntime-gpu warns about every missing CUDA lib at 2
+_MAX_INLINE_BYTES = 1_800_000_000
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    """The providers a session will use, and why."""
+
+    providers: list[str]
+    reason: str
+
+
+def _probe_model() -> bytes:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_status() -> tuple[bool, str]:
+    """Whether the CUDA execution provider really initialises here, and why (not)."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False, f"this onnxruntime build ({ort.__version__}) has no CUDA provider"
+    options = ort.SessionOptions()
+    options.log_severity_level = _QUIET
+    ort.set_default_logger_severity(_QUIET)
+    try:
+        session = ort.InferenceSession(
+            _probe_model(), options, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+        )
+        active = session.get_providers()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no CUDA"
+        return False, f"CUDA provider failed to start ({str(exc).splitlines()[0][:120]})"
+    finally:
+        ort.set_default_logger_severity(_DEFAULT_SEVERITY)
+    if "CUDAExecutionProvider" in active:
+        return True, "CUDA provider initialised"
+    return False, "CUDA provider is installed but did not initialise (no GPU or CUDA libraries)"
+
+
+def select_providers(requested: Sequence[str] | None = None) -> ProviderChoice:
+    """CUDA when it works, else CPU; an explicit list is validated and kept in order."""
+    available = ort.get_available_providers()
+    if requested:
+        unknown = [p for p in requested if p not in available]
+        if unknown:
+            raise CamcoreError(
+                f"execution provider(s) {unknown} are not available; available: {available}"
+            )
+        providers = list(requested)
+        if "CPUExecutionProvider" not in providers:
+            providers.append("CPUExecutionProvider")
+        return ProviderChoice(providers, "requested by the caller")
+    ok, why = cuda_status()
+    if ok:
+        return ProviderChoice(["CUDAExecutionProvider", "CPUExecutionProvider"], why)
+    return ProviderChoice(["CPUExecutionProvider"], why)
+
+
+class Session:
+    """An inference session that takes and returns tensors by name.
+
+    Example:
+        >>> s = Session("model.onnx", threads=2)
+        >>> s.run({"input": x})["logits"].shape
+        (1, 1000)
+    """
+
+    def __init__(
+        self,
+        model: onnx.ModelProto | str | Path,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.choice = select_providers(providers)
+        options = ort.SessionOptions()
+        options.log_severity_level = _DEFAULT_SEVERITY
+        if threads is not None:
+            if threads < 1:
+                raise CamcoreError(f"threads must be >= 1, got {threads}")
+            options.intra_op_num_threads = threads
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        source: str | bytes
+        if isinstance(model, onnx.ModelProto):
+            if model.ByteSize() > _MAX_INLINE_BYTES:
+                self._tmp = tempfile.TemporaryDirectory(prefix="camcore-")
+                path = os.path.join(self._tmp.name, "model.onnx")
+                onnx.save(model, path, save_as_external_data=True, location="weights.bin")
+                source = path
+            else:
+                source = model.SerializeToString()
+        else:
+            source = str(model)
+        self.session = ort.InferenceSession(source, options, providers=self.choice.providers)
+        self.inputs = {i.name: i for i in self.session.get_inputs()}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers the session actually uses."""
+        return list(self.session.get_providers())
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Run; returns ``{output name: array}``. Missing or extra inputs fail clearly."""
+        missing = sorted(set(self.inputs) - set(feeds))
+        extra = sorted(set(feeds) - set(self.inputs))
+        if missing or extra:
+            raise InputError(
+                f"model inputs are {sorted(self.inputs)}; missing {missing}, unexpected {extra}"
+            )
+        names = list(outputs) if outputs is not None else self.output_names
+        try:
+            values = self.session.run(names, dict(feeds))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            shapes = {k: (tuple(v.shape), str(v.dtype)) for k, v in feeds.items()}
+            raise InputError(f"onnxruntime rejected the inputs {shapes}: {first}") from None
+        return dict(zip(names, values))

@@ -1,0 +1,108 @@
+"""Benchmark: camcore Grad-CAM against plain inference and pytorch-grad-cam, in one run.
+
+ResNet-50 with random weights at 224x224 on the CPU, batch 1 and 8:
+  * plain onnxruntime inference of the unmodified model (the floor);
+  * camcore GradCAM end to end (augmented run + maps resized to the input size);
+  * pytorch-grad-cam GradCAM on the same network in PyTorch, when importable.
+
+Needs torch + torchvision to export the network (or pass --model with an exported
+ResNet-50 whose input is named "input"). Prints configuration, medians and ratios.
+
+    python tools/bench_gradcam.py [--repeats 20] [--batches 1 8] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _export_resnet50(path: Path) -> object:
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet50(weights=None).eval()
+    x = torch.zeros(1, 3, 224, 224)
+    torch.onnx.export(
+        net, (x,), str(path), input_names=["input"], output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+    )
+    return net
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, help="an exported ResNet-50 (default: export one with torch)")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+
+    import camcore
+
+    net = None
+    tmp = tempfile.TemporaryDirectory()
+    model_path = args.model
+    if model_path is None:
+        model_path = Path(tmp.name) / "resnet50.onnx"
+        net = _export_resnet50(model_path)
+
+    try:
+        import torch
+        from pytorch_grad_cam import GradCAM as TorchGradCAM
+
+        torch.set_num_threads(args.threads)
+        have_rival = net is not None
+    except ImportError:
+        have_rival = False
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    plain = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    cam = camcore.GradCAM(str(model_path), providers=["CPUExecutionProvider"], threads=args.threads)
+
+    print("# bench_gradcam")
+    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} threads={args.threads}")
+    print(f"onnxruntime {ort.__version__}, camcore {camcore.__version__}, numpy {np.__version__}")
+    print(f"model: ResNet-50 random weights, 224x224, target layer {cam.target_layers}")
+    print(f"repeats: {args.repeats} (median)\n")
+    print("| batch | plain ORT ms | camcore Grad-CAM ms | camcore / plain | pytorch-grad-cam ms | pytorch-grad-cam / camcore |")
+    print("|---|---|---|---|---|---|")
+    for n in args.batches:
+        x = np.random.default_rng(n).standard_normal((n, 3, 224, 224)).astype(np.float32)
+        t_plain = _median_ms(lambda: plain.run(None, {"input": x}), args.repeats)
+        t_cam = _median_ms(lambda: cam(x), args.repeats)
+        rival = "n/a"
+        ratio_rival = "n/a"
+        if have_rival:
+            tcam = TorchGradCAM(model=net, target_layers=[net.layer4[-1]])
+            xt = torch.from_numpy(x)
+            t_rival = _median_ms(lambda: tcam(input_tensor=xt), max(5, args.repeats // 2))
+            rival, ratio_rival = f"{t_rival:.1f}", f"{t_rival / t_cam:.2f}x"
+        print(f"| {n} | {t_plain:.1f} | {t_cam:.1f} | {t_cam / t_plain:.3f}x | {rival} | {ratio_rival} |")
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
