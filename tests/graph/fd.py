@@ -12,6 +12,7 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
+from onnx.reference.ops.op_max_pool import MaxPool as _RefMaxPool
 
 from camcore.graph import augment
 
@@ -58,7 +59,84 @@ class LogSoftmax(OpRun):
         return (z - np.log(np.exp(z).sum(axis=axes, keepdims=True)),)
 
 
-PRECISE_OPS = [Erf, Gelu, Softmax, LogSoftmax]
+class Pad(OpRun):
+    """The reference Pad rejects negative pads (crops), which ORT and the spec allow."""
+
+    def _run(self, data, pads, constant_value=None, axes=None, mode=None):
+        mode = mode or "constant"
+        axes = list(range(data.ndim)) if axes is None else [int(a) % data.ndim for a in axes]
+        n = len(axes)
+        crop = [slice(None)] * data.ndim
+        width = [(0, 0)] * data.ndim
+        for k, a in enumerate(axes):
+            lo, hi = int(pads[k]), int(pads[n + k])
+            crop[a] = slice(max(-lo, 0), data.shape[a] - max(-hi, 0))
+            width[a] = (max(lo, 0), max(hi, 0))
+        data = data[tuple(crop)]
+        if mode == "constant":
+            value = 0 if constant_value is None else constant_value.item()
+            return (np.pad(data, width, mode="constant", constant_values=value),)
+        return (np.pad(data, width, mode=mode),)
+
+
+class BatchNormalization(OpRun):
+    """The reference BatchNormalization of opsets 9-13 mixes in batch statistics whenever
+    ``momentum`` is set (always, by its default); ORT and the spec use the running
+    statistics when the node has only the output Y. Inference mode only."""
+
+    def _run(self, x, scale, bias, mean, var, epsilon=None, momentum=None, training_mode=None):
+        assert len(self.onnx_node.output) == 1 and not training_mode, "inference mode only"
+        shape = (-1,) + (1,) * (x.ndim - 2)
+        eps = 1e-5 if epsilon is None else epsilon
+        y = scale.reshape(shape) * (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+        return ((y + bias.reshape(shape)).astype(x.dtype),)
+
+
+class ConvTranspose(OpRun):
+    """The reference ignores ``output_shape`` when auto_pad is NOTSET and mis-slices grouped
+    weights; this follows the spec, as onnxruntime does: scatter X·W at i·s + kk·d, then
+    crop the begin pad (explicit, or split from ``output_shape`` / SAME auto_pad)."""
+
+    def _run(self, x, w, bias=None, auto_pad="NOTSET", dilations=None, group=1,
+             kernel_shape=None, output_padding=None, output_shape=None, pads=None, strides=None):
+        nd, k, size = x.ndim - 2, w.shape[2:], x.shape[2:]
+        s, d, op = strides or [1] * nd, dilations or [1] * nd, output_padding or [0] * nd
+        full = [s[i] * (size[i] - 1) + op[i] + (k[i] - 1) * d[i] + 1 for i in range(nd)]
+        if output_shape is None and auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+            p = pads or [0] * 2 * nd
+            begin, out = p[:nd], [full[i] - p[i] - p[i + nd] for i in range(nd)]
+        else:
+            out = list(output_shape or [size[i] * s[i] for i in range(nd)])
+            total = [full[i] - out[i] for i in range(nd)]
+            begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        lo, cg, mg = max(full), x.shape[1] // group, w.shape[1]  # lo: room for negative pads
+        y = np.zeros((x.shape[0], mg * group, *[f + 2 * lo for f in full]), dtype=x.dtype)
+        for j in range(group):
+            xj, wj = x[:, j * cg:(j + 1) * cg], w[j * cg:(j + 1) * cg]
+            for kk in np.ndindex(*k):
+                part = np.einsum("nc...,cm->nm...", xj, wj[(slice(None), slice(None), *kk)])
+                at = [slice(lo + kk[i] * d[i], lo + kk[i] * d[i] + s[i] * (size[i] - 1) + 1, s[i]) for i in range(nd)]
+                y[(slice(None), slice(j * mg, (j + 1) * mg), *at)] += part
+        y = y[(slice(None), slice(None), *[slice(lo + begin[i], lo + begin[i] + out[i]) for i in range(nd)])]
+        if bias is not None:
+            y = y + bias.reshape(1, -1, *[1] * nd)
+        return (y.astype(x.dtype),)
+
+
+class MaxPool(_RefMaxPool):
+    """With every stride and dilation 1 the reference takes a path that reads ``pads`` in
+    the wrong order ([b0, e0, b1, e1]); explicit pads go to its general path instead."""
+
+    def _run(self, x, auto_pad=None, ceil_mode=None, dilations=None, kernel_shape=None,
+             pads=None, storage_order=None, strides=None):
+        if pads is not None and auto_pad in (None, "NOTSET"):
+            return self._max_pool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads,
+                                  storage_order, strides)
+        return super()._run(x, auto_pad, ceil_mode, dilations, kernel_shape, pads,
+                            storage_order, strides)
+
+
+PRECISE_OPS = [Erf, Gelu, Softmax, LogSoftmax, Pad, BatchNormalization, ConvTranspose, MaxPool]
 
 
 def to_double(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -112,6 +112,20 @@ def _value_info(name: str, ti: TensorInfo | None) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, ti.elem_type, None if ti.shape is None else list(ti.shape))
 
 
+def _seed_value_info(name: str, ti: TensorInfo) -> onnx.ValueInfoProto:
+    """The seed input: the output's rank and batch dim, other dims left free.
+
+    Declaring inferred sizes would let an inference slip (ONNX shape inference and
+    onnxruntime disagree on some ceil_mode pools) reject a correctly sized seed.
+    """
+    if ti.shape is None:
+        return helper.make_tensor_value_info(name, ti.elem_type, None)
+    dims: list[int | str | None] = [None] * len(ti.shape)
+    if dims:
+        dims[0] = ti.shape[0]
+    return helper.make_tensor_value_info(name, ti.elem_type, dims)
+
+
 def _class_seed(b: GraphBuilder, output: str, ti: TensorInfo) -> tuple[str, onnx.ValueInfoProto]:
     """One-hot of ``camcore_class`` per row, top-1 where the class is negative."""
     if ti.shape is None or len(ti.shape) != 2:
@@ -180,7 +194,7 @@ def augment(
         seed_name = SEED_CLASS_INPUT
     elif seed == "tensor":
         seed_name = seed_tensor = SEED_TENSOR_INPUT
-        seed_vi = _value_info(seed_name, out_info)
+        seed_vi = _seed_value_info(seed_name, out_info)
     else:
         raise CamcoreError(f"seed must be 'class' or 'tensor', not {seed!r}")
 

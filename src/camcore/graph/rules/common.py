@@ -61,3 +61,17 @@ def _unbroadcast_dynamic(ctx: GradContext, grad: str, operand: str, lead: int) -
 def axis_of(ctx: GradContext, axis: int, tensor: str) -> int:
     """A possibly negative axis made non-negative for ``tensor``'s rank."""
     return axis % ctx.rank(tensor) if axis < 0 else axis
+
+
+def const_ints(ctx: GradContext, i: int) -> list[int]:
+    """Input ``i`` of the node as a list of ints; it must be a constant (initializer or
+    Constant node), else a ShapeError names the node and the input."""
+    name = ctx.inputs[i] if i < len(ctx.inputs) else ""
+    value = ctx.const_value(name) if name else None
+    if value is None:
+        raise ShapeError(
+            f"the gradient of {ctx.node.op_type} node {ctx.node.name!r} needs input {i} "
+            f"({name!r}) as a constant, but it is computed at run time; export the model "
+            "with constant shapes (e.g. onnxsim, or a fixed input size)"
+        )
+    return [int(v) for v in value.reshape(-1)]
