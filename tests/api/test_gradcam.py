@@ -149,3 +149,44 @@ def test_augmented_model_is_standard_and_checked(tiny) -> None:
     original = {n.name for n in tiny[0].graph.node}
     new_ops = [n.op_type for n in aug.model.graph.node if n.name not in original]
     assert "ConvTranspose" not in new_ops and "Conv" not in new_ops
+
+
+def test_external_data_model(tmp_path, tiny) -> None:
+    model, w = tiny
+    path = tmp_path / "ext.onnx"
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # onnx.save(save_as_external_data=True) rewrites its argument
+    onnx.save(copy, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.bin", size_threshold=0)
+    assert (tmp_path / "ext.bin").stat().st_size > 0
+    x = np.random.default_rng(5).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    maps = camcore.GradCAM(str(path), ["feat"])(x)
+    logits, feat = _features(model, x)
+    np.testing.assert_allclose(maps, reference_gradcam(feat, w["fc_w"], logits.argmax(1)), atol=2e-5)
+
+
+def test_dynamic_spatial_needs_fixed_shape_for_pool_gradient() -> None:
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,2,H,W] x) => (float[N,2] y) {
+  feat = Relu(x)
+  p = MaxPool<kernel_shape = [2, 2], strides = [2, 2]>(feat)
+  g = GlobalAveragePool(p)
+  y = Flatten(g)
+}"""
+    model = onnx.parser.parse_model(text)
+    from camcore.errors import ShapeError
+
+    with pytest.raises(ShapeError, match="input_shapes"):
+        camcore.augment(model, ["feat"], seed="tensor")
+    aug = camcore.augment(model, ["feat"], seed="tensor", input_shapes={"x": [None, 2, 6, 6]})
+    sess = ort.InferenceSession(aug.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((3, 2, 6, 6)).astype(np.float32)
+    out = dict(zip([o.name for o in aug.model.graph.output],
+                   sess.run(None, {"x": x, aug.seed_input: np.ones((3, 2), np.float32)})))
+    grad = out[aug.gradient_outputs["feat"]]
+    # each 2x2 window routes 1/9 (GlobalAveragePool over 3x3) to its first maximum
+    windows = np.maximum(x, 0).reshape(3, 2, 3, 2, 3, 2).transpose(0, 1, 2, 4, 3, 5).reshape(3, 2, 3, 3, 4)
+    routed = grad.reshape(3, 2, 3, 2, 3, 2).transpose(0, 1, 2, 4, 3, 5).reshape(3, 2, 3, 3, 4)
+    hit = windows.argmax(-1)
+    np.testing.assert_allclose(np.take_along_axis(routed, hit[..., None], -1)[..., 0], 1 / 9, rtol=1e-6)
+    assert np.count_nonzero(routed) == 3 * 2 * 9
