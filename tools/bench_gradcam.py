@@ -26,15 +26,18 @@ import numpy as np
 import onnxruntime as ort
 
 
-def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def _interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median milliseconds of each function, run round-robin so machine noise hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _export_resnet50(path: Path) -> object:
@@ -91,15 +94,19 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for n in args.batches:
         x = np.random.default_rng(n).standard_normal((n, 3, 224, 224)).astype(np.float32)
-        t_plain = _median_ms(lambda: plain.run(None, {"input": x}), args.repeats)
-        t_cam = _median_ms(lambda: cam(x), args.repeats)
-        rival = "n/a"
-        ratio_rival = "n/a"
+        fns: dict[str, Callable[[], object]] = {
+            "plain": lambda: plain.run(None, {"input": x}),
+            "camcore": lambda: cam(x),
+        }
         if have_rival:
             tcam = TorchGradCAM(model=net, target_layers=[net.layer4[-1]])
             xt = torch.from_numpy(x)
-            t_rival = _median_ms(lambda: tcam(input_tensor=xt), max(5, args.repeats // 2))
-            rival, ratio_rival = f"{t_rival:.1f}", f"{t_rival / t_cam:.2f}x"
+            fns["rival"] = lambda: tcam(input_tensor=xt, targets=None)
+        t = _interleaved_medians(fns, args.repeats)
+        t_plain, t_cam = t["plain"], t["camcore"]
+        rival, ratio_rival = "n/a", "n/a"
+        if have_rival:
+            rival, ratio_rival = f"{t['rival']:.1f}", f"{t['rival'] / t_cam:.2f}x"
         print(f"| {n} | {t_plain:.1f} | {t_cam:.1f} | {t_cam / t_plain:.3f}x | {rival} | {ratio_rival} |")
     tmp.cleanup()
 

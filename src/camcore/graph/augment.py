@@ -29,10 +29,10 @@ from onnx import helper
 
 from camcore.errors import CamcoreError, ModelError
 from camcore.graph import rules as _rules  # noqa: F401 - fills the registry
-from camcore.graph.autodiff import build_gradients
+from camcore.graph.autodiff import build_gradients, path_nodes
 from camcore.graph.builder import GraphBuilder
 from camcore.graph.layers import candidate_layers, default_layer, resolve_layers
-from camcore.graph.shapes import TensorInfo, fix_input_shapes, infer_tensor_info
+from camcore.graph.shapes import TensorInfo, fix_input_shapes, infer_tensor_info, probe_shapes
 
 SEED_CLASS_INPUT = "camcore_class"
 SEED_TENSOR_INPUT = "camcore_seed"
@@ -143,6 +143,19 @@ def _class_seed(b: GraphBuilder, output: str, ti: TensorInfo) -> tuple[str, onnx
     return b.Cast(hot, ti.elem_type), cls_input
 
 
+def _fill_unknown_shapes(
+    proto: onnx.ModelProto, info: dict[str, TensorInfo], targets: Sequence[str], output: str
+) -> None:
+    """Probe the shapes of gradient-path tensors that inference could not type."""
+    on_path, _ = path_nodes(list(proto.graph.node), targets, [output], info)
+    unknown = {
+        t for n in on_path for t in (*n.input, *n.output)
+        if t and t in info and info[t].shape is None
+    }
+    if unknown:
+        info.update(probe_shapes(proto, info, sorted(unknown)))
+
+
 def augment(
     model: str | Path | onnx.ModelProto,
     target_layers: Sequence[str] | None = None,
@@ -198,6 +211,7 @@ def augment(
     else:
         raise CamcoreError(f"seed must be 'class' or 'tensor', not {seed!r}")
 
+    _fill_unknown_shapes(proto, info, targets, output)
     grads = build_gradients(
         graph, info, b, targets, {output: seed_tensor}, {"guided_relu": guided_relu}
     )

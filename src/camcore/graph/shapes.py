@@ -101,13 +101,17 @@ def fix_input_shapes(
                 d.dim_param = v
 
 
+def _infer(light: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - a failed inference leaves us with declared types only
+        return light
+
+
 def infer_tensor_info(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     """Type and shape of every tensor the model names (inputs, initializers, node outputs)."""
     light = _lightweight_copy(model)
-    try:
-        inferred = shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - a failed inference leaves us with declared types only
-        inferred = light
+    inferred = _infer(light)
     info: dict[str, TensorInfo] = {}
     for init in model.graph.initializer:
         info[init.name] = TensorInfo(init.data_type, tuple(int(d) for d in init.dims))
@@ -121,3 +125,58 @@ def infer_tensor_info(model: onnx.ModelProto) -> dict[str, TensorInfo]:
                 if attr.name == "value":
                     info[node.output[0]] = TensorInfo(attr.t.data_type, tuple(attr.t.dims))
     return info
+
+
+def probe_shapes(
+    model: onnx.ModelProto, info: dict[str, TensorInfo], tensors: Sequence[str]
+) -> dict[str, TensorInfo]:
+    """Shapes that inference left unknown, measured by running the model on zeros.
+
+    Used only when tensors on the gradient path lack a rank (e.g. a Reshape whose target
+    is computed from ``Shape`` ops in ways ONNX data propagation does not follow). The
+    model runs twice, with batch 2 and 3: dims that differ follow the batch and stay
+    symbolic, the others become static. Needs every input dim but the first to be known;
+    returns nothing otherwise.
+    """
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    wanted = [t for t in tensors if t in info and info[t].elem_type]
+    if not wanted:
+        return {}
+    shapes = []
+    for vi in inputs:
+        dims = info[vi.name].shape if vi.name in info else None
+        if dims is None or not all(isinstance(d, int) for d in dims[1:]):
+            return {}
+        shapes.append((vi.name, info[vi.name].elem_type, list(dims)))
+    import numpy as np
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(
+        onnx.helper.make_tensor_value_info(t, info[t].elem_type, None) for t in wanted
+    )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        runs = []
+        for batch in (2, 3):
+            feeds = {}
+            for name, elem, dims in shapes:
+                first = dims[0] if isinstance(dims[0], int) else batch
+                feeds[name] = np.zeros([first, *dims[1:]], onnx.helper.tensor_dtype_to_np_dtype(elem))
+            runs.append(session.run(wanted, feeds))
+    except Exception:  # noqa: BLE001 - a failed probe leaves the shapes unknown
+        return {}
+    found: dict[str, TensorInfo] = {}
+    for name, a, b in zip(wanted, *runs):
+        if a.ndim != b.ndim:
+            continue
+        dims = tuple(int(x) if x == y else None for x, y in zip(a.shape, b.shape))
+        found[name] = TensorInfo(info[name].elem_type, dims)
+    return found

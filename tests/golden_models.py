@@ -1,0 +1,118 @@
+"""Load the golden architectures of ``tests/golden/`` without PyTorch.
+
+``tools/make_autograd_golden.py`` exports real torchvision networks to ONNX and strips
+every weight from the file. Each weight is instead described by a *recipe*: a seed, a
+scale and an offset, from which :func:`recipe_values` regenerates it bit for bit with
+numpy alone. This keeps the golden files small (tens of KB per network) while the
+networks stay the real ones.
+
+The recipe is the SplitMix64 hash of the element index, mapped to a uniform number::
+
+    z_k = splitmix64(seed * 2^32 + k),   u_k = (z_k >> 11) / 2^53 in [0, 1)
+    value_k = offset + scale * sqrt(3) * (2 u_k - 1)
+
+so ``scale`` is the standard deviation. Only integer arithmetic modulo 2^64 and one
+float64 affine map are involved, so every platform gives the same float32 values.
+(A plain sinusoid ``sin(a k + b)`` would not do: reshaped to a matrix it has rank 2.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def recipe_values(
+    shape: tuple[int, ...] | list[int], seed: int, scale: float, offset: float = 0.0
+) -> np.ndarray:
+    """Return the float32 tensor of ``shape`` described by a recipe.
+
+    Args:
+        shape: The tensor shape.
+        seed: A 32-bit seed; the generator uses ``crc32`` of the tensor's torch name.
+        scale: The standard deviation of the values.
+        offset: The mean of the values.
+    """
+    n = int(np.prod(shape, dtype=np.int64))
+    z = np.arange(n, dtype=np.uint64) + np.uint64(int(seed) << 32)
+    z = (z + np.uint64(1)) * _GAMMA
+    z ^= z >> np.uint64(30)
+    z *= _MIX1
+    z ^= z >> np.uint64(27)
+    z *= _MIX2
+    z ^= z >> np.uint64(31)
+    u = (z >> np.uint64(11)).astype(np.float64) * (2.0**-53)
+    values = offset + scale * np.sqrt(3.0) * (2.0 * u - 1.0)
+    return values.astype(np.float32).reshape(tuple(shape))
+
+
+def recipe_from_spec(spec: dict[str, Any]) -> np.ndarray:
+    """Return the tensor of a manifest entry ``{"shape", "seed", "scale", "offset"}``."""
+    return recipe_values(spec["shape"], spec["seed"], spec["scale"], spec.get("offset", 0.0))
+
+
+def sample_flat(array: np.ndarray, k: int) -> np.ndarray:
+    """Return ``k`` evenly spaced elements of each sample of ``array``, shaped (N, k).
+
+    Element ``i`` is the flat index ``i * (n - 1) // (k - 1)`` of the sample's ``n``
+    values (all of them, in order, where ``n <= k``).
+    """
+    flat = array.reshape(array.shape[0], -1)
+    n = flat.shape[1]
+    if n <= k:
+        return flat
+    return flat[:, np.arange(k, dtype=np.int64) * (n - 1) // (k - 1)]
+
+
+def golden_architectures() -> list[str]:
+    """Return the names of the architectures that have golden data, sorted."""
+    return sorted(p.stem for p in GOLDEN_DIR.glob("*.json"))
+
+
+def load_manifest(arch: str) -> dict[str, Any]:
+    """Return the JSON manifest of ``arch``: recipes, target layer, seeds, provenance."""
+    return json.loads((GOLDEN_DIR / f"{arch}.json").read_text())
+
+
+def rebuild_model(model: onnx.ModelProto, manifest: dict[str, Any]) -> onnx.ModelProto:
+    """Return a copy of a stripped ``model`` with every recipe initializer put back."""
+    full = onnx.ModelProto()
+    full.CopyFrom(model)
+    have = {init.name for init in full.graph.initializer}
+    for name, spec in manifest["initializers"].items():
+        if name in have:
+            raise ValueError(f"initializer {name!r} is both stored and in the recipe manifest")
+        full.graph.initializer.append(numpy_helper.from_array(recipe_from_spec(spec), name))
+    return full
+
+
+def load_golden(arch: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray], str]:
+    """Return the rebuilt model, the golden arrays and the target layer of ``arch``.
+
+    The arrays are ``input``, ``seed_onehot``, ``seed_random`` (the two gradient seeds,
+    shaped like ``logits``), and the PyTorch autograd reference computed in float64:
+    ``logits``, ``activation`` (the target tensor) and ``grad_onehot``/``grad_random``,
+    the gradients of ``sum(seed * logits)`` with respect to the activation.
+    """
+    manifest = load_manifest(arch)
+    stripped = onnx.load(str(GOLDEN_DIR / f"{arch}.onnx"))
+    model = rebuild_model(stripped, manifest)
+    with np.load(GOLDEN_DIR / f"{arch}.npz") as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    arrays["input"] = recipe_from_spec(manifest["input"])
+    arrays["seed_random"] = recipe_from_spec(manifest["seed_random"])
+    onehot = np.zeros(arrays["logits"].shape, dtype=np.float32)
+    onehot[:, manifest["onehot_class"]] = 1.0
+    arrays["seed_onehot"] = onehot
+    return model, arrays, manifest["target_layer"]

@@ -1,0 +1,56 @@
+"""Regenerate the README sections that come from the registries.
+
+The method table and the list of ops with gradient rules sit between
+``<!-- registry:NAME -->`` and ``<!-- /registry:NAME -->`` markers; this script
+rewrites them from ``camcore.methods.METHODS`` and ``camcore.graph.RULES``.
+``--check`` exits 1 when the README is stale (a test runs it).
+
+    python tools/update_readme.py [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def sections() -> dict[str, str]:
+    from camcore.graph import RULES
+    from camcore.methods import METHODS
+
+    rows = ["| class | `--method` | what it computes |", "|---|---|---|"]
+    rows += [f"| `{m.name}` | `{m.key}` | {m.summary} |" for m in METHODS.values()]
+    ops = ", ".join(f"`{op}`" for op in sorted(RULES))
+    return {"methods": "\n".join(rows), "ops": f"{len(RULES)} op types: {ops}."}
+
+
+def render(text: str) -> str:
+    for name, body in sections().items():
+        pattern = re.compile(rf"(<!-- registry:{name} -->\n).*?(<!-- /registry:{name} -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"README.md lacks the <!-- registry:{name} --> markers")
+        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+    return text
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
+    args = ap.parse_args()
+    old = README.read_text()
+    new = render(old)
+    if args.check:
+        if new != old:
+            print("README.md is stale: run python tools/update_readme.py", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
