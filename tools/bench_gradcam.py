@@ -26,17 +26,23 @@ import numpy as np
 import onnxruntime as ort
 
 
-def _interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median milliseconds of each function, run round-robin so machine noise hits all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+def _block_medians(fns: dict[str, Callable[[], object]], repeats: int, rounds: int = 3) -> dict[str, float]:
+    """Median milliseconds of each function, timed in alternating blocks.
+
+    Alternating blocks (not single calls) because onnxruntime's and torch's idle worker
+    threads keep spinning for a while after a run: on a 2-core machine a single call
+    right after another engine's call competes with its spinning threads. Each block
+    starts with one untimed call.
+    """
+    per_block = max(1, repeats // rounds)
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
+    for _ in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
             fn()
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            for _ in range(per_block):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - t0) * 1e3)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -89,7 +95,7 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} threads={args.threads}")
     print(f"onnxruntime {ort.__version__}, camcore {camcore.__version__}, numpy {np.__version__}")
     print(f"model: ResNet-50 random weights, 224x224, target layer {cam.target_layers}")
-    print(f"repeats: {args.repeats} (median)\n")
+    print(f"repeats: {args.repeats} per engine, median, in 3 alternating blocks\n")
     print("| batch | plain ORT ms | camcore Grad-CAM ms | camcore / plain | pytorch-grad-cam ms | pytorch-grad-cam / camcore |")
     print("|---|---|---|---|---|---|")
     for n in args.batches:
@@ -102,7 +108,7 @@ def main() -> None:
             tcam = TorchGradCAM(model=net, target_layers=[net.layer4[-1]])
             xt = torch.from_numpy(x)
             fns["rival"] = lambda: tcam(input_tensor=xt, targets=None)
-        t = _interleaved_medians(fns, args.repeats)
+        t = _block_medians(fns, args.repeats)
         t_plain, t_cam = t["plain"], t["camcore"]
         rival, ratio_rival = "n/a", "n/a"
         if have_rival:

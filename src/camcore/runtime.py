@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from camcore.errors import CamcoreError, InputError
+from camcore.errors import CamcoreError, InputError, ModelError
 
 _QUIET = 4  # onnxruntime log severity: fatal only
 _DEFAULT_SEVERITY = 3  # errors only: onnxruntime-gpu warns about every missing CUDA lib at 2
@@ -121,7 +121,11 @@ class Session:
                 source = model.SerializeToString()
         else:
             source = str(model)
-        self.session = ort.InferenceSession(source, options, providers=self.choice.providers)
+        try:
+            self.session = ort.InferenceSession(source, options, providers=self.choice.providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"onnxruntime cannot load the model: {first[:300]}") from None
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
 

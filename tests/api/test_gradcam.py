@@ -190,3 +190,14 @@ g (float[N,2,H,W] x) => (float[N,2] y) {
     hit = windows.argmax(-1)
     np.testing.assert_allclose(np.take_along_axis(routed, hit[..., None], -1)[..., 0], 1 / 9, rtol=1e-6)
     assert np.count_nonzero(routed) == 3 * 2 * 9
+
+
+def test_model_onnxruntime_cannot_load_is_a_clear_error() -> None:
+    from camcore.runtime import Session
+
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4] x) => (float[1,4] y) { y = Relu(x) }"""
+    model = onnx.parser.parse_model(text)
+    model.graph.node[0].op_type = "NoSuchOp"
+    with pytest.raises(ModelError, match="onnxruntime cannot load the model"):
+        Session(model)

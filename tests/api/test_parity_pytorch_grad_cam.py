@@ -1,0 +1,126 @@
+"""camcore.GradCAM maps against pytorch-grad-cam 1.5.7's GradCAM on real networks.
+
+``tools/make_gradcam_golden.py`` ran pytorch-grad-cam (float32 torch, CPU) on the golden
+torchvision networks of ``tests/golden/`` (recipe weights, golden input, batch 2) and
+stored its maps in ``tests/golden/gradcam_<arch>.npz``: top-1 and explicit per-image
+classes, a two-layer ResNet-18 case, and ViT with the documented ``reshape_transform``
+(here camcore infers the token grid itself). Nothing here needs torch.
+
+Tolerance: both pipelines run float32 (torch vs onnxruntime kernels) and min-max scale
+every map, so they differ by the rounding of the forward pass, the gradients and the
+channel sums, relative to the map's range. The observed maximum over all cases is 2.7e-6
+on [0, 1] maps; ``ATOL`` leaves a 10x margin for other CPUs and onnxruntime builds while
+any real pipeline difference stays far outside it (a bicubic instead of bilinear resize
+moves ResNet-18's map by 0.1, a nearest one by 0.55, DenseNet's in-place-ReLU aliasing in
+unpatched pytorch-grad-cam by 0.17 to 1).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import camcore
+from tests.golden_models import GOLDEN_DIR, load_golden, load_manifest
+
+#: Largest |camcore - pytorch-grad-cam| allowed on maps scaled to [0, 1].
+ATOL = 3e-5
+#: Total size of the gradcam golden files.
+MAX_BYTES = 320 * 1024  # about 306 KiB today
+
+FILES = sorted(GOLDEN_DIR.glob("gradcam_*.npz"))
+
+
+def _arch(path: Path) -> str:
+    """``gradcam_resnet18.npz`` -> ``resnet18``."""
+    return path.stem.removeprefix("gradcam_")
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(arch: str) -> dict[str, np.ndarray]:
+    """The stored pytorch-grad-cam arrays of ``arch`` (plain arrays, no pickle)."""
+    with np.load(GOLDEN_DIR / f"gradcam_{arch}.npz") as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+def _cases() -> list[tuple[str, str]]:
+    """(arch, case) pairs of every golden file."""
+    return [(_arch(p), str(c)) for p in FILES for c in _reference(_arch(p))["cases"]]
+
+
+@functools.lru_cache(maxsize=None)
+def _model(arch: str) -> tuple[object, np.ndarray]:
+    """The recipe-rebuilt ONNX model of ``arch`` and the golden input."""
+    model, arrays, _ = load_golden(arch)
+    return model, arrays["input"]
+
+
+@functools.lru_cache(maxsize=None)
+def _cam(arch: str, layers: tuple[str, ...]) -> camcore.GradCAM:
+    """One camcore.GradCAM per (arch, layers), so the cases share compiled sessions."""
+    model, _ = _model(arch)
+    return camcore.GradCAM(model, target_layers=list(layers), threads=2)
+
+
+def test_golden_files_present_and_small() -> None:
+    """Every architecture with a CAM case has its golden file; together they stay small."""
+    assert {_arch(p) for p in FILES} >= {
+        "resnet18", "mobilenet_v2", "convnext_tiny", "densenet121", "vit_ti_16"
+    }  # fmt: skip
+    total = sum(p.stat().st_size for p in FILES)
+    assert total < MAX_BYTES, f"gradcam golden files hold {total / 1024:.0f} KB"
+
+
+@pytest.mark.parametrize(("arch", "case"), _cases())
+def test_gradcam_matches_pytorch_grad_cam(arch: str, case: str) -> None:
+    """camcore.GradCAM(model, target_layers)(x, targets) is pytorch-grad-cam's map."""
+    ref = _reference(arch)
+    want = ref[f"{case}__maps"]
+    layers = tuple(str(name) for name in ref[f"{case}__layers"])
+    classes = ref[f"{case}__classes"]
+    targets = None
+    if bool(ref[f"{case}__explicit"]):
+        targets = [camcore.ClassifierOutputTarget(int(k)) for k in classes]
+    _, x = _model(arch)
+    cam = _cam(arch, layers)
+    got = cam(x, targets)
+
+    np.testing.assert_array_equal(cam.outputs[0].argmax(axis=1) if targets is None else classes,
+                                  classes, err_msg=f"{arch} {case}: explained classes")  # fmt: skip
+    assert got.shape == want.shape and got.dtype == np.float32
+    err = float(np.abs(got - want).max())
+    assert err <= ATOL, f"{arch} {case}: max |camcore - pytorch-grad-cam| = {err:.2e} > {ATOL}"
+
+
+def test_vit_zero_gradient_map_is_zero() -> None:
+    """The last ViT block reaches the logits through the class token only: all-zero map.
+
+    pytorch-grad-cam's map is exactly zero there; camcore's must be too, not scaled noise.
+    """
+    ref = _reference("vit_ti_16")
+    assert not ref["last_block_zero__maps"].any()
+
+
+@pytest.mark.torch
+def test_torch_live_resnet18_top1() -> None:
+    """With torch and pytorch-grad-cam present, regenerate one case live and compare."""
+    pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+    pytest.importorskip("pytorch_grad_cam")
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "make_gradcam_golden.py"
+    spec = importlib.util.spec_from_file_location("make_gradcam_golden", path)
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    model, x = tool.build("resnet18")
+    live, classes, _ = tool.run_gradcam(model, x, tool.CASES["resnet18"][0], None)
+    ref = _reference("resnet18")
+    np.testing.assert_array_equal(classes, ref["top1__classes"])
+    np.testing.assert_allclose(live, ref["top1__maps"], rtol=0, atol=ATOL)
+    assert load_manifest("resnet18")["target_layer"] == str(ref["top1__layers"][0])

@@ -1,0 +1,282 @@
+"""Make the pytorch-grad-cam golden maps ``tests/golden/gradcam_<arch>.npz`` (needs torch).
+
+For each architecture of ``tools/make_autograd_golden.py`` this script rebuilds the same
+torchvision network with the same recipe weights (that tool's builders and
+``apply_recipes``), feeds it the golden input (batch 2) and runs pytorch-grad-cam's
+``GradCAM`` for a few cases: top-1 (``targets=None``), explicit per-image
+``ClassifierOutputTarget`` classes and, for ResNet-18, two target layers at once. The
+ViT cases use pytorch-grad-cam's documented ``reshape_transform`` (drop the class token,
+tokens to the 4x4 grid, NHWC to NCHW).
+
+Each case stores its float32 maps (N, H, W), the ONNX tensor names of its target layers
+(each located by value in the exported graph, as the autograd tool does), the classes
+explained and whether they were explicit. ``tests/api/test_parity_pytorch_grad_cam.py``
+replays the cases with ``camcore.GradCAM`` on the recipe-rebuilt ONNX model, without torch.
+
+Two pytorch-grad-cam behaviours are worked around, both outside the CAM method itself:
+
+* its forward hook keeps ``output.detach()``, which shares storage with the module
+  output; DenseNet's ``F.relu(features, inplace=True)`` after ``features.norm5`` then
+  overwrites the saved activation with its ReLU, while the gradient stays that of the
+  pre-ReLU tensor. A forward hook registered *after* pytorch-grad-cam's passes a clone
+  downstream, so the saved tensor is the true ``norm5`` output (that of the ONNX
+  ``BatchNormalization`` tensor). The tool prints how far the unpatched map is off.
+* a targets list is ``zip``-ed with the batch, so one target for two images explains
+  the first image only; every case passes one target per image.
+
+Usage::
+
+    /work/xcenv/bin/python tools/make_gradcam_golden.py [--arch resnet18 ...] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.golden_models import load_golden, load_manifest  # noqa: E402
+
+
+def _load_autograd_tool() -> ModuleType:
+    """Import ``tools/make_autograd_golden.py`` (builders, recipes, tensor lookup) by path."""
+    path = ROOT / "tools" / "make_autograd_golden.py"
+    spec = importlib.util.spec_from_file_location("make_autograd_golden", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+mag = _load_autograd_tool()
+
+GENERATOR = (
+    f"tools/make_gradcam_golden.py: torch {torch.__version__}, "
+    f"grad-cam {importlib.metadata.version('grad-cam')}, float32 CPU"
+)
+#: Smallest top-1 minus top-2 logit gap, relative to max|logit|, for a top-1 case: the
+#: class chosen must not depend on float32 rounding.
+MIN_TOP1_GAP = 1e-3
+
+
+@dataclass(frozen=True)
+class Case:
+    """One pytorch-grad-cam call: target modules and per-image classes (None: top-1)."""
+
+    name: str
+    modules: tuple[str, ...]
+    classes: tuple[int, ...] | None = None
+
+
+def vit_reshape_transform(height: int, width: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """pytorch-grad-cam's documented ViT ``reshape_transform`` for an ``height x width`` grid.
+
+    (N, 1 + h*w, C) tokens: drop the class token, reshape to (N, h, w, C), move C first.
+    """
+
+    def reshape_transform(tensor: torch.Tensor) -> torch.Tensor:
+        result = tensor[:, 1:, :].reshape(tensor.size(0), height, width, tensor.size(2))
+        return result.transpose(2, 3).transpose(1, 2)
+
+    return reshape_transform
+
+
+#: The explicit classes: image 0 and image 1 explain different classes.
+CLASSES = (7, 281)
+VIT_LN = "encoder.layers.encoder_layer_11.ln_1"
+
+CASES: dict[str, list[Case]] = {
+    "resnet18": [
+        Case("top1", ("layer4",)),
+        Case("classes", ("layer4",), CLASSES),
+        Case("two_layers", ("layer3", "layer4")),
+    ],
+    "mobilenet_v2": [
+        Case("top1", ("features.18",)),
+        Case("classes", ("features.18",), CLASSES),
+    ],
+    "convnext_tiny": [
+        Case("top1", ("features.7",)),
+        Case("classes", ("features.7",), CLASSES),
+    ],
+    "densenet121": [
+        Case("top1", ("features.norm5",)),
+        Case("classes", ("features.norm5",), CLASSES),
+    ],
+    # The last encoder block's output reaches the logits through the class token only:
+    # its patch-token gradients are exactly zero and so is the map (a degenerate case,
+    # kept on purpose). The block's first LayerNorm, the usual ViT choice (timm's
+    # ``blocks[-1].norm1`` in pytorch-grad-cam's examples), gives a real map.
+    "vit_ti_16": [
+        Case("top1", (VIT_LN,)),
+        Case("classes", (VIT_LN,), CLASSES),
+        Case("last_block_zero", ("encoder.layers.encoder_layer_11",)),
+    ],
+}
+
+
+def build(name: str) -> tuple[nn.Module, np.ndarray]:
+    """Return the recipe-weighted torch model of ``name`` and the golden input."""
+    _, arrays, _ = load_golden(name)
+    x = arrays["input"]
+    torch.manual_seed(0)
+    model = mag.ARCHS[name].build().eval()
+    mag.apply_recipes(model, torch.from_numpy(x))
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)).numpy()
+    scale = float(np.abs(arrays["logits"]).max())
+    err = float(np.abs(logits - arrays["logits"]).max()) / scale
+    if err > 1e-4:
+        raise RuntimeError(f"{name}: rebuilt torch model's logits are off by {err:.2e}")
+    return model, x
+
+
+def module_outputs(model: nn.Module, x: np.ndarray, paths: list[str]) -> dict[str, np.ndarray]:
+    """Return the float32 output of each module in ``paths`` (cloned before in-place ops)."""
+    captured: dict[str, np.ndarray] = {}
+
+    def capture(path: str) -> Callable[[nn.Module, Any, torch.Tensor], None]:
+        def hook(_m: nn.Module, _a: Any, out: torch.Tensor) -> None:
+            captured[path] = out.detach().clone().numpy()
+
+        return hook
+
+    handles = [model.get_submodule(p).register_forward_hook(capture(p)) for p in paths]
+    try:
+        with torch.no_grad():
+            model(torch.from_numpy(x))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def onnx_names(name: str, model: nn.Module, x: np.ndarray, paths: list[str]) -> dict[str, str]:
+    """Map each module path to the ONNX tensor of its output in the golden graph.
+
+    The manifest's target module keeps the manifest's name (checked by value too); the
+    others are found by value under their name scope, as the autograd tool does.
+    """
+    rebuilt, _, _ = load_golden(name)
+    manifest = load_manifest(name)
+    acts = module_outputs(model, x, paths)
+    names = {p: mag.find_target_tensor(rebuilt, x, acts[p], p) for p in paths}
+    target = manifest["target_module"]
+    if target in names and names[target] != manifest["target_layer"]:
+        raise RuntimeError(f"{name}: {target} found as {names[target]}, manifest says "
+                           f"{manifest['target_layer']}")  # fmt: skip
+    return names
+
+
+def run_gradcam(
+    model: nn.Module,
+    x: np.ndarray,
+    case: Case,
+    reshape: Callable[[torch.Tensor], torch.Tensor] | None,
+    clone_outputs: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Run pytorch-grad-cam's GradCAM for ``case``: maps, classes explained, activations.
+
+    With ``clone_outputs`` every target module passes a clone downstream (a hook
+    registered after pytorch-grad-cam's), so in-place ops cannot alias the saved activation.
+    """
+    layers = [model.get_submodule(p) for p in case.modules]
+    cam = GradCAM(model=model, target_layers=layers, reshape_transform=reshape)
+    handles = [
+        layer.register_forward_hook(lambda _m, _a, out: out.clone()) for layer in layers
+    ] if clone_outputs else []  # fmt: skip
+    try:
+        targets = None
+        if case.classes is not None:
+            targets = [ClassifierOutputTarget(k) for k in case.classes]
+        maps = cam(input_tensor=torch.from_numpy(x), targets=targets)
+        logits = cam.outputs.detach().numpy()
+        acts = [a.numpy().copy() for a in cam.activations_and_grads.activations]
+    finally:
+        for handle in handles:
+            handle.remove()
+        cam.activations_and_grads.release()
+    if case.classes is None:
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        gap = float((top2[:, 1] - top2[:, 0]).min()) / float(np.abs(logits).max())
+        if gap < MIN_TOP1_GAP:
+            raise RuntimeError(f"{case.name}: top-1 logit gap {gap:.2e} is too small")
+        classes = logits.argmax(axis=1)
+    else:
+        classes = np.asarray(case.classes)
+    return np.asarray(maps, dtype=np.float32), classes.astype(np.int64), acts
+
+
+def make(name: str, out: Path) -> dict[str, Any]:
+    """Run every case of ``name``; write ``gradcam_<name>.npz``; return a summary."""
+    model, x = build(name)
+    cases = CASES[name]
+    paths = sorted({p for case in cases for p in case.modules})
+    tensors = onnx_names(name, model, x, paths)
+    _, golden, _ = load_golden(name)
+    golden_module, golden_act = load_manifest(name)["target_module"], golden["activation"]
+    arrays: dict[str, np.ndarray] = {
+        "cases": np.asarray([c.name for c in cases]),
+        "generator": np.asarray(GENERATOR),
+    }
+    summary: dict[str, Any] = {"arch": name}
+    for case in cases:
+        reshape = None
+        if name.startswith("vit"):
+            grid = x.shape[-1] // 16
+            reshape = vit_reshape_transform(grid, grid)
+        maps, classes, acts = run_gradcam(model, x, case, reshape)
+        plain, _, _ = run_gradcam(model, x, case, reshape, clone_outputs=False)
+        if case.modules == (golden_module,) and reshape is None:
+            err = float(np.abs(acts[0] - golden_act).max() / np.abs(golden_act).max())
+            if err > 1e-4:
+                raise RuntimeError(f"{name} {case.name}: saved activation off by {err:.2e}")
+        arrays[f"{case.name}__maps"] = maps
+        arrays[f"{case.name}__layers"] = np.asarray([tensors[p] for p in case.modules])
+        arrays[f"{case.name}__classes"] = classes
+        arrays[f"{case.name}__explicit"] = np.asarray(case.classes is not None)
+        summary[case.name] = f"classes={classes.tolist()} max={maps.max():.3g}"
+        alias = float(np.abs(plain - maps).max())
+        if alias:
+            summary[case.name] += f" unpatched_diff={alias:.3g}"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"gradcam_{name}.npz"
+    np.savez_compressed(path, **arrays)
+    summary["kb"] = round(path.stat().st_size / 1024, 1)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, make the requested architectures and print a summary line each."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", nargs="*", choices=sorted(CASES), default=sorted(CASES))
+    parser.add_argument("--out", type=Path, default=ROOT / "tests" / "golden")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    print(GENERATOR)
+    for name in args.arch:
+        t0 = time.perf_counter()
+        info = make(name, args.out)
+        print(", ".join(f"{k}={v}" for k, v in info.items())
+              + f", {time.perf_counter() - t0:.1f}s", flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
