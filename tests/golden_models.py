@@ -33,9 +33,7 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
-def recipe_values(
-    shape: tuple[int, ...] | list[int], seed: int, scale: float, offset: float = 0.0
-) -> np.ndarray:
+def recipe_values(shape: tuple[int, ...] | list[int], seed: int, scale: float, offset: float = 0.0) -> np.ndarray:
     """Return the float32 tensor of ``shape`` described by a recipe.
 
     Args:

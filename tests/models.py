@@ -8,7 +8,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 def tiny_classifier(
-    opset: int = 17, classes: int = 5, channels: int = 4, size: int = 8, seed: int = 0,
+    opset: int = 17,
+    classes: int = 5,
+    channels: int = 4,
+    size: int = 8,
+    seed: int = 0,
     dynamic_spatial: bool = False,
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """x (N,3,S,S) -> Conv3x3 -> Relu ("feat") -> GlobalAveragePool -> Flatten -> Gemm -> logits."""
@@ -28,7 +32,8 @@ def tiny_classifier(
     ]
     spatial: list[int | str] = ["H", "W"] if dynamic_spatial else [size, size]
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, *spatial])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
         [numpy_helper.from_array(v, k) for k, v in w.items()],
@@ -41,7 +46,7 @@ def tiny_classifier(
 
 def reference_gradcam(features: np.ndarray, fc_w: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Grad-CAM of the tiny classifier by hand: dlogit_k/dfeat_c = fc_w[k, c] / (H·W)."""
-    n, c, h, w = features.shape
+    h, w = features.shape[2:]
     weights = fc_w[classes] / (h * w)  # (N, C): spatial mean of a constant gradient
     raw = np.einsum("nc,nchw->nhw", weights, features)
     raw = np.maximum(raw, 0)

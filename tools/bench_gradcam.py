@@ -54,8 +54,14 @@ def _export_resnet50(path: Path) -> object:
     net = torchvision.models.resnet50(weights=None).eval()
     x = torch.zeros(1, 3, 224, 224)
     torch.onnx.export(
-        net, (x,), str(path), input_names=["input"], output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+        net,
+        (x,),
+        str(path),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
     )
     return net
 
@@ -96,18 +102,20 @@ def main() -> None:
     print(f"onnxruntime {ort.__version__}, camcore {camcore.__version__}, numpy {np.__version__}")
     print(f"model: ResNet-50 random weights, 224x224, target layer {cam.target_layers}")
     print(f"repeats: {args.repeats} per engine, median, in 3 alternating blocks\n")
-    print("| batch | plain ORT ms | camcore Grad-CAM ms | camcore / plain | pytorch-grad-cam ms | pytorch-grad-cam / camcore |")
+    columns = ["batch", "plain ORT ms", "camcore Grad-CAM ms", "camcore / plain"]
+    columns += ["pytorch-grad-cam ms", "pytorch-grad-cam / camcore"]
+    print("| " + " | ".join(columns) + " |")
     print("|---|---|---|---|---|---|")
     for n in args.batches:
         x = np.random.default_rng(n).standard_normal((n, 3, 224, 224)).astype(np.float32)
         fns: dict[str, Callable[[], object]] = {
-            "plain": lambda: plain.run(None, {"input": x}),
-            "camcore": lambda: cam(x),
+            "plain": lambda x=x: plain.run(None, {"input": x}),
+            "camcore": lambda x=x: cam(x),
         }
         if have_rival:
             tcam = TorchGradCAM(model=net, target_layers=[net.layer4[-1]])
             xt = torch.from_numpy(x)
-            fns["rival"] = lambda: tcam(input_tensor=xt, targets=None)
+            fns["rival"] = lambda tcam=tcam, xt=xt: tcam(input_tensor=xt, targets=None)
         t = _block_medians(fns, args.repeats)
         t_plain, t_cam = t["plain"], t["camcore"]
         rival, ratio_rival = "n/a", "n/a"

@@ -40,9 +40,7 @@ def best_ms(fn: Callable[[], object], repeat: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30, help="timed runs per case (best is kept)")
-    parser.add_argument(
-        "--threads", type=int, nargs="+", default=[1, 0], help="thread counts; 0 = all cores"
-    )
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="thread counts; 0 = all cores")
     args = parser.parse_args(argv)
 
     print(
@@ -50,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         f" | numpy {np.__version__} | Python {platform.python_version()}"
     )
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores")
-    print(
-        f"best of {args.repeat}; alpha=0.5, colormap=jet, rgb=True; same threads for both sides\n"
-    )
+    print(f"best of {args.repeat}; alpha=0.5, colormap=jet, rgb=True; same threads for both sides\n")
     print("| cam | frame | threads | OpenCV chain (ms) | camcore (ms) | speed-up |")
     print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
@@ -65,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             ref = best_ms(partial(overlay_reference, image, cam), args.repeat)
             fast = best_ms(partial(overlay, image, cam, out=out, threads=threads), args.repeat)
             label = threads if threads > 0 else f"all ({os.cpu_count()})"
-            print(
-                f"| {h}x{w} | {height}x{width} | {label} | {ref:.3f} | {fast:.3f} | {ref / fast:.2f}x |"
-            )
+            print(f"| {h}x{w} | {height}x{width} | {label} | {ref:.3f} | {fast:.3f} | {ref / fast:.2f}x |")
     return 0
 
 

@@ -50,7 +50,7 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.golden_models import rebuild_model, recipe_from_spec, recipe_values, sample_flat
+from tests.golden_models import rebuild_model, recipe_from_spec, recipe_values, sample_flat  # noqa: E402
 
 BATCH = 2
 ONEHOT_CLASS = 7
@@ -95,17 +95,13 @@ def _vgg11_bn() -> nn.Module:
 
 def _vit_ti_16() -> nn.Module:
     """ViT-Ti/16 (12 layers, 3 heads, width 192) on 64x64 images: a 4x4 patch grid."""
-    return VisionTransformer(
-        image_size=64, patch_size=16, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768
-    )
+    return VisionTransformer(image_size=64, patch_size=16, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768)
 
 
 ARCHS: dict[str, Arch] = {
     "resnet18": Arch(lambda: torchvision.models.resnet18(weights=None), 96, "layer4", "layer2"),
     "vgg11_bn": Arch(_vgg11_bn, 96, "features.27", "features.13"),
-    "mobilenet_v2": Arch(
-        lambda: torchvision.models.mobilenet_v2(weights=None), 96, "features.18", "features.10"
-    ),
+    "mobilenet_v2": Arch(lambda: torchvision.models.mobilenet_v2(weights=None), 96, "features.18", "features.10"),
     "mobilenet_v3_small": Arch(
         lambda: torchvision.models.mobilenet_v3_small(weights=None), 96, "features.12", "features.6"
     ),
@@ -115,15 +111,9 @@ ARCHS: dict[str, Arch] = {
         "features.norm5",
         "features.transition2",
     ),
-    "efficientnet_b0": Arch(
-        lambda: torchvision.models.efficientnet_b0(weights=None), 96, "features.8", "features.5"
-    ),
-    "convnext_tiny": Arch(
-        lambda: torchvision.models.convnext_tiny(weights=None), 96, "features.7", "features.3"
-    ),
-    "vit_ti_16": Arch(
-        _vit_ti_16, 64, "encoder.layers.encoder_layer_11", "encoder.layers.encoder_layer_5"
-    ),
+    "efficientnet_b0": Arch(lambda: torchvision.models.efficientnet_b0(weights=None), 96, "features.8", "features.5"),
+    "convnext_tiny": Arch(lambda: torchvision.models.convnext_tiny(weights=None), 96, "features.7", "features.3"),
+    "vit_ti_16": Arch(_vit_ti_16, 64, "encoder.layers.encoder_layer_11", "encoder.layers.encoder_layer_5"),
 }
 
 
@@ -199,17 +189,13 @@ def apply_recipes(model: nn.Module, x: torch.Tensor) -> dict[str, dict[str, Any]
                 ("running_var", 0.1 * var, var),
             ):
                 buf = getattr(module, leaf)
-                specs[f"{prefix}.{leaf}"] = _spec(
-                    f"{prefix}.{leaf}", tuple(buf.shape), scale, offset
-                )
+                specs[f"{prefix}.{leaf}"] = _spec(f"{prefix}.{leaf}", tuple(buf.shape), scale, offset)
                 _assign(buf, specs[f"{prefix}.{leaf}"])
 
         return hook
 
     handles = [
-        m.register_forward_pre_hook(calibrate(n))
-        for n, m in model.named_modules()
-        if isinstance(m, nn.BatchNorm2d)
+        m.register_forward_pre_hook(calibrate(n)) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)
     ]
     with torch.no_grad():
         model(x)
@@ -252,9 +238,7 @@ def strip_initializers(
     for init in model.graph.initializer:
         value = numpy_helper.to_array(init)
         candidates = [init.name] if init.name in specs else by_shape.get(value.shape, [])
-        match = next(
-            (c for c in candidates if np.array_equal(value, recipe_from_spec(specs[c]))), None
-        )
+        match = next((c for c in candidates if np.array_equal(value, recipe_from_spec(specs[c]))), None)
         if match is not None:
             manifest[init.name] = specs[match]
         elif init.name in specs:
@@ -332,11 +316,7 @@ def reference(
 
         return hook
 
-    handles = [
-        model.get_submodule(path).register_forward_hook(capture(key))
-        for key, path in targets.items()
-        if path
-    ]
+    handles = [model.get_submodule(path).register_forward_hook(capture(key)) for key, path in targets.items() if path]
     result: dict[str, np.ndarray] = {}
     try:
         for seed_key, seed in seeds.items():
@@ -379,16 +359,12 @@ def stored_arrays(full: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def dump_manifest(manifest: dict[str, Any]) -> str:
     """Return the manifest as JSON with one line per top-level key and per initializer."""
-    lines = [
-        f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in manifest.items() if k != "initializers"
-    ]
+    lines = [f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in manifest.items() if k != "initializers"]
     inits = [f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in manifest["initializers"].items()]
     return "{\n" + "\n".join(lines) + '\n  "initializers": {\n' + ",\n".join(inits) + "\n  }\n}\n"
 
 
-def references(
-    name: str, arch: Arch
-) -> tuple[nn.Module, dict[str, Any], dict[str, np.ndarray], dict[str, float]]:
+def references(name: str, arch: Arch) -> tuple[nn.Module, dict[str, Any], dict[str, np.ndarray], dict[str, float]]:
     """Return the model, the input spec, the float64 references and their kink sensitivity.
 
     Networks with millions of ReLU inputs always hold some within float32 rounding of zero;
@@ -431,9 +407,7 @@ def make(name: str, arch: Arch, out: Path) -> dict[str, Any]:
     ref = stored_arrays(full_ref)
     seed_spec = _spec(f"seed/{name}", ref["logits"].shape, 1.0)
     target = find_target_tensor(full, x, ref["activation"].astype(np.float32), arch.target_module)
-    mid = find_target_tensor(
-        full, x, full_ref["mid_activation"].astype(np.float32), arch.mid_module
-    )
+    mid = find_target_tensor(full, x, full_ref["mid_activation"].astype(np.float32), arch.mid_module)
 
     manifest = {
         "arch": name,
@@ -466,9 +440,7 @@ def make(name: str, arch: Arch, out: Path) -> dict[str, Any]:
     np.testing.assert_allclose(got_act, ref["activation"], rtol=1e-4, atol=1e-4 * act_scale)
     for key in ("grad_onehot", "grad_random", "mid_grad_random", "input_grad_random"):
         g = ref[key]
-        if not (
-            np.isfinite(g).all() and np.abs(g).max() > 0 and np.count_nonzero(g) > g.size // 20
-        ):
+        if not (np.isfinite(g).all() and np.abs(g).max() > 0 and np.count_nonzero(g) > g.size // 20):
             raise RuntimeError(f"{name}: trivial gradient {key}")
     if not 0.05 < float(ref["logits"].std()) < 50.0:
         raise RuntimeError(f"{name}: logits std {ref['logits'].std():.3g} is not O(1)")

@@ -90,7 +90,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 51
     model.eval()
     correct = 0
     for i in range(0, len(x), batch):
-        correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+        correct += int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
     return correct / len(x)
 
 
@@ -118,7 +118,7 @@ def train(args: argparse.Namespace) -> tuple[nn.Module, dict[str, float]]:
         perm = torch.randperm(args.n_train, generator=gen)
         total = 0.0
         for i in range(0, args.n_train, args.batch):
-            idx = perm[i:i + args.batch]
+            idx = perm[i : i + args.batch]
             xb, yb = x_train[idx], y_train[idx]
             # Flips and 90-degree rotations keep every class and the clutter statistics.
             if torch.rand(1, generator=gen).item() < 0.5:
@@ -257,8 +257,11 @@ def main(argv: list[str] | None = None) -> None:
         "std": list(STD),
         "preprocess": "x = (rgb_uint8 / 255 - mean) / std, HWC -> CHW",
         "target_layer": target,
-        "architecture": {"channels": list(CHANNELS), "pool_after": list(POOL_AFTER),
-                         "head": "GlobalAveragePool + Gemm"},
+        "architecture": {
+            "channels": list(CHANNELS),
+            "pool_after": list(POOL_AFTER),
+            "head": "GlobalAveragePool + Gemm",
+        },
         "training": {
             "seed": args.seed,
             "n_train": args.n_train,

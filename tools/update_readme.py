@@ -33,7 +33,7 @@ def render(text: str) -> str:
         pattern = re.compile(rf"(<!-- registry:{name} -->\n).*?(<!-- /registry:{name} -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md lacks the <!-- registry:{name} --> markers")
-        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
     return text
 
 

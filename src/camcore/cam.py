@@ -60,10 +60,7 @@ def tokens_to_grid(tokens: np.ndarray, input_hw: tuple[int, int] | None = None) 
         if grid is not None:
             h, w = grid
             return tokens[:, skip:, :].reshape(n, h, w, c).transpose(0, 3, 1, 2)
-    raise CamcoreError(
-        f"cannot arrange {t} tokens as a grid (with or without a class token); "
-        "pass reshape_transform"
-    )
+    raise CamcoreError(f"cannot arrange {t} tokens as a grid (with or without a class token); pass reshape_transform")
 
 
 def _factor_grid(count: int, ratio: float) -> tuple[int, int] | None:
@@ -128,9 +125,7 @@ class BaseCAM:
             feeds = {k: np.asarray(v) for k, v in input_tensor.items()}
         else:
             if len(self.input_names) != 1:
-                raise InputError(
-                    f"the model has inputs {self.input_names}: pass a dict of arrays by name"
-                )
+                raise InputError(f"the model has inputs {self.input_names}: pass a dict of arrays by name")
             feeds = {self.input_names[0]: np.asarray(input_tensor)}
         for name, value in feeds.items():
             self._check_input(name, value)
@@ -142,9 +137,7 @@ class BaseCAM:
             raise InputError(f"{name!r} is not a model input; inputs are {self.input_names}")
         want = onnx.helper.tensor_dtype_to_np_dtype(ti.elem_type)
         if value.dtype != want:
-            raise InputError(
-                f"input {name!r} must be {want} (got {value.dtype}); convert and normalise it first"
-            )
+            raise InputError(f"input {name!r} must be {want} (got {value.dtype}); convert and normalise it first")
         if ti.shape is not None:
             if value.ndim != len(ti.shape):
                 raise InputError(
@@ -168,8 +161,12 @@ class BaseCAM:
         if key not in self._compiled:
             shapes = {k: [None, *v.shape[1:]] for k, v in feeds.items()}
             aug = augment(
-                self.model, self.target_layers, output=self.output, seed=seed_mode,  # type: ignore[arg-type]
-                input_shapes=shapes, **self._augment_options(),
+                self.model,
+                self.target_layers,
+                output=self.output,
+                seed=seed_mode,  # type: ignore[arg-type]
+                input_shapes=shapes,
+                **self._augment_options(),
             )
             self._compiled[key] = (aug, Session(aug.model, self.providers, self.threads))
         return self._compiled[key]
@@ -184,7 +181,9 @@ class BaseCAM:
             if targets is None:
                 return np.full((n,), -1, dtype=np.int64)
             return np.asarray([t.class_index for t in targets], dtype=np.int64)
-        plain = session.run({**feeds, aug.seed_input: np.zeros((n, *self._output_row_shape()), np.float32)}, [self.output])
+        plain = session.run(
+            {**feeds, aug.seed_input: np.zeros((n, *self._output_row_shape()), np.float32)}, [self.output]
+        )
         out = plain[self.output]
         if targets is None:
             raise CamcoreError("this output needs explicit targets")
@@ -239,8 +238,7 @@ class BaseCAM:
                 act, grad = tokens_to_grid(act, input_hw), tokens_to_grid(grad, input_hw)
             if act.ndim < 3:
                 raise CamcoreError(
-                    f"layer {layer!r} has shape {act.shape}: it has no spatial extent; "
-                    "choose an earlier layer"
+                    f"layer {layer!r} has shape {act.shape}: it has no spatial extent; choose an earlier layer"
                 )
             maps.append(self.method.fn(act, grad))
         return maps
@@ -255,7 +253,8 @@ class BaseCAM:
         first = feeds[self.input_names[0]] if self.input_names[0] in feeds else next(iter(feeds.values()))
         size = tuple(first.shape[-2:]) if first.ndim >= 4 else None
         per_layer = [
-            scale_cam_image(np.maximum(raw, 0), size)[:, None] for raw in self.layer_maps(size)  # type: ignore[arg-type]
+            scale_cam_image(np.maximum(raw, 0), size)[:, None]
+            for raw in self.layer_maps(size)  # type: ignore[arg-type]
         ]
         stacked = np.maximum(np.concatenate(per_layer, axis=1), 0)
         return scale_cam_image(stacked.mean(axis=1))

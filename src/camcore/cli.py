@@ -47,8 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     aug.add_argument("-o", "--out", required=True, help="path of the augmented .onnx")
     aug.add_argument("--layer", action="append", help="target layer (repeatable; default: automatic)")
     aug.add_argument("--output", help="differentiated output (default: the first)")
-    aug.add_argument("--seed", choices=("class", "tensor"), default="class",
-                     help="class: int64 class per row (-1 = top-1); tensor: a seed shaped like the output")
+    aug.add_argument(
+        "--seed",
+        choices=("class", "tensor"),
+        default="class",
+        help="class: int64 class per row (-1 = top-1); tensor: a seed shaped like the output",
+    )
     aug.add_argument("--size", type=_size, help="fix the input's spatial size HxW")
 
     ex = sub.add_parser("explain", help="write an overlay PNG, the raw map and a JSON summary per image")
@@ -81,8 +85,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"layers": cmd_layers, "augment": cmd_augment, "explain": cmd_explain,
-               "demo": cmd_demo, "info": cmd_info}[args.command]
+    handler = {
+        "layers": cmd_layers,
+        "augment": cmd_augment,
+        "explain": cmd_explain,
+        "demo": cmd_demo,
+        "info": cmd_info,
+    }[args.command]
     try:
         return handler(args)
     except CamcoreError as exc:
@@ -94,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------------- layers
-def _input_shapes(model_path: str, size: tuple[int, int] | None, nhwc: bool = False) -> dict[str, list[int | str | None]] | None:
+def _input_shapes(
+    model_path: str, size: tuple[int, int] | None, nhwc: bool = False
+) -> dict[str, list[int | str | None]] | None:
     if size is None:
         return None
     from camcore.graph import prepare_model
@@ -135,8 +146,9 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
     from camcore.graph import augment
 
-    aug = augment(args.model, args.layer, output=args.output, seed=args.seed,
-                  input_shapes=_input_shapes(args.model, args.size))
+    aug = augment(
+        args.model, args.layer, output=args.output, seed=args.seed, input_shapes=_input_shapes(args.model, args.size)
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     big = aug.model.ByteSize() > 1_800_000_000
@@ -261,10 +273,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
             png, npy = out_dir / f"{stem}_cam.png", out_dir / f"{stem}_cam.npy"
             cv2.imwrite(str(png), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
             np.save(npy, maps[i])
-            records.append({
-                "image": path, "overlay": str(png), "map": str(npy), "explained_class": explained,
-                "top_k": [{"class": int(k), "logit": float(row[k]), "probability": float(probs[k])} for k in top],
-            })
+            records.append(
+                {
+                    "image": path,
+                    "overlay": str(png),
+                    "map": str(npy),
+                    "explained_class": explained,
+                    "top_k": [{"class": int(k), "logit": float(row[k]), "probability": float(probs[k])} for k in top],
+                }
+            )
 
     for path in tqdm(args.images, desc="explain", unit="img", disable=None):
         try:
@@ -277,9 +294,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     flush()
 
     summary = {
-        "model": args.model, "method": method.name, "target_layers": cam.target_layers,
-        "input_size": list(size) if size else "per image", "mean": list(args.mean), "std": list(args.std),
-        "images": records, "failures": failures,
+        "model": args.model,
+        "method": method.name,
+        "target_layers": cam.target_layers,
+        "input_size": list(size) if size else "per image",
+        "mean": list(args.mean),
+        "std": list(args.std),
+        "images": records,
+        "failures": failures,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"explained {len(records)} image(s) into {out_dir} (layer {', '.join(cam.target_layers)})")
@@ -311,7 +333,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"camcore      {camcore.__version__}")
     print(f"python       {platform.python_version()} ({platform.machine()}, {platform.system()})")
     print(f"onnx         {onnx.__version__}")
-    print(f"onnxruntime  {ort.__version__} ({'GPU build' if 'CUDAExecutionProvider' in ort.get_available_providers() else 'CPU build'})")
+    build = "GPU build" if "CUDAExecutionProvider" in ort.get_available_providers() else "CPU build"
+    print(f"onnxruntime  {ort.__version__} ({build})")
     print(f"numpy        {np.__version__}")
     print(f"opencv       {cv2.__version__}")
     print(f"providers    available: {', '.join(ort.get_available_providers())}")

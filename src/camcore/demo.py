@@ -88,8 +88,9 @@ def preprocess(images: np.ndarray | Sequence[np.ndarray], meta: dict[str, Any]) 
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def pointing_hits(maps: np.ndarray, boxes: Sequence[tuple[int, int, int, int]],
-                  tolerance: int = POINTING_TOLERANCE) -> np.ndarray:
+def pointing_hits(
+    maps: np.ndarray, boxes: Sequence[tuple[int, int, int, int]], tolerance: int = POINTING_TOLERANCE
+) -> np.ndarray:
     """Whether each map's peak lies in its box ``(x0, y0, x1, y1)`` grown by ``tolerance``.
 
     ``x1``/``y1`` are exclusive. Ties go to the first peak in row-major order.
@@ -98,24 +99,27 @@ def pointing_hits(maps: np.ndarray, boxes: Sequence[tuple[int, int, int, int]],
     flat = maps.reshape(n, -1).argmax(axis=1)
     ys, xs = np.divmod(flat, w)
     b = np.asarray(boxes, dtype=np.int64).reshape(n, 4)
-    return ((xs >= b[:, 0] - tolerance) & (xs < b[:, 2] + tolerance)
-            & (ys >= b[:, 1] - tolerance) & (ys < b[:, 3] + tolerance))
+    return (
+        (xs >= b[:, 0] - tolerance)
+        & (xs < b[:, 2] + tolerance)
+        & (ys >= b[:, 1] - tolerance)
+        & (ys < b[:, 3] + tolerance)
+    )
 
 
-def _annotate(overlay: np.ndarray, scene: Scene, cam_map: np.ndarray, predicted: int,
-              hit: bool, class_names: Sequence[str]) -> np.ndarray:
+def _annotate(
+    overlay: np.ndarray, scene: Scene, cam_map: np.ndarray, predicted: int, hit: bool, class_names: Sequence[str]
+) -> np.ndarray:
     """Upscale an overlay and draw the box (green/red = hit/miss), the peak and the labels."""
     big = cv2.resize(overlay, None, fx=_ZOOM, fy=_ZOOM, interpolation=cv2.INTER_NEAREST)
     x0, y0, x1, y1 = scene.box
     colour = (0, 255, 0) if hit else (255, 0, 0)
     cv2.rectangle(big, (x0 * _ZOOM, y0 * _ZOOM), (x1 * _ZOOM - 1, y1 * _ZOOM - 1), colour, 2)
     py, px = np.unravel_index(int(np.argmax(cam_map)), cam_map.shape)
-    cv2.drawMarker(big, (int(px) * _ZOOM + 1, int(py) * _ZOOM + 1), (255, 255, 255),
-                   cv2.MARKER_CROSS, 14, 2)
+    cv2.drawMarker(big, (int(px) * _ZOOM + 1, int(py) * _ZOOM + 1), (255, 255, 255), cv2.MARKER_CROSS, 14, 2)
     text = f"{class_names[scene.label]} -> {class_names[predicted]}"
     cv2.putText(big, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(big, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
-                cv2.LINE_AA)
+    cv2.putText(big, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return big
 
 
@@ -131,13 +135,13 @@ def _grid(tiles: Sequence[np.ndarray], columns: int = 4, pad: int = 4) -> np.nda
     grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, np.uint8)
     for i, tile in enumerate(tiles):
         r, c = divmod(i, columns)
-        grid[pad + r * (h + pad):pad + r * (h + pad) + h,
-             pad + c * (w + pad):pad + c * (w + pad) + w] = tile
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = tile
     return grid
 
 
-def run_demo(out_dir: str | Path, n: int = 64, seed: int = 1234,
-             providers: Sequence[str] | None = None, progress: bool = True) -> DemoReport:
+def run_demo(
+    out_dir: str | Path, n: int = 64, seed: int = 1234, providers: Sequence[str] | None = None, progress: bool = True
+) -> DemoReport:
     """Explain the demo classifier on ``n`` fresh scenes and score the pointing game.
 
     Args:
@@ -167,7 +171,7 @@ def run_demo(out_dir: str | Path, n: int = 64, seed: int = 1234,
     maps_parts: list[np.ndarray] = []
     preds_parts: list[np.ndarray] = []
     for start in range(0, n, _BATCH):
-        batch = scenes[start:start + _BATCH]
+        batch = scenes[start : start + _BATCH]
         x = preprocess([s.image for s in batch], meta)
         targets = [camcore.ClassifierOutputTarget(s.label) for s in batch]
         maps_parts.append(np.asarray(cam(x, targets=targets), dtype=np.float32))
@@ -184,8 +188,7 @@ def run_demo(out_dir: str | Path, n: int = 64, seed: int = 1234,
     tiles: list[np.ndarray] = []
     for i in range(min(N_OVERLAYS, n)):
         ov = camcore.overlay(scenes[i].image, maps[i], alpha=0.5, colormap="jet", rgb=True)
-        tile = _annotate(np.asarray(ov), scenes[i], maps[i], int(preds[i]), bool(hits[i]),
-                         class_names)
+        tile = _annotate(np.asarray(ov), scenes[i], maps[i], int(preds[i]), bool(hits[i]), class_names)
         path = out / f"overlay_{i:02d}.png"
         _write_rgb(path, tile)
         overlay_paths.append(path)
@@ -214,11 +217,12 @@ def run_demo(out_dir: str | Path, n: int = 64, seed: int = 1234,
 def format_report(report: DemoReport) -> str:
     """A few human-readable lines summarising ``report``."""
     lines = [
-        (f"camcore demo: {report.n} fresh scenes (seed {report.seed}), "
-         f"target layer {report.target_layer!r}"),
+        (f"camcore demo: {report.n} fresh scenes (seed {report.seed}), target layer {report.target_layer!r}"),
         f"  classifier accuracy:   {report.classifier_accuracy:6.1%}",
-        (f"  pointing game:         {report.pointing_accuracy:6.1%} "
-         f"(CAM peak inside the object box, +/-{report.tolerance_px} px)"),
+        (
+            f"  pointing game:         {report.pointing_accuracy:6.1%} "
+            f"(CAM peak inside the object box, +/-{report.tolerance_px} px)"
+        ),
         f"  pointing game, strict: {report.pointing_accuracy_strict:6.1%} (no tolerance)",
         f"  overlays: {len(report.overlay_paths)} in {report.out_dir}",
     ]

@@ -97,9 +97,7 @@ def colorize(
     return _core.colorize(cam, colormap, rgb=rgb, threads=threads)
 
 
-def resize_cam(
-    cam: ArrayLike, size: tuple[int, int], *, threads: int | None = None
-) -> NDArray[np.float32]:
+def resize_cam(cam: ArrayLike, size: tuple[int, int], *, threads: int | None = None) -> NDArray[np.float32]:
     """Resize a 2-D float map to ``size = (height, width)`` (numpy order, not cv2's (w, h)).
 
     Samples like ``cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)``:

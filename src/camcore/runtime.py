@@ -46,7 +46,7 @@ def _probe_model() -> bytes:
     return model.SerializeToString()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cuda_status() -> tuple[bool, str]:
     """Whether the CUDA execution provider really initialises here, and why (not)."""
     if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -59,7 +59,7 @@ def cuda_status() -> tuple[bool, str]:
             _probe_model(), options, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
         )
         active = session.get_providers()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no CUDA"
+    except Exception as exc:
         return False, f"CUDA provider failed to start ({str(exc).splitlines()[0][:120]})"
     finally:
         ort.set_default_logger_severity(_DEFAULT_SEVERITY)
@@ -74,9 +74,7 @@ def select_providers(requested: Sequence[str] | None = None) -> ProviderChoice:
     if requested:
         unknown = [p for p in requested if p not in available]
         if unknown:
-            raise CamcoreError(
-                f"execution provider(s) {unknown} are not available; available: {available}"
-            )
+            raise CamcoreError(f"execution provider(s) {unknown} are not available; available: {available}")
         providers = list(requested)
         if "CPUExecutionProvider" not in providers:
             providers.append("CPUExecutionProvider")
@@ -123,7 +121,7 @@ class Session:
             source = str(model)
         try:
             self.session = ort.InferenceSession(source, options, providers=self.choice.providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"onnxruntime cannot load the model: {first[:300]}") from None
         self.inputs = {i.name: i for i in self.session.get_inputs()}
@@ -139,13 +137,11 @@ class Session:
         missing = sorted(set(self.inputs) - set(feeds))
         extra = sorted(set(feeds) - set(self.inputs))
         if missing or extra:
-            raise InputError(
-                f"model inputs are {sorted(self.inputs)}; missing {missing}, unexpected {extra}"
-            )
+            raise InputError(f"model inputs are {sorted(self.inputs)}; missing {missing}, unexpected {extra}")
         names = list(outputs) if outputs is not None else self.output_names
         try:
             values = self.session.run(names, dict(feeds))
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             shapes = {k: (tuple(v.shape), str(v.dtype)) for k, v in feeds.items()}
             raise InputError(f"onnxruntime rejected the inputs {shapes}: {first}") from None

@@ -71,8 +71,7 @@ def _shape_polygon(label: int, cx: float, cy: float, r: float, angle: float) -> 
         # A plus sign: 12 vertices, arm half-width w, arm length r.
         w = 0.3 * r
         base = np.array(
-            [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r),
-             (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
+            [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
         )
         c, s = np.cos(angle), np.sin(angle)
         rot = base @ np.array([[c, s], [-s, c]])
@@ -82,13 +81,13 @@ def _shape_polygon(label: int, cx: float, cy: float, r: float, angle: float) -> 
     return np.stack([cx + radii * np.cos(t), cy + radii * np.sin(t)], axis=1)
 
 
-def _draw_object(canvas: np.ndarray, label: int, cx: float, cy: float, r: float,
-                 angle: float, colour: tuple[int, int, int]) -> None:
+def _draw_object(
+    canvas: np.ndarray, label: int, cx: float, cy: float, r: float, angle: float, colour: tuple[int, int, int]
+) -> None:
     """Draw the object (anti-aliased, filled) onto ``canvas`` in place."""
     if CLASS_NAMES[label] == "circle":
         centre = (round(cx * _SUBPIXEL), round(cy * _SUBPIXEL))
-        cv2.circle(canvas, centre, round(r * _SUBPIXEL), colour, -1, cv2.LINE_AA,
-                   _SUBPIXEL_BITS)
+        cv2.circle(canvas, centre, round(r * _SUBPIXEL), colour, -1, cv2.LINE_AA, _SUBPIXEL_BITS)
         return
     pts = np.round(_shape_polygon(label, cx, cy, r, angle) * _SUBPIXEL).astype(np.int32)
     cv2.fillPoly(canvas, [pts], colour, cv2.LINE_AA, _SUBPIXEL_BITS)

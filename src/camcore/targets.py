@@ -24,9 +24,7 @@ class Target:
         if self.class_index is None:
             raise NotImplementedError
         if output.ndim != 1 or not -output.shape[0] <= self.class_index < output.shape[0]:
-            raise CamcoreError(
-                f"class {self.class_index} is out of range for an output of shape {output.shape}"
-            )
+            raise CamcoreError(f"class {self.class_index} is out of range for an output of shape {output.shape}")
         s = np.zeros_like(output)
         s[self.class_index] = 1.0
         return s

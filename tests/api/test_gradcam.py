@@ -156,8 +156,9 @@ def test_external_data_model(tmp_path, tiny) -> None:
     path = tmp_path / "ext.onnx"
     copy = onnx.ModelProto()
     copy.CopyFrom(model)  # onnx.save(save_as_external_data=True) rewrites its argument
-    onnx.save(copy, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="ext.bin", size_threshold=0)
+    onnx.save(
+        copy, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="ext.bin", size_threshold=0
+    )
     assert (tmp_path / "ext.bin").stat().st_size > 0
     x = np.random.default_rng(5).standard_normal((2, 3, 8, 8)).astype(np.float32)
     maps = camcore.GradCAM(str(path), ["feat"])(x)
@@ -181,8 +182,12 @@ g (float[N,2,H,W] x) => (float[N,2] y) {
     aug = camcore.augment(model, ["feat"], seed="tensor", input_shapes={"x": [None, 2, 6, 6]})
     sess = ort.InferenceSession(aug.model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((3, 2, 6, 6)).astype(np.float32)
-    out = dict(zip([o.name for o in aug.model.graph.output],
-                   sess.run(None, {"x": x, aug.seed_input: np.ones((3, 2), np.float32)})))
+    out = dict(
+        zip(
+            [o.name for o in aug.model.graph.output],
+            sess.run(None, {"x": x, aug.seed_input: np.ones((3, 2), np.float32)}),
+        )
+    )
     grad = out[aug.gradient_outputs["feat"]]
     # each 2x2 window routes 1/9 (GlobalAveragePool over 3x3) to its first maximum
     windows = np.maximum(x, 0).reshape(3, 2, 3, 2, 3, 2).transpose(0, 1, 2, 4, 3, 5).reshape(3, 2, 3, 3, 4)

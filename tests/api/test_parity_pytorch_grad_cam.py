@@ -21,6 +21,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 import camcore
@@ -39,7 +40,7 @@ def _arch(path: Path) -> str:
     return path.stem.removeprefix("gradcam_")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference(arch: str) -> dict[str, np.ndarray]:
     """The stored pytorch-grad-cam arrays of ``arch`` (plain arrays, no pickle)."""
     with np.load(GOLDEN_DIR / f"gradcam_{arch}.npz") as npz:
@@ -51,14 +52,14 @@ def _cases() -> list[tuple[str, str]]:
     return [(_arch(p), str(c)) for p in FILES for c in _reference(_arch(p))["cases"]]
 
 
-@functools.lru_cache(maxsize=None)
-def _model(arch: str) -> tuple[object, np.ndarray]:
+@functools.cache
+def _model(arch: str) -> tuple[onnx.ModelProto, np.ndarray]:
     """The recipe-rebuilt ONNX model of ``arch`` and the golden input."""
     model, arrays, _ = load_golden(arch)
     return model, arrays["input"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cam(arch: str, layers: tuple[str, ...]) -> camcore.GradCAM:
     """One camcore.GradCAM per (arch, layers), so the cases share compiled sessions."""
     model, _ = _model(arch)
@@ -111,11 +112,13 @@ def test_torch_live_resnet18_top1() -> None:
     pytest.importorskip("torchvision")
     pytest.importorskip("pytorch_grad_cam")
     import importlib.util
+    import sys
 
     path = Path(__file__).resolve().parents[2] / "tools" / "make_gradcam_golden.py"
     spec = importlib.util.spec_from_file_location("make_gradcam_golden", path)
     assert spec is not None and spec.loader is not None
     tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool  # its dataclasses look their module up
     spec.loader.exec_module(tool)
 
     model, x = tool.build("resnet18")

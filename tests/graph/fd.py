@@ -97,8 +97,20 @@ class ConvTranspose(OpRun):
     weights; this follows the spec, as onnxruntime does: scatter X·W at i·s + kk·d, then
     crop the begin pad (explicit, or split from ``output_shape`` / SAME auto_pad)."""
 
-    def _run(self, x, w, bias=None, auto_pad="NOTSET", dilations=None, group=1,
-             kernel_shape=None, output_padding=None, output_shape=None, pads=None, strides=None):
+    def _run(
+        self,
+        x,
+        w,
+        bias=None,
+        auto_pad="NOTSET",
+        dilations=None,
+        group=1,
+        kernel_shape=None,
+        output_padding=None,
+        output_shape=None,
+        pads=None,
+        strides=None,
+    ):
         nd, k, size = x.ndim - 2, w.shape[2:], x.shape[2:]
         s, d, op = strides or [1] * nd, dilations or [1] * nd, output_padding or [0] * nd
         full = [s[i] * (size[i] - 1) + op[i] + (k[i] - 1) * d[i] + 1 for i in range(nd)]
@@ -112,7 +124,7 @@ class ConvTranspose(OpRun):
         lo, cg, mg = max(full), x.shape[1] // group, w.shape[1]  # lo: room for negative pads
         y = np.zeros((x.shape[0], mg * group, *[f + 2 * lo for f in full]), dtype=x.dtype)
         for j in range(group):
-            xj, wj = x[:, j * cg:(j + 1) * cg], w[j * cg:(j + 1) * cg]
+            xj, wj = x[:, j * cg : (j + 1) * cg], w[j * cg : (j + 1) * cg]
             for kk in np.ndindex(*k):
                 part = np.einsum("nc...,cm->nm...", xj, wj[(slice(None), slice(None), *kk)])
                 at = [slice(lo + kk[i] * d[i], lo + kk[i] * d[i] + s[i] * (size[i] - 1) + 1, s[i]) for i in range(nd)]
@@ -127,13 +139,20 @@ class MaxPool(_RefMaxPool):
     """With every stride and dilation 1 the reference takes a path that reads ``pads`` in
     the wrong order ([b0, e0, b1, e1]); explicit pads go to its general path instead."""
 
-    def _run(self, x, auto_pad=None, ceil_mode=None, dilations=None, kernel_shape=None,
-             pads=None, storage_order=None, strides=None):
+    def _run(
+        self,
+        x,
+        auto_pad=None,
+        ceil_mode=None,
+        dilations=None,
+        kernel_shape=None,
+        pads=None,
+        storage_order=None,
+        strides=None,
+    ):
         if pads is not None and auto_pad in (None, "NOTSET"):
-            return self._max_pool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads,
-                                  storage_order, strides)
-        return super()._run(x, auto_pad, ceil_mode, dilations, kernel_shape, pads,
-                            storage_order, strides)
+            return self._max_pool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides)
+        return super()._run(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides)
 
 
 PRECISE_OPS = [Erf, Gelu, Softmax, LogSoftmax, Pad, BatchNormalization, ConvTranspose, MaxPool]
@@ -161,7 +180,9 @@ def to_double(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def feed_for(model: onnx.ModelProto, rng: np.random.Generator, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def feed_for(
+    model: onnx.ModelProto, rng: np.random.Generator, shapes: dict[str, tuple[int, ...]]
+) -> dict[str, np.ndarray]:
     feeds: dict[str, np.ndarray] = {}
     inits = {i.name for i in model.graph.initializer}
     for vi in model.graph.input:
@@ -174,7 +195,7 @@ def feed_for(model: onnx.ModelProto, rng: np.random.Generator, shapes: dict[str,
     return feeds
 
 
-def check_case(case) -> None:  # noqa: ANN001 - RuleCase, kept import-free
+def check_case(case) -> None:
     model = onnx.parser.parse_model(case.text)
     onnx.checker.check_model(model, full_check=True)
     rng = np.random.default_rng(abs(hash(case.id)) % 2**32)
@@ -220,6 +241,9 @@ def check_case(case) -> None:  # noqa: ANN001 - RuleCase, kept import-free
         fd_arr, an_arr = np.asarray(fd), np.asarray(an)
         scale = max(1.0, float(np.max(np.abs(fd_arr))))
         np.testing.assert_allclose(
-            an_arr, fd_arr, rtol=case.rtol, atol=case.atol * scale,
+            an_arr,
+            fd_arr,
+            rtol=case.rtol,
+            atol=case.atol * scale,
             err_msg=f"{case.id}: gradient wrt {wrt} disagrees with finite differences",
         )

@@ -127,18 +127,14 @@ def tensor_seed_run(golden: Golden) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("key", ["logits", "activation"])
-def test_augmented_forward_matches_autograd(
-    golden: Golden, tensor_seed_run: dict[str, np.ndarray], key: str
-) -> None:
+def test_augmented_forward_matches_autograd(golden: Golden, tensor_seed_run: dict[str, np.ndarray], key: str) -> None:
     """The augmented model still computes the logits and exposes the target activation."""
     golden.check(tensor_seed_run[key], key)
     golden.check(tensor_seed_run[f"{key}_2"], key, f"{key} (second half of the batch)")
 
 
 @pytest.mark.parametrize("seed", ["onehot", "random"])
-def test_gradient_matches_autograd(
-    golden: Golden, tensor_seed_run: dict[str, np.ndarray], seed: str
-) -> None:
+def test_gradient_matches_autograd(golden: Golden, tensor_seed_run: dict[str, np.ndarray], seed: str) -> None:
     """d<seed, logits>/d activation equals PyTorch autograd, for a one-hot and a random seed."""
     golden.check(tensor_seed_run[f"grad_{seed}"], f"grad_{seed}")
 
@@ -182,9 +178,7 @@ def deep_run(golden: Golden) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("key", ["mid_activation", "mid_grad_random", "input_grad_random"])
-def test_deep_gradient_matches_autograd(
-    golden: Golden, deep_run: dict[str, np.ndarray], key: str
-) -> None:
+def test_deep_gradient_matches_autograd(golden: Golden, deep_run: dict[str, np.ndarray], key: str) -> None:
     """Gradients that flow back through the whole network (a mid layer, the input) match.
 
     The arrays are ``sample_flat`` samples; the golden input was chosen so that neither

@@ -23,14 +23,8 @@ def test_cpp_example_builds_runs_and_matches_python(tmp_path):
         check=True,
         capture_output=True,
     )
-    subprocess.run(
-        ["cmake", "--build", str(build), "--parallel", "2"], check=True, capture_output=True
-    )
-    exe = next(
-        p
-        for p in build.rglob("camcore_overlay_example*")
-        if p.is_file() and p.suffix in ("", ".exe")
-    )
+    subprocess.run(["cmake", "--build", str(build), "--parallel", "2"], check=True, capture_output=True)
+    exe = next(p for p in build.rglob("camcore_overlay_example*") if p.is_file() and p.suffix in ("", ".exe"))
     ppm = tmp_path / "out.ppm"
     width, height = 96, 64
     subprocess.run([str(exe), str(ppm), str(width), str(height)], check=True, capture_output=True)

@@ -86,12 +86,8 @@ def test_non_finite_values():
     np.testing.assert_array_equal(got, overlay(image, clean))
     assert _max_diff(got, overlay_reference(image, cam)) <= 1
     all_nan = np.full((3, 3), np.nan, np.float32)
-    np.testing.assert_array_equal(
-        overlay(image, all_nan), overlay(image, np.zeros((3, 3), np.float32))
-    )
-    np.testing.assert_array_equal(
-        overlay(image, all_nan, normalize=True), overlay(image, np.zeros((3, 3), np.float32))
-    )
+    np.testing.assert_array_equal(overlay(image, all_nan), overlay(image, np.zeros((3, 3), np.float32)))
+    np.testing.assert_array_equal(overlay(image, all_nan, normalize=True), overlay(image, np.zeros((3, 3), np.float32)))
 
 
 def test_threads_do_not_change_the_result():

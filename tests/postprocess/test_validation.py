@@ -58,7 +58,7 @@ def test_resize_cam_rejects():
 
 
 def test_colorize_rejects():
-    with pytest.raises(ValueError, match="colorize: cam must be uint8 .* or floating-point"):
+    with pytest.raises(ValueError, match=r"colorize: cam must be uint8 .* or floating-point"):
         colorize(np.zeros((4, 4), np.int16))
     with pytest.raises(ValueError, match="colorize: unknown colormap 'x'"):
         colorize(CAM, "x")

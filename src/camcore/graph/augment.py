@@ -66,7 +66,7 @@ def load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
         raise ModelError(f"model file {str(path)!r} does not exist")
     try:
         return onnx.load(str(path), load_external_data=True)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises many types
+    except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"cannot read {str(path)!r} as an ONNX model ({reason})") from None
 
@@ -95,7 +95,7 @@ def prepare_model(
 
         try:
             proto = version_converter.convert_version(proto, MIN_OPSET)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelError(
                 f"the model's opset {model_opset(proto)} is older than {MIN_OPSET} and could "
                 f"not be upgraded ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
@@ -148,10 +148,7 @@ def _fill_unknown_shapes(
 ) -> None:
     """Probe the shapes of gradient-path tensors that inference could not type."""
     on_path, _ = path_nodes(list(proto.graph.node), targets, [output], info)
-    unknown = {
-        t for n in on_path for t in (*n.input, *n.output)
-        if t and t in info and info[t].shape is None
-    }
+    unknown = {t for n in on_path for t in (*n.input, *n.output) if t and t in info and info[t].shape is None}
     if unknown:
         info.update(probe_shapes(proto, info, sorted(unknown)))
 
@@ -212,9 +209,7 @@ def augment(
         raise CamcoreError(f"seed must be 'class' or 'tensor', not {seed!r}")
 
     _fill_unknown_shapes(proto, info, targets, output)
-    grads = build_gradients(
-        graph, info, b, targets, {output: seed_tensor}, {"guided_relu": guided_relu}
-    )
+    grads = build_gradients(graph, info, b, targets, {output: seed_tensor}, {"guided_relu": guided_relu})
     aug = Augmented(proto, output, seed_name, seed, targets, original_outputs=outputs)
     new_outputs: list[onnx.ValueInfoProto] = []
     for i, target in enumerate(targets):

@@ -28,9 +28,7 @@ def _is_float(name: str, info: dict[str, TensorInfo]) -> bool:
     return ti is None or ti.elem_type in FLOAT_TYPES or ti.elem_type == 0
 
 
-def forward_reach(
-    nodes: Sequence[onnx.NodeProto], sources: Sequence[str], info: dict[str, TensorInfo]
-) -> set[str]:
+def forward_reach(nodes: Sequence[onnx.NodeProto], sources: Sequence[str], info: dict[str, TensorInfo]) -> set[str]:
     """Float tensors that depend on any of ``sources``."""
     reached = set(sources)
     for node in nodes:
@@ -57,17 +55,11 @@ def path_nodes(
     """Nodes with an input reached from ``sources`` and an output reaching ``sinks``."""
     fwd = forward_reach(nodes, sources, info)
     bwd = backward_reach(nodes, sinks)
-    on_path = [
-        n
-        for n in nodes
-        if any(i in fwd for i in n.input if i) and any(o in fwd and o in bwd for o in n.output)
-    ]
+    on_path = [n for n in nodes if any(i in fwd for i in n.input if i) and any(o in fwd and o in bwd for o in n.output)]
     return on_path, fwd
 
 
-def describe_path(
-    nodes: Sequence[onnx.NodeProto], source: str, via: onnx.NodeProto, sink: str
-) -> str:
+def describe_path(nodes: Sequence[onnx.NodeProto], source: str, via: onnx.NodeProto, sink: str) -> str:
     """A readable chain ``source -> OpType(name) -> ... -> sink`` through node ``via``."""
     producer = {o: n for n in nodes for o in n.output}
 
@@ -116,16 +108,12 @@ def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
             for attr in node.attribute:
                 if attr.name == "value":
                     values[node.output[0]] = numpy_helper.to_array(attr.t)
-                elif attr.name in ("value_int", "value_float"):
-                    values[node.output[0]] = np.asarray(onnx.helper.get_attribute_value(attr))
-                elif attr.name in ("value_ints", "value_floats"):
+                elif attr.name in ("value_int", "value_float") or attr.name in ("value_ints", "value_floats"):
                     values[node.output[0]] = np.asarray(onnx.helper.get_attribute_value(attr))
     return values
 
 
-def check_supported(
-    nodes: Sequence[onnx.NodeProto], on_path: Sequence[onnx.NodeProto], source: str, sink: str
-) -> None:
+def check_supported(nodes: Sequence[onnx.NodeProto], on_path: Sequence[onnx.NodeProto], source: str, sink: str) -> None:
     """Raise before emitting anything if an op on the gradient path has no rule."""
     for node in on_path:
         if node.domain not in ("", "ai.onnx") or node.op_type not in RULES:

@@ -138,9 +138,7 @@ class GraphBuilder:
         return self.Expand(self.scalar(0.0, elem_type), self.Shape(a))
 
     # ---------------------------------------------------------------- opset-adapted
-    def _axes_op(
-        self, op_type: str, x: str, axes: Sequence[int] | None, since: int, **attrs: Any
-    ) -> str:
+    def _axes_op(self, op_type: str, x: str, axes: Sequence[int] | None, since: int, **attrs: Any) -> str:
         if axes is None:
             return self.op(op_type, x, **attrs)
         if self.opset >= since:
@@ -177,9 +175,7 @@ class GraphBuilder:
         steps: Sequence[int] | None = None,
     ) -> str:
         steps_name = self.ints(steps) if steps is not None else None
-        return self.op(
-            "Slice", x, self.ints(starts), self.ints(ends), self.ints(axes), steps_name
-        )
+        return self.op("Slice", x, self.ints(starts), self.ints(ends), self.ints(axes), steps_name)
 
     def Pad(self, x: str, pads: Sequence[int], value: float = 0.0, elem_type: int | None = None) -> str:  # noqa: N802
         """Constant padding; ``pads`` is ONNX order (all begins, then all ends), may be negative."""

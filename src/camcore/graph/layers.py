@@ -52,9 +52,7 @@ def resolve_layers(model: onnx.ModelProto, names: Sequence[str]) -> list[str]:
     return resolved
 
 
-def candidate_layers(
-    model: onnx.ModelProto, info: dict[str, TensorInfo], output: str
-) -> list[Layer]:
+def candidate_layers(model: onnx.ModelProto, info: dict[str, TensorInfo], output: str) -> list[Layer]:
     """Float node outputs of rank >= 3 between the inputs and ``output``, in graph order."""
     graph = model.graph
     initializers = {i.name for i in graph.initializer}

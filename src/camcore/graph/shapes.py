@@ -61,33 +61,23 @@ def _lightweight_copy(model: onnx.ModelProto) -> onnx.ModelProto:
         if small and init.data_location != onnx.TensorProto.EXTERNAL:
             graph.initializer.append(init)
         elif init.name not in declared:
-            graph.input.append(
-                onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
-            )
+            graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
     return light
 
 
-def fix_input_shapes(
-    model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int | str | None]]
-) -> None:
+def fix_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int | str | None]]) -> None:
     """Overwrite the declared shapes of graph inputs in place (None keeps a dim as it is)."""
     inputs = {i.name: i for i in model.graph.input}
     for name, dims in input_shapes.items():
         if name not in inputs:
             from camcore.errors import InputError
 
-            raise InputError(
-                f"input_shapes names {name!r}, which is not a model input; inputs are "
-                f"{sorted(inputs)}"
-            )
+            raise InputError(f"input_shapes names {name!r}, which is not a model input; inputs are {sorted(inputs)}")
         shape = inputs[name].type.tensor_type.shape
         if len(shape.dim) not in (0, len(dims)):
             from camcore.errors import InputError
 
-            raise InputError(
-                f"input_shapes[{name!r}] has {len(dims)} dims but the model input has "
-                f"{len(shape.dim)}"
-            )
+            raise InputError(f"input_shapes[{name!r}] has {len(dims)} dims but the model input has {len(shape.dim)}")
         if len(shape.dim) == 0:
             shape.dim.extend(onnx.TensorShapeProto.Dimension() for _ in dims)
         for d, v in zip(shape.dim, dims):
@@ -104,7 +94,7 @@ def fix_input_shapes(
 def _infer(light: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - a failed inference leaves us with declared types only
+    except Exception:
         return light
 
 
@@ -127,9 +117,7 @@ def infer_tensor_info(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     return info
 
 
-def probe_shapes(
-    model: onnx.ModelProto, info: dict[str, TensorInfo], tensors: Sequence[str]
-) -> dict[str, TensorInfo]:
+def probe_shapes(model: onnx.ModelProto, info: dict[str, TensorInfo], tensors: Sequence[str]) -> dict[str, TensorInfo]:
     """Shapes that inference left unknown, measured by running the model on zeros.
 
     Used only when tensors on the gradient path lack a rank (e.g. a Reshape whose target
@@ -155,15 +143,11 @@ def probe_shapes(
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.graph.output[:]
-    probe.graph.output.extend(
-        onnx.helper.make_tensor_value_info(t, info[t].elem_type, None) for t in wanted
-    )
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(t, info[t].elem_type, None) for t in wanted)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(
-            probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
         runs = []
         for batch in (2, 3):
             feeds = {}
@@ -171,7 +155,7 @@ def probe_shapes(
                 first = dims[0] if isinstance(dims[0], int) else batch
                 feeds[name] = np.zeros([first, *dims[1:]], onnx.helper.tensor_dtype_to_np_dtype(elem))
             runs.append(session.run(wanted, feeds))
-    except Exception:  # noqa: BLE001 - a failed probe leaves the shapes unknown
+    except Exception:
         return {}
     found: dict[str, TensorInfo] = {}
     for name, a, b in zip(wanted, *runs):

@@ -18,7 +18,9 @@ g (float[{shape}] x) => (float[{shape}] y) {{ y = {op}{attrs}(x) }}"""
     return RuleCase(f"{op}{attrs}-op{opset}", op, text, make_inputs=make)
 
 
-def binary(op: str, sa: str, sb: str, so: str, opset: int = 17, wrt: tuple[str, ...] = ("a", "b"), pos_b: bool = False) -> RuleCase:
+def binary(
+    op: str, sa: str, sb: str, so: str, opset: int = 17, wrt: tuple[str, ...] = ("a", "b"), pos_b: bool = False
+) -> RuleCase:
     text = f"""<ir_version: 8, opset_import: ["" : {opset}]>
 g (float[{sa}] a, float[{sb}] b) => (float[{so}] y) {{ y = {op}(a, b) }}"""
     make = None
@@ -36,14 +38,16 @@ CASES = [
     binary("Mul", "1,3,1", "2,1,4", "2,3,4"),
     binary("Div", "2,3,4", "3,1", "2,3,4", pos_b=True),
     RuleCase(
-        "Pow-base-and-exponent", "Pow",
+        "Pow-base-and-exponent",
+        "Pow",
         """<ir_version: 8, opset_import: ["" : 15]>
 g (float[2,3] a, float[3] b) => (float[2,3] y) { y = Pow(a, b) }""",
         wrt=("a", "b"),
         make_inputs=lambda rng: {"a": rng.uniform(0.5, 2, (2, 3)).astype(np.float32)},
     ),
     RuleCase(
-        "Pow-scalar-exponent", "Pow",
+        "Pow-scalar-exponent",
+        "Pow",
         """<ir_version: 8, opset_import: ["" : 13]>
 g (float[2,3] x) => (float[2,3] y) { e = Constant<value = float {3.0}>() y = Pow(x, e) }""",
     ),
@@ -57,24 +61,28 @@ g (float[2,3] x) => (float[2,3] y) { e = Constant<value = float {3.0}>() y = Pow
     unary("Identity"),
     unary("Dropout", opset=13),
     RuleCase(
-        "Cast-to-double-and-back", "Cast",
+        "Cast-to-double-and-back",
+        "Cast",
         """<ir_version: 8, opset_import: ["" : 13]>
 g (float[2,3] x) => (float[2,3] y) { d = Cast<to = 11>(x) e = Mul(d, d) y = Cast<to = 1>(e) }""",
     ),
     RuleCase(
-        "Where", "Where",
+        "Where",
+        "Where",
         """<ir_version: 8, opset_import: ["" : 16]>
 g (float[2,3] x, float[3] z) => (float[2,3] y) { c = Greater(x, z) y = Where(c, x, z) }""",
         wrt=("x", "z"),
     ),
     RuleCase(
-        "Sum-variadic-broadcast", "Sum",
+        "Sum-variadic-broadcast",
+        "Sum",
         """<ir_version: 8, opset_import: ["" : 13]>
 g (float[2,3] x, float[3] z) => (float[2,3] y) { y = Sum(x, z, x) }""",
         wrt=("x", "z"),
     ),
     RuleCase(
-        "Mean-variadic", "Mean",
+        "Mean-variadic",
+        "Mean",
         """<ir_version: 8, opset_import: ["" : 13]>
 g (float[2,3] x, float[2,1] z) => (float[2,3] y) { y = Mean(x, z) }""",
         wrt=("x", "z"),
@@ -85,7 +93,8 @@ g (float[2,3] x, float[2,1] z) => (float[2,3] y) { y = Mean(x, z) }""",
     unary("Relu"),
     unary("LeakyRelu", "<alpha = 0.1>"),
     RuleCase(
-        "PRelu-channel-slope", "PRelu",
+        "PRelu-channel-slope",
+        "PRelu",
         """<ir_version: 8, opset_import: ["" : 16]>
 g (float[2,3,4,4] x) => (float[2,3,4,4] y) {
   s = Constant<value = float[3,1,1] {0.1, 0.2, 0.3}>()
@@ -96,20 +105,23 @@ g (float[2,3,4,4] x) => (float[2,3,4,4] y) {
     unary("Tanh"),
     unary("Softplus"),
     RuleCase(
-        "Clip-inputs", "Clip",
+        "Clip-inputs",
+        "Clip",
         """<ir_version: 8, opset_import: ["" : 13]>
 g (float[2,3,4] x) => (float[2,3,4] y) {
   lo = Constant<value = float {-0.5}>() hi = Constant<value = float {0.6}>()
   y = Clip(x, lo, hi) }""",
     ),
     RuleCase(
-        "Clip-min-only-opset11", "Clip",
+        "Clip-min-only-opset11",
+        "Clip",
         """<ir_version: 7, opset_import: ["" : 11]>
 g (float[2,3,4] x) => (float[2,3,4] y) { lo = Constant<value = float {0.0}>() y = Clip(x, lo) }""",
     ),
     unary("HardSigmoid", "<alpha = 0.3, beta = 0.4>"),
     RuleCase(
-        "HardSwish-wide-range", "HardSwish",
+        "HardSwish-wide-range",
+        "HardSwish",
         """<ir_version: 8, opset_import: ["" : 14]>
 g (float[4,8] x) => (float[4,8] y) { y = HardSwish(x) }""",
         make_inputs=lambda rng: {"x": rng.uniform(-5, 5, (4, 8)).astype(np.float32)},

@@ -13,8 +13,15 @@ EMPTY = "r = Constant<value = float[0] {}>()"
 
 
 def resize(
-    attrs: str, opset: int, ins: str, outs: str, scales: str | None = None, sizes: str | None = None,
-    *, tag: str = "", axes: str = "",
+    attrs: str,
+    opset: int,
+    ins: str,
+    outs: str,
+    scales: str | None = None,
+    sizes: str | None = None,
+    *,
+    tag: str = "",
+    axes: str = "",
 ) -> RuleCase:
     """``y = Resize<attrs>(x, roi, scales | sizes)`` on a tiny NCHW input."""
     if scales is not None:
@@ -45,11 +52,17 @@ CASES = [
     # nearest x the four common coordinate transformations, up and down
     resize(mode("nearest", "asymmetric", 'nearest_mode = "floor"'), 11, "1,1,3,4", "1,1,6,8", "1, 1, 2, 2"),
     resize(mode("nearest", "half_pixel"), 13, "1,1,3,4", "1,1,5,7", sizes="1, 1, 5, 7"),
-    resize(mode("nearest", "pytorch_half_pixel", 'nearest_mode = "round_prefer_ceil"'), 18,
-           "1,1,5,6", "1,1,3,4", sizes="1, 1, 3, 4"),
+    resize(
+        mode("nearest", "pytorch_half_pixel", 'nearest_mode = "round_prefer_ceil"'),
+        18,
+        "1,1,5,6",
+        "1,1,3,4",
+        sizes="1, 1, 3, 4",
+    ),
     resize(mode("nearest", "align_corners", 'nearest_mode = "ceil"'), 13, "1,1,3,4", "1,1,7,6", sizes="1, 1, 7, 6"),
-    resize(mode("nearest", "asymmetric", 'nearest_mode = "round_prefer_floor"'), 11,
-           "1,2,3,4", "1,2,4,6", "1, 1, 1.5, 1.6"),
+    resize(
+        mode("nearest", "asymmetric", 'nearest_mode = "round_prefer_floor"'), 11, "1,2,3,4", "1,2,4,6", "1, 1, 1.5, 1.6"
+    ),
     resize(mode("nearest", "half_pixel", 'nearest_mode = "floor"'), 19, "1,1,6,5", "1,1,4,2", "1, 1, 0.7, 0.5"),
     # linear x the four coordinate transformations, up and down, non-integer factors
     resize(mode("linear", "half_pixel"), 11, "1,2,3,4", "1,2,6,8", "1, 1, 2, 2"),
@@ -62,11 +75,17 @@ CASES = [
     resize(mode("linear", "pytorch_half_pixel"), 21, "1,1,5,4", "1,1,1,6", sizes="1, 1, 1, 6"),
     # cubic
     resize(mode("cubic", "half_pixel"), 13, "1,1,4,4", "1,1,6,7", sizes="1, 1, 6, 7"),
-    resize(mode("cubic", "align_corners", "exclude_outside = 1, cubic_coeff_a = -0.5"), 11,
-           "1,1,4,3", "1,1,7,5", sizes="1, 1, 7, 5"),
+    resize(
+        mode("cubic", "align_corners", "exclude_outside = 1, cubic_coeff_a = -0.5"),
+        11,
+        "1,1,4,3",
+        "1,1,7,5",
+        sizes="1, 1, 7, 5",
+    ),
     # a dynamic batch: sizes built at run time from Shape(X), as PyTorch exports them
     RuleCase(
-        "Resize-linear-runtime-sizes-dynamic-batch-op13", "Resize",
+        "Resize-linear-runtime-sizes-dynamic-batch-op13",
+        "Resize",
         """<ir_version: 8, opset_import: ["" : 13]>
 g (float[N,2,3,4] x) => (float[N,2,5,6] y) {
   shp = Shape(x) st = Constant<value = int64[1] {0}>() en = Constant<value = int64[1] {2}>()

@@ -167,4 +167,3 @@ def min_max(ctx: GradContext) -> Grads:
         taken = hit if taken is None else b.op("Or", taken, hit)
         grads.append(_ub(ctx, b.Where(mine, g, zero), i) if ctx.needs_grad(i) else None)
     return grads
-

@@ -29,7 +29,9 @@ def _per_axis(ctx: GradContext, name: str, nd: int, fill: int) -> list[int]:
     return list(v) if v is not None else [fill] * nd
 
 
-def _crop(ctx: GradContext, t: str, size: list[int], begin: list[int], end: list[int]) -> tuple[str, list[int], list[int]]:
+def _crop(
+    ctx: GradContext, t: str, size: list[int], begin: list[int], end: list[int]
+) -> tuple[str, list[int], list[int]]:
     """Slice the negative pads off ``t``'s spatial axes (sized ``size``); returns the
     cropped tensor, its spatial size and the remaining pads (all >= 0, ONNX order)."""
     if all(p >= 0 for p in begin + end):
@@ -41,8 +43,14 @@ def _crop(ctx: GradContext, t: str, size: list[int], begin: list[int], end: list
 
 
 def _weight_grad(
-    ctx: GradContext, inp: tuple[str, list[int]], gout: tuple[str, list[int]], pads: list[int],
-    s: list[int], d: list[int], k: list[int], group: int,
+    ctx: GradContext,
+    inp: tuple[str, list[int]],
+    gout: tuple[str, list[int]],
+    pads: list[int],
+    s: list[int],
+    d: list[int],
+    k: list[int],
+    group: int,
 ) -> str:
     """dW[o, i, kk] = Σ_{n,p} gout[n, o, p] · pad(inp)[n, grp(o)·I + i, p·s + kk·d].
 
@@ -85,10 +93,12 @@ def conv(ctx: GradContext) -> Grads:
         pads = list(ctx.attr("pads", [0] * 2 * nd)) if auto_pad != "VALID" else [0] * 2 * nd
     grads: Grads = [None] * len(ctx.inputs)
     if ctx.needs_grad(0):
-        extra = [n + pads[i] + pads[i + nd] - ((o - 1) * si + e)
-                 for i, (n, o, si, e) in enumerate(zip(size, out, s, ek))]
-        grads[0] = b.op("ConvTranspose", g, w, group=group, strides=s, dilations=d, pads=pads,
-                        kernel_shape=k, output_padding=extra)
+        extra = [
+            n + pads[i] + pads[i + nd] - ((o - 1) * si + e) for i, (n, o, si, e) in enumerate(zip(size, out, s, ek))
+        ]
+        grads[0] = b.op(
+            "ConvTranspose", g, w, group=group, strides=s, dilations=d, pads=pads, kernel_shape=k, output_padding=extra
+        )
     if ctx.needs_grad(1):
         grads[1] = _weight_grad(ctx, (x, size), (g, out), pads, s, d, k, group)
     if rest and rest[0] and ctx.needs_grad(2):
@@ -127,8 +137,7 @@ def conv_transpose(ctx: GradContext) -> Grads:
     g_in, g_size, pads = _crop(ctx, g, out, pb, pe)
     grads: Grads = [None] * len(ctx.inputs)
     if ctx.needs_grad(0):
-        grads[0] = b.op("Conv", g_in, w, group=group, strides=s, dilations=d, pads=pads,
-                        kernel_shape=k)
+        grads[0] = b.op("Conv", g_in, w, group=group, strides=s, dilations=d, pads=pads, kernel_shape=k)
     if ctx.needs_grad(1):
         grads[1] = _weight_grad(ctx, (g_in, g_size), (x, size), pads, s, d, k, group)
     if rest and rest[0] and ctx.needs_grad(2):
@@ -146,11 +155,17 @@ def gemm(ctx: GradContext) -> Grads:
     ta, tb = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
     grads: Grads = [None] * len(ins)
     if ctx.needs_grad(0):
-        grads[0] = (b.op("Gemm", ins[1], g, alpha=alpha, transA=tb, transB=1) if ta
-                    else b.op("Gemm", g, ins[1], alpha=alpha, transB=1 - tb))
+        grads[0] = (
+            b.op("Gemm", ins[1], g, alpha=alpha, transA=tb, transB=1)
+            if ta
+            else b.op("Gemm", g, ins[1], alpha=alpha, transB=1 - tb)
+        )
     if ctx.needs_grad(1):
-        grads[1] = (b.op("Gemm", g, ins[0], alpha=alpha, transA=1, transB=ta) if tb
-                    else b.op("Gemm", ins[0], g, alpha=alpha, transA=1 - ta))
+        grads[1] = (
+            b.op("Gemm", g, ins[0], alpha=alpha, transA=1, transB=ta)
+            if tb
+            else b.op("Gemm", ins[0], g, alpha=alpha, transA=1 - ta)
+        )
     if len(ins) > 2 and ins[2] and ctx.needs_grad(2):
         gc = g if beta == 1.0 else b.Mul(g, ctx.scalar(beta, ins[2]))
         grads[2] = unbroadcast(ctx, gc, ins[2], ctx.outputs[0])

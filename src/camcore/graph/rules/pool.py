@@ -68,8 +68,16 @@ def _scatter(ctx: GradContext, parts: str, kernel: np.ndarray, w: _Window) -> st
     reach = [(o - 1) * si + e for o, si, e in zip(w.out, w.s, ek)]  # padded length the windows read
     pe = [max(0, r - n - p) for r, n, p in zip(reach, w.size, w.pb)]
     extra = [n + p + q - r for n, p, q, r in zip(w.size, w.pb, pe, reach)]
-    dx = ctx.b.op("ConvTranspose", parts, ctx.b.const(kernel), strides=w.s, dilations=w.d,
-                  pads=w.pb + pe, output_padding=extra, kernel_shape=w.k)
+    dx = ctx.b.op(
+        "ConvTranspose",
+        parts,
+        ctx.b.const(kernel),
+        strides=w.s,
+        dilations=w.d,
+        pads=w.pb + pe,
+        output_padding=extra,
+        kernel_shape=w.k,
+    )
     return ctx.b.Reshape(dx, ctx.b.Shape(ctx.inputs[0]))
 
 
@@ -120,9 +128,13 @@ def max_pool(ctx: GradContext) -> Grads:
     xp = b.Pad(_fold(ctx, x, w.size), [0, 0, *w.pb, 0, 0, *pe], -np.inf, ctx.elem_type(x))
     offsets = list(np.ndindex(*w.k))
     planes = [
-        b.Slice(xp, [kk[i] * w.d[i] for i in range(nd)],
-                [kk[i] * w.d[i] + (w.out[i] - 1) * w.s[i] + 1 for i in range(nd)],
-                list(range(2, 2 + nd)), w.s)
+        b.Slice(
+            xp,
+            [kk[i] * w.d[i] for i in range(nd)],
+            [kk[i] * w.d[i] + (w.out[i] - 1) * w.s[i] + 1 for i in range(nd)],
+            list(range(2, 2 + nd)),
+            w.s,
+        )
         for kk in offsets
     ]
     stack = b.Concat(planes, axis=1) if len(planes) > 1 else planes[0]

@@ -60,6 +60,7 @@ def _nearest(coords: np.ndarray, rounding: str) -> np.ndarray:
 
 def _cubic_weights(t: float, a: float) -> np.ndarray:
     """Keys' cubic kernel at distances 1 + t, t, 1 − t, 2 − t."""
+
     def near(d: float) -> float:
         return ((a + 2) * d - (a + 3)) * d * d + 1
 
@@ -69,9 +70,7 @@ def _cubic_weights(t: float, a: float) -> np.ndarray:
     return np.array([far(1 + t), near(t), near(1 - t), far(2 - t)])
 
 
-def interpolation_matrix(
-    n_out: int, n_in: int, scale: float, attrs: dict[str, object]
-) -> np.ndarray:
+def interpolation_matrix(n_out: int, n_in: int, scale: float, attrs: dict[str, object]) -> np.ndarray:
     """The (n_out × n_in) matrix A with Resize(x) = A·x along one axis."""
     coords = _source_coords(str(attrs["coordinate_transformation_mode"]), n_out, n_in, scale)
     mode, a = str(attrs["mode"]), np.zeros((n_out, n_in))
@@ -140,9 +139,7 @@ def resize(ctx: GradContext) -> Grads:
     g = ctx.grad_output()
     attrs = {
         "mode": _text(ctx.attr("mode", "nearest")),
-        "coordinate_transformation_mode": _text(
-            ctx.attr("coordinate_transformation_mode", "half_pixel")
-        ),
+        "coordinate_transformation_mode": _text(ctx.attr("coordinate_transformation_mode", "half_pixel")),
         "nearest_mode": _text(ctx.attr("nearest_mode", "round_prefer_floor")),
         "cubic_coeff_a": float(ctx.attr("cubic_coeff_a", -0.75)),
         "exclude_outside": int(ctx.attr("exclude_outside", 0)),
@@ -150,7 +147,8 @@ def resize(ctx: GradContext) -> Grads:
     policy = _text(ctx.attr("keep_aspect_ratio_policy", "stretch"))
     unsupported = [
         f"coordinate_transformation_mode {attrs['coordinate_transformation_mode']!r}"
-        if attrs["coordinate_transformation_mode"] == "tf_crop_and_resize" else "",
+        if attrs["coordinate_transformation_mode"] == "tf_crop_and_resize"
+        else "",
         f"keep_aspect_ratio_policy {policy!r}" if policy != "stretch" else "",
     ]
     if any(unsupported):

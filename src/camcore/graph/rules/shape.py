@@ -171,9 +171,7 @@ def gather(ctx: GradContext) -> Grads:
         pads = [0] * (2 * rank)
         pads[axis], pads[rank + axis] = i, dim - i - 1
         return [b.Pad(b.Unsqueeze(g, [axis]), pads), None]
-    depth: int | str = dim if isinstance(dim, int) else b.op(
-        "Gather", b.Shape(x), b.const(np.int64(axis)), axis=0
-    )
+    depth: int | str = dim if isinstance(dim, int) else b.op("Gather", b.Shape(x), b.const(np.int64(axis)), axis=0)
     hot = _one_hot(ctx, idx, depth)
     shape = b.Shape(x)
     parts = [b.ints([-1])]
