@@ -10,5 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_ruff_check_passes() -> None:
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
