@@ -260,6 +260,14 @@ class BaseCAM:
         return scale_cam_image(stacked.mean(axis=1))
 
 
+    def __enter__(self) -> BaseCAM:
+        """``with GradCAM(...) as cam:`` works as in pytorch-grad-cam."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._compiled.clear()
+
+
 class GradCAM(BaseCAM):
     """Grad-CAM for any ONNX model: ``GradCAM(model, target_layers=None)(x, targets)``.
 

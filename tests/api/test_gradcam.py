@@ -206,3 +206,10 @@ g (float[1,4] x) => (float[1,4] y) { y = Relu(x) }"""
     model.graph.node[0].op_type = "NoSuchOp"
     with pytest.raises(ModelError, match="onnxruntime cannot load the model"):
         Session(model)
+
+
+def test_context_manager_like_pytorch_grad_cam(tiny) -> None:
+    x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    with camcore.GradCAM(model=tiny[0], target_layers=["feat"]) as cam:
+        maps = cam(input_tensor=x, targets=None)
+    assert maps.shape == (1, 8, 8)
