@@ -43,9 +43,10 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pytorch_grad_cam as pgc
 import torch
 from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,14 +263,170 @@ def make(name: str, out: Path) -> dict[str, Any]:
     return summary
 
 
+# ---------------------------------------------------------------------- every method
+#: Every map is stored at a stride of 4 pixels (offset 1) to keep the files small; the
+#: bilinear upsampling from the layer grid means any real difference shows on that grid.
+STRIDE = 4
+
+
+@dataclass(frozen=True)
+class MethodCase:
+    """One pytorch-grad-cam method call, stored as ``methods_<arch>.npz`` entries ``<name>__*``.
+
+    ``method`` is the pytorch-grad-cam class name (camcore's too); ``target`` is None (top-1),
+    "classes" (ClassifierOutputTarget per image) or "softmax" (ClassifierOutputSoftmaxTarget).
+    """
+
+    name: str
+    method: str
+    modules: tuple[str, ...]
+    target: str | None = None
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+def _cases(layer: str, *, conv: bool, extra: tuple[MethodCase, ...] = ()) -> list[MethodCase]:
+    """The common cases; ``conv``: a CNN (FullGrad and SESS: pytorch-grad-cam applies the ViT
+    ``reshape_transform`` to FullGrad's conv bias layers too, which fails)."""
+    m = (layer,)
+    cases = [MethodCase(k.lower(), k, m) for k in (
+        "GradCAM", "HiResCAM", "GradCAMElementWise", "GradCAMPlusPlus", "XGradCAM", "LayerCAM", "EigenCAM",
+        "EigenGradCAM", "KPCA_CAM", "FEM", "SegEigenCAM", "ShapleyCAM", "FinerCAM")]  # fmt: skip
+    cases += [
+        MethodCase("gradcam_softmax", "GradCAM", m, target="softmax"),
+        MethodCase("gradcampp_classes", "GradCAMPlusPlus", m, target="classes"),
+        MethodCase("gradcam_aug", "GradCAM", m, aug_smooth=True),
+        MethodCase("gradcam_eigen", "GradCAM", m, eigen_smooth=True),
+        MethodCase("layercam_eigen", "LayerCAM", m, eigen_smooth=True),
+        MethodCase("fem_k1", "FEM", m, options=(("k", 1),)),
+    ]
+    if conv:
+        cases += [MethodCase("sess", "SESS", m, options=(("num_scales", 3),)), MethodCase("fullgrad", "FullGrad", m)]
+    return cases + list(extra)
+
+
+METHOD_CASES: dict[str, list[MethodCase]] = {
+    "resnet18": _cases(
+        "layer4",
+        conv=True,
+        extra=(
+            MethodCase("refinecam", "RefineCAM", ("layer3", "layer4")),
+            MethodCase("fullgrad_eigen", "FullGrad", (), eigen_smooth=True),
+        ),
+    ),
+    "vit_ti_16": _cases(VIT_LN, conv=False),
+    "mobilenet_v3_small": [
+        MethodCase("shapleycam", "ShapleyCAM", ("features.12",)),
+        MethodCase("shapleycam_classes", "ShapleyCAM", ("features.12",), target="classes"),
+        MethodCase("gradcam", "GradCAM", ("features.12",)),
+    ],
+}
+
+
+def _targets(kind: str | None, classes: tuple[int, ...]) -> list[Any] | None:
+    if kind is None:
+        return None
+    cls = ClassifierOutputSoftmaxTarget if kind == "softmax" else ClassifierOutputTarget
+    return [cls(k) for k in classes]
+
+
+class ReshapedShapleyCAM(pgc.ShapleyCAM):
+    """pytorch-grad-cam 1.5.7's ShapleyCAM with a ``reshape_transform`` fails: it keeps the graph
+    (``detach=False``), so the saved activations are not reshaped, and ``get_cam_image`` multiplies
+    the reshaped weights with the token tensor. This applies the transform there, as intended."""
+
+    def get_cam_image(self, input_tensor, target_layer, targets, activations, grads, eigen_smooth):  # type: ignore[no-untyped-def]
+        weights = self.get_cam_weights(input_tensor, target_layer, targets, activations, grads)
+        acts = self.activations_and_grads.reshape_transform(activations).detach().cpu().numpy()
+        weighted = weights[:, :, None, None] * acts
+        return pgc.utils.svd_on_activations.get_2d_projection(weighted) if eigen_smooth else weighted.sum(axis=1)
+
+
+def run_method(
+    model: nn.Module, x: np.ndarray, case: MethodCase, reshape: Callable[[torch.Tensor], torch.Tensor] | None
+) -> np.ndarray:
+    """pytorch-grad-cam's ``case.method`` on ``x``; outputs of hooked modules are cloned downstream."""
+    cls = getattr(pgc, case.method)
+    if case.method == "ShapleyCAM" and reshape is not None:
+        cls = ReshapedShapleyCAM
+    layers = [model.get_submodule(p) for p in case.modules]
+    cam = cls(model=model, target_layers=layers, reshape_transform=reshape, **dict(case.options))
+    hooked = layers
+    if case.method == "FullGrad":
+        hooked = list(cam.target_layers)
+    handles = [layer.register_forward_hook(lambda _m, _a, out: out.clone()) for layer in hooked]
+    kwargs: dict[str, Any] = {"eigen_smooth": case.eigen_smooth}
+    if case.aug_smooth:
+        kwargs["aug_smooth"] = True
+    # the fused CPU attention kernels have no double backward (ShapleyCAM): use the math one
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            maps = cam(input_tensor=torch.from_numpy(x), targets=_targets(case.target, CLASSES), **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return np.asarray(maps, dtype=np.float32)
+
+
+def run_guided(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's GuidedBackpropReLUModel, image by image (it does only the first): (N, H, W, C)."""
+    gb = pgc.GuidedBackpropReLUModel(model)
+    return np.stack([gb(torch.from_numpy(x[i : i + 1]), target_category=None) for i in range(len(x))])
+
+
+def make_methods(name: str, out: Path) -> dict[str, Any]:
+    """Every method case of ``name``; writes ``methods_<name>.npz``."""
+    model, x = build(name)
+    cases = METHOD_CASES[name]
+    paths = sorted({p for case in cases for p in case.modules})
+    tensors = onnx_names(name, model, x, paths)
+    reshape = None
+    if name.startswith("vit"):
+        grid = x.shape[-1] // 16
+        reshape = vit_reshape_transform(grid, grid)
+    arrays: dict[str, np.ndarray] = {
+        "cases": np.asarray([c.name for c in cases]),
+        "generator": np.asarray(GENERATOR),
+        "stride": np.asarray(STRIDE),
+        "classes": np.asarray(CLASSES),
+    }
+    for case in cases:
+        torch.manual_seed(0)
+        maps = run_method(model, x, case, reshape)
+        arrays[f"{case.name}__maps"] = maps[:, 1::STRIDE, 1::STRIDE]
+        arrays[f"{case.name}__method"] = np.asarray(case.method)
+        arrays[f"{case.name}__layers"] = np.asarray([tensors[p] for p in case.modules])
+        arrays[f"{case.name}__target"] = np.asarray(case.target or "")
+        arrays[f"{case.name}__aug_smooth"] = np.asarray(case.aug_smooth)
+        arrays[f"{case.name}__eigen_smooth"] = np.asarray(case.eigen_smooth)
+        arrays[f"{case.name}__options"] = np.asarray(repr(dict(case.options)))
+    if name == "resnet18":
+        arrays["guided__gb"] = run_guided(model, x)[:, 1::STRIDE, 1::STRIDE]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"methods_{name}.npz"
+    np.savez_compressed(path, **arrays)
+    return {"arch": name, "cases": len(cases), "kb": round(path.stat().st_size / 1024, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, make the requested architectures and print a summary line each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", nargs="*", choices=sorted(CASES), default=sorted(CASES))
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "golden")
+    parser.add_argument("--methods", nargs="*", choices=sorted(METHOD_CASES), default=None,
+                        help="make methods_<arch>.npz (every method) for these architectures instead")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     print(GENERATOR)
+    if args.methods is not None:
+        for name in args.methods or sorted(METHOD_CASES):
+            t0 = time.perf_counter()
+            info = make_methods(name, args.out)
+            print(", ".join(f"{k}={v}" for k, v in info.items()) + f", {time.perf_counter() - t0:.1f}s", flush=True)
+        return 0
     for name in args.arch:
         t0 = time.perf_counter()
         info = make(name, args.out)

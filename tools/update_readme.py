@@ -23,7 +23,7 @@ def sections() -> dict[str, str]:
     from camcore.methods import METHODS
 
     rows = ["| class | `--method` | what it computes |", "|---|---|---|"]
-    rows += [f"| `{m.name}` | `{m.key}` | {m.summary} |" for m in METHODS.values()]
+    rows += [f"| `{m.name}` | `{m.key}` | {m.summary.replace('|', chr(92) + '|')} |" for m in METHODS.values()]
     ops = ", ".join(f"`{op}`" for op in sorted(RULES))
     return {"methods": "\n".join(rows), "ops": f"{len(RULES)} op types: {ops}."}
 

@@ -1,75 +1,152 @@
 #include "camcore/overlay.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
 
 #include "camcore/resize.hpp"
+#include "kernels.hpp"
 #include "parallel.hpp"
-
-#if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
-#include <emmintrin.h>
-#define CAMCORE_HAVE_SSE2 1
-#endif
 
 namespace camcore {
 namespace {
 
-/// blend[c * 256 + p] = cv2.addWeighted(c, alpha, p, 1 - alpha, 0) for one channel value pair:
-/// saturate(round_half_even(fmaf(c, alpha, p * (1 - alpha)))), all in float32 like OpenCV.
-/// Only colour values that occur in `table` get a row.
-std::vector<std::uint8_t> blend_table(double alpha, const std::array<std::array<std::uint8_t, 3>, 256>& table) {
-    const float a = static_cast<float>(alpha);
-    const float b = static_cast<float>(1.0 - alpha);
-    std::array<bool, 256> used{};
-    for (const auto& c : table) used[c[0]] = used[c[1]] = used[c[2]] = true;
-    std::array<double, 256> pb{};
-    for (std::size_t p = 0; p < 256; ++p) pb[p] = static_cast<double>(static_cast<float>(p) * b);
-    // Adding and subtracting 1.5 * 2^23 rounds a float in [0, 2^22) to the nearest integer, ties
-    // to even (cvRound), without a libm call, so the loop below vectorizes.
-    constexpr float kRound = 12582912.0f;
-    std::vector<std::uint8_t> blend(256 * 256);
-    for (int c = 0; c < 256; ++c) {
-        if (!used[static_cast<std::size_t>(c)]) continue;
-        const double ca = static_cast<double>(c) * a;  // exact: 8 x 24 bits
-        std::uint8_t* row = blend.data() + c * 256;
-        for (std::size_t p = 0; p < 256; ++p) {
-            const float t = static_cast<float>(ca + pb[p]);  // == fmaf(c, a, p * b)
-            float r = (t + kRound) - kRound;
-            r = r < 255.0f ? r : 255.0f;  // t >= 0 always; > 255 only by rounding error
-            row[p] = static_cast<std::uint8_t>(r);
-        }
-    }
-    return blend;
+/// Per quantized level q: the premultiplied colour of each channel, round(256 * w_q * c), as four
+/// uint16 lanes (the 4th is 0), and the image weight round(2^16 * (1 - w_q)) per lane (65535 for
+/// the 4th lane, which then keeps the image byte exactly).
+struct BlendTables {
+    std::array<std::uint64_t, 256> colour{};
+    std::array<std::uint64_t, 256> weight{};
+    bool per_level = false;  // false: weight[q] is the same for every q
+};
+
+std::uint64_t lanes(std::uint16_t a, std::uint16_t b, std::uint16_t c, std::uint16_t d) noexcept {
+    return std::uint64_t{a} | (std::uint64_t{b} << 16) | (std::uint64_t{c} << 32) | (std::uint64_t{d} << 48);
 }
 
-/// level[x] = quantize(heat[x]) for a whole row; SSE2 (the x86-64 baseline) where available.
-void quantize_row(const float* heat, std::uint8_t* level, int width) noexcept {
-    int x = 0;
-#if defined(CAMCORE_HAVE_SSE2)
-    const __m128 zero = _mm_setzero_ps();
-    const __m128 one = _mm_set1_ps(1.0f);
-    const __m128 scale = _mm_set1_ps(255.0f);
-    auto four = [&](const float* p) {
-        __m128 v = _mm_max_ps(_mm_loadu_ps(p), zero);  // NaN -> 0 (maxps returns the 2nd operand)
-        v = _mm_min_ps(v, one);
-        return _mm_cvttps_epi32(_mm_mul_ps(v, scale));  // truncation, like np.uint8
-    };
-    for (; x + 16 <= width; x += 16) {
-        const __m128i lo = _mm_packs_epi32(four(heat + x), four(heat + x + 4));
-        const __m128i hi = _mm_packs_epi32(four(heat + x + 8), four(heat + x + 12));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(level + x), _mm_packus_epi16(lo, hi));
+BlendTables blend_tables(const OverlayOptions& options) {
+    const Colormap& cmap = options.colormap ? *options.colormap : get_colormap("jet");
+    const auto table = ordered_table(cmap, options.order);
+    // cv2.addWeighted works with float32 weights alpha and beta = 1 - alpha.
+    const double a = static_cast<float>(options.alpha);
+    const double b = static_cast<float>(1.0 - options.alpha);
+    BlendTables t;
+    t.per_level = options.alpha_from_cam;
+    for (std::size_t q = 0; q < 256; ++q) {
+        const double wa = options.alpha_from_cam ? options.alpha * static_cast<double>(q) / 255.0 : a;
+        const double wb = options.alpha_from_cam ? 1.0 - wa : b;
+        const auto premul = [&](std::uint8_t c) {
+            return static_cast<std::uint16_t>(std::lround(256.0 * wa * c));
+        };
+        const auto image_weight = static_cast<std::uint16_t>(std::min<long>(65535, std::lround(65536.0 * wb)));
+        t.colour[q] = lanes(premul(table[q][0]), premul(table[q][1]), premul(table[q][2]), 0);
+        t.weight[q] = lanes(image_weight, image_weight, image_weight, 65535);
     }
-#endif
-    for (; x < width; ++x) level[x] = quantize(heat[x]);
+    return t;
+}
+
+void check_range(const std::optional<ValueRange>& range) {
+    if (range && !(std::isfinite(range->lo) && std::isfinite(range->hi) && range->lo < range->hi))
+        throw std::invalid_argument("overlay: value_range must be finite with lo < hi, got (" +
+                                    std::to_string(range->lo) + ", " + std::to_string(range->hi) + ")");
+}
+
+template <int C>
+struct Frame {
+    View<const std::uint8_t, C> image;
+    View<std::uint8_t, C> out;
+    BilinearSampler sampler;
+};
+
+template <int C>
+void run(std::size_t count, const View<const std::uint8_t, C>* images, const ConstMapView* cams,
+         const View<std::uint8_t, C>* outs, const OverlayOptions& options) {
+    if (!(options.alpha >= 0.0 && options.alpha <= 1.0))
+        throw std::invalid_argument("overlay: alpha must be in [0, 1], got " + std::to_string(options.alpha));
+    if (options.normalize && options.value_range)
+        throw std::invalid_argument("overlay: normalize and value_range are exclusive");
+    check_range(options.value_range);
+    for (std::size_t i = 0; i < count; ++i) {
+        if (outs[i].height != images[i].height || outs[i].width != images[i].width)
+            throw std::invalid_argument("overlay: out must have the image's size");
+        if (cams[i].empty() && !images[i].empty()) throw std::invalid_argument("overlay: empty cam");
+    }
+    const BlendTables tables = blend_tables(options);
+
+    // Per frame: the prepared cam and its sampler (small: the cam, not the frame, is copied).
+    std::vector<std::vector<float>> prepared;
+    std::vector<Frame<C>> frames;
+    prepared.reserve(count);
+    frames.reserve(count);
+    std::size_t pixels = 0;
+    int widest = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+        if (images[i].empty()) continue;
+        prepared.push_back(prepare_cam(cams[i], options.normalize, options.value_range));
+        const ConstMapView cam = ConstMapView::contiguous(prepared.back().data(), cams[i].height, cams[i].width);
+        frames.push_back({images[i], outs[i], BilinearSampler(cam, images[i].height, images[i].width)});
+        pixels += static_cast<std::size_t>(images[i].height) * static_cast<std::size_t>(images[i].width);
+        widest = std::max(widest, images[i].width);
+    }
+    if (frames.empty()) return;
+    std::vector<int> first_row(frames.size() + 1, 0);  // global row index of each frame's row 0
+    for (std::size_t f = 0; f < frames.size(); ++f) first_row[f + 1] = first_row[f] + frames[f].image.height;
+
+    const detail::Kernels& k = detail::kernels();
+    const int n = detail::thread_count(options.threads, pixels);
+    detail::parallel_rows(first_row.back(), n, [&](int g0, int g1) {
+        const std::size_t w = static_cast<std::size_t>(widest);
+        std::vector<std::uint8_t> level(w);
+        std::vector<std::uint16_t> colour(C * w + 4);  // +4: the last 8-byte store of a 3-channel row
+        std::vector<std::uint16_t> weight(tables.per_level ? C * w + 4 : 0);
+        std::uint16_t pattern[16];  // the image weights of 16 consecutive bytes, when constant
+        for (int i = 0; i < 16; ++i) std::memcpy(&pattern[i], reinterpret_cast<const char*>(&tables.weight[0]) + 2 * (C == 4 ? i % 4 : 0), 2);
+        std::size_t f = static_cast<std::size_t>(std::upper_bound(first_row.begin(), first_row.end(), g0) -
+                                                 first_row.begin() - 1);
+        BilinearSampler::Cache cache;
+        for (int g = g0; g < g1; ++g) {
+            if (g >= first_row[f + 1]) {
+                ++f;
+                cache.forget();  // a new frame: other source rows
+            }
+            const Frame<C>& frame = frames[f];
+            const int y = g - first_row[f];
+            const int width = frame.image.width;
+            const auto p = frame.sampler.pair(y, cache);
+            k.levels(p.diff, p.base, p.fy, level.data(), width);
+            const std::uint8_t* q = level.data();
+            std::uint16_t* c = colour.data();
+            if (tables.per_level) {
+                std::uint16_t* wt = weight.data();
+                for (int x = 0; x < width; ++x, c += C, wt += C) {
+                    std::memcpy(c, &tables.colour[q[x]], 8);
+                    std::memcpy(wt, &tables.weight[q[x]], 8);
+                }
+                k.blend(colour.data(), weight.data(), frame.image.row(y), frame.out.row(y), C * width);
+            } else {
+                int x = 0;
+                for (; x + 4 <= width; x += 4, c += 4 * C) {  // 8-byte stores; each overwrites the last's spare lane
+                    std::memcpy(c, &tables.colour[q[x]], 8);
+                    std::memcpy(c + C, &tables.colour[q[x + 1]], 8);
+                    std::memcpy(c + 2 * C, &tables.colour[q[x + 2]], 8);
+                    std::memcpy(c + 3 * C, &tables.colour[q[x + 3]], 8);
+                }
+                for (; x < width; ++x, c += C) std::memcpy(c, &tables.colour[q[x]], 8);
+                k.blend_const(colour.data(), pattern, frame.image.row(y), frame.out.row(y), C * width);
+            }
+        }
+    });
 }
 
 }  // namespace
 
-std::vector<float> prepare_cam(ConstMapView cam, bool normalize) {
+std::vector<float> prepare_cam(ConstMapView cam, bool normalize, std::optional<ValueRange> range) {
     if (cam.empty()) throw std::invalid_argument("overlay: empty cam");
+    check_range(range);
     std::vector<float> out(static_cast<std::size_t>(cam.height) * static_cast<std::size_t>(cam.width));
     float lo = std::numeric_limits<float>::infinity();
     float hi = -lo;
@@ -83,16 +160,20 @@ std::vector<float> prepare_cam(ConstMapView cam, bool normalize) {
                 }
             }
         }
+    } else if (range) {
+        lo = range->lo;
+        hi = range->hi;
     }
-    const bool scale = normalize && hi > lo;
-    const float range = hi - lo;
+    const bool scale = (normalize || range) && hi > lo;
+    const bool zero = normalize && !scale;  // a constant (or all non-finite) map
+    const float span = hi - lo;
     float* d = out.data();
     for (int y = 0; y < cam.height; ++y) {
         const float* s = cam.row(y);
         for (int x = 0; x < cam.width; ++x, ++d) {
             const float v = s[x];
             if (std::isfinite(v))
-                *d = scale ? (v - lo) / range : (normalize ? 0.0f : v);
+                *d = scale ? (v - lo) / span : (zero ? 0.0f : v);
             else
                 *d = v > 0.0f ? 1.0f : 0.0f;  // +Inf -> 1; -Inf and NaN -> 0
         }
@@ -101,48 +182,21 @@ std::vector<float> prepare_cam(ConstMapView cam, bool normalize) {
 }
 
 void overlay(ConstImageView image, ConstMapView cam, ImageView out, const OverlayOptions& options) {
-    if (image.empty()) throw std::invalid_argument("overlay: empty image");
-    if (cam.empty()) throw std::invalid_argument("overlay: empty cam");
-    if (out.height != image.height || out.width != image.width)
-        throw std::invalid_argument("overlay: out must have the image's size");
-    if (!(options.alpha >= 0.0 && options.alpha <= 1.0))
-        throw std::invalid_argument("overlay: alpha must be in [0, 1], got " + std::to_string(options.alpha));
-    const Colormap& cmap = options.colormap ? *options.colormap : get_colormap("jet");
+    run<3>(1, &image, &cam, &out, options);
+}
 
-    const auto table = ordered_table(cmap, options.order);
-    const std::vector<std::uint8_t> blend = blend_table(options.alpha, table);
-    const std::vector<float> prepared = prepare_cam(cam, options.normalize);
-    const BilinearSampler sampler(ConstMapView::contiguous(prepared.data(), cam.height, cam.width),
-                                  image.height, image.width);
+void overlay(ConstImage4View image, ConstMapView cam, Image4View out, const OverlayOptions& options) {
+    run<4>(1, &image, &cam, &out, options);
+}
 
-    const int width = image.width;
-    const int n = detail::thread_count(options.threads,
-                                       static_cast<std::size_t>(image.height) * static_cast<std::size_t>(width));
-    // Per quantized level q: its three colour values packed into one word (fewer loads per pixel).
-    std::array<std::uint32_t, 256> packed{};
-    for (std::size_t q = 0; q < 256; ++q)
-        packed[q] = table[q][0] | (std::uint32_t{table[q][1]} << 8) | (std::uint32_t{table[q][2]} << 16);
+void overlay_batch(std::size_t count, const ConstImageView* images, const ConstMapView* cams, const ImageView* outs,
+                   const OverlayOptions& options) {
+    run<3>(count, images, cams, outs, options);
+}
 
-    detail::parallel_rows(image.height, n, [&](int y0, int y1) {
-        BilinearSampler::Cache cache;
-        std::vector<float> heat(static_cast<std::size_t>(width));
-        std::vector<std::uint8_t> level(static_cast<std::size_t>(width));
-        const std::uint8_t* lut = blend.data();
-        for (int y = y0; y < y1; ++y) {
-            sampler.row(y, heat.data(), cache);
-            quantize_row(heat.data(), level.data(), width);
-            const std::uint8_t* src = image.row(y);
-            std::uint8_t* dst = out.row(y);
-            for (int x = 0; x < width; ++x) {
-                const std::uint32_t c = packed[level[static_cast<std::size_t>(x)]];
-                const int i = 3 * x;
-                const std::uint8_t p0 = src[i], p1 = src[i + 1], p2 = src[i + 2];
-                dst[i + 0] = lut[((c & 0xffu) << 8) | p0];
-                dst[i + 1] = lut[(c & 0xff00u) | p1];
-                dst[i + 2] = lut[((c >> 8) & 0xff00u) | p2];
-            }
-        }
-    });
+void overlay_batch(std::size_t count, const ConstImage4View* images, const ConstMapView* cams,
+                   const Image4View* outs, const OverlayOptions& options) {
+    run<4>(count, images, cams, outs, options);
 }
 
 }  // namespace camcore

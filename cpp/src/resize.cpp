@@ -3,17 +3,13 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "kernels.hpp"
 #include "parallel.hpp"
 
 namespace camcore {
 namespace {
 
-/// fmaf(a, b, c) evaluated in double: a*b is exact (48 significant bits), so only the final
-/// sum rounds; the result equals a true fused multiply-add except for (astronomically rare)
-/// double-rounding ties. Keeps the build free of -mfma and of slow software fmaf.
-inline float fma_f(float a, float b, float c) noexcept {
-    return static_cast<float>(static_cast<double>(a) * static_cast<double>(b) + static_cast<double>(c));
-}
+using detail::fma_emulated;
 
 }  // namespace
 
@@ -64,21 +60,37 @@ const float* BilinearSampler::horizontal(int r, int keep, Cache& cache) const {
     const int w = dst_width();
     for (int x = 0; x < w; ++x) {
         const float a = s[i0[x]];
-        buf[static_cast<std::size_t>(x)] = fma_f(s[i1[x]] - a, fx[x], a);
+        buf[static_cast<std::size_t>(x)] = fma_emulated(s[i1[x]] - a, fx[x], a);
     }
     cache.source_row[k] = r;
     return buf.data();
 }
 
-void BilinearSampler::row(int y, float* out, Cache& cache) const {
+BilinearSampler::RowPair BilinearSampler::pair(int y, Cache& cache) const {
     const std::size_t yi = static_cast<std::size_t>(y);
     const int r0 = y_.i0[yi];
     const int r1 = y_.i1[yi];
     const float fy = y_.frac[yi];
-    const float* h0 = horizontal(r0, r1, cache);
-    const float* h1 = horizontal(r1, r0, cache);
+    if (cache.pair[0] != r0 || cache.pair[1] != r1) {
+        const float* h0 = horizontal(r0, r1, cache);
+        const float* h1 = horizontal(r1, r0, cache);
+        const std::size_t w = x_.i0.size();
+        cache.diff.resize(w);
+        cache.base.resize(w);
+        for (std::size_t x = 0; x < w; ++x) {
+            cache.diff[x] = h1[x] - h0[x];
+            cache.base[x] = h0[x];
+        }
+        cache.pair[0] = r0;
+        cache.pair[1] = r1;
+    }
+    return {cache.diff.data(), cache.base.data(), fy};
+}
+
+void BilinearSampler::row(int y, float* out, Cache& cache) const {
+    const RowPair p = pair(y, cache);
     const int w = dst_width();
-    for (int x = 0; x < w; ++x) out[x] = fma_f(h1[x] - h0[x], fy, h0[x]);
+    for (int x = 0; x < w; ++x) out[x] = detail::fma_emulated(p.diff[x], p.fy, p.base[x]);
 }
 
 void resize_bilinear(ConstMapView src, MapView dst, int threads) {

@@ -1,57 +1,65 @@
-"""The public CAM classes: one pipeline, the methods plug in.
+"""The public CAM classes: one pipeline, the registered methods plug in.
 
-The pipeline follows pytorch-grad-cam 1.5: for each target layer, the method's raw
-map, ReLU, per-image min-max scaling and a bilinear resize to the input size; then
-the mean over target layers and a last min-max scaling.
+For a ``layer`` method the pipeline follows pytorch-grad-cam 1.5: one augmented run
+(outputs, activations, gradients and whatever else the method needs); per target
+layer the method's contributions, summed over channels (or projected on their first
+principal component with ``eigen_smooth``), ReLU, per-image min-max scaling and a
+bilinear resize to the input size; then the mean over target layers and a last
+min-max scaling. ``aug_smooth`` averages the maps over horizontal flips × brightness
+factors (0.9, 1, 1.1), as pytorch-grad-cam's default ttach transforms. A ``pipeline``
+method gets the CAM object itself as its :class:`~camcore.methods.registry.Runner`.
+
+Every registered method has a class here, named as in pytorch-grad-cam (``GradCAM``,
+``ScoreCAM``, ...), generated from :data:`camcore.methods.METHODS`.
 
 Example:
     >>> cam = GradCAM("resnet50.onnx")                  # default target layer
     >>> maps = cam(x)                                   # (N, H, W) float32 in [0, 1]
-    >>> maps = cam(x, targets=[ClassifierOutputTarget(281)])
+    >>> maps = cam(x, targets=[ClassifierOutputTarget(281)], aug_smooth=True)
     >>> cam.outputs[0].shape, list(cam.activations)     # the model outputs, the layers
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
 import onnx
 
 from camcore.errors import CamcoreError, InputError
 from camcore.graph import Augmented, augment, prepare_model, resolve_layers
 from camcore.graph.layers import candidate_layers, default_layer
+from camcore.graph.parts import bias_terms, classifier_weights, downstream_model, with_outputs
 from camcore.graph.shapes import TensorInfo
-from camcore.methods import CamMethod, method_by_key
+from camcore.methods import METHODS, CamMethod, method_by_key
+from camcore.methods.image import scale_cam_image
+from camcore.methods.projection import project_2d
+from camcore.methods.registry import Forward
 from camcore.runtime import Session
-from camcore.targets import Target
+from camcore.targets import ClassifierOutputTarget, Target
 
 ReshapeTransform = Callable[[np.ndarray], np.ndarray]
+Feeds = Mapping[str, np.ndarray]
+#: pytorch-grad-cam's default test-time augmentation: ttach HorizontalFlip × Multiply
+AUG_FLIPS = (False, True)
+AUG_FACTORS = (0.9, 1.0, 1.1)
 
-
-def scale_cam_image(cams: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Min-max scale each map to [0, 1] (``x - min`` over ``1e-7 + max``), then resize.
-
-    ``size`` is (height, width); the resize is OpenCV's bilinear ``INTER_LINEAR``.
-    """
-    out = []
-    for img in cams:
-        img = img - np.min(img)
-        img = img / (1e-7 + np.max(img))
-        if size is not None and img.shape != size:
-            img = cv2.resize(img.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        out.append(img)
-    return np.asarray(out, dtype=np.float32)
+__all__ = ["BaseCAM", "DeepFeatureFactorization", "GuidedBackpropReLUModel", "scale_cam_image", "tokens_to_grid"]
 
 
 def tokens_to_grid(tokens: np.ndarray, input_hw: tuple[int, int] | None = None) -> np.ndarray:
     """(N, T, C) transformer tokens -> (N, C, h, w); a leading class token is dropped.
 
     The grid is inferred from the token count and the input's aspect ratio: T or T-1
-    must factor as h·w with h/w closest to the input's H/W.
+    must factor as h·w with h/w closest to the input's H/W. Nothing is hard-coded.
+
+    Example:
+        >>> tokens_to_grid(np.zeros((2, 1 + 14 * 14, 192)), (224, 224)).shape
+        (2, 192, 14, 14)
     """
     n, t, c = tokens.shape
     ratio = input_hw[0] / input_hw[1] if input_hw else 1.0
@@ -76,21 +84,47 @@ def _factor_grid(count: int, ratio: float) -> tuple[int, int] | None:
     return best
 
 
+def _method_key(value: Any) -> str:
+    """A method given as a key, a class name or a CAM class (``base_method=GradCAM``)."""
+    if isinstance(value, str):
+        return method_by_key(value).key
+    key = getattr(value, "method_key", None)
+    if key:
+        return str(key)
+    raise CamcoreError(f"base_method must be a CAM class or a method name, not {value!r}")
+
+
 class BaseCAM:
-    """Explains an ONNX model with a registered method; see :class:`GradCAM`."""
+    """Explains an ONNX model with a registered method; see the generated classes.
+
+    Args:
+        model: a path or a ModelProto.
+        target_layers: ONNX tensor or node names (``camcore layers MODEL``); None picks the
+            last spatial activation.
+        reshape_transform: turns a layer tensor into (N, C, *spatial); by default token
+            tensors (N, T, C) are arranged on the grid the token count and the input size imply.
+        providers, threads: onnxruntime execution providers and intra-op threads.
+        output: the explained output, by name (default: the first).
+        batch_size: the batch of the methods' internal runs (patches, masks, noise samples).
+        **options: the method's options (``FEM(k=3)``, ``SESS(base_method=GradCAM)``, ...).
+    """
 
     method_key: str = ""
 
     def __init__(
         self,
         model: str | Path | onnx.ModelProto,
-        target_layers: Sequence[str] | None = None,
+        target_layers: Sequence[str] | str | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        *,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         output: str | None = None,
-        reshape_transform: ReshapeTransform | None = None,
+        batch_size: int = 32,
+        **options: Any,
     ) -> None:
         self.method: CamMethod = method_by_key(self.method_key)
+        self.options = self._check_options(options)
         self.model, self.info = prepare_model(model)
         graph = self.model.graph
         initializers = {i.name for i in graph.initializer}
@@ -110,17 +144,34 @@ class BaseCAM:
         else:
             if isinstance(target_layers, str):
                 target_layers = [target_layers]
-            self.target_layers = resolve_layers(self.model, target_layers)
+            self.target_layers = resolve_layers(self.model, list(target_layers))
+        if batch_size < 1:
+            raise CamcoreError(f"batch_size must be >= 1, got {batch_size}")
         self.providers = providers
         self.threads = threads
+        self.batch_size = batch_size
         self.reshape_transform = reshape_transform
-        self._compiled: dict[tuple[object, ...], tuple[Augmented, Session]] = {}
+        self._sessions: dict[tuple[object, ...], Any] = {}
+        self._siblings: dict[str, BaseCAM] = {}
         self.outputs: list[np.ndarray] = []
         self.activations: dict[str, np.ndarray] = {}
         self.gradients: dict[str, np.ndarray] = {}
+        self.hvp: dict[str, np.ndarray] = {}
+        self._last: tuple[Feeds, list[Target] | None, Forward] = ({}, None, Forward([], {}, {}))
+
+    def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        known = self.method.options
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            allowed = ", ".join(known) or "none"
+            raise CamcoreError(f"{self.method.name} has no option {unknown[0]!r}; its options: {allowed}")
+        merged = {**known, **options}
+        if "base_method" in merged:
+            merged["base_method"] = _method_key(merged["base_method"])
+        return merged
 
     # ------------------------------------------------------------------ inputs
-    def _feeds(self, input_tensor: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _feeds(self, input_tensor: np.ndarray | Feeds) -> dict[str, np.ndarray]:
         if isinstance(input_tensor, Mapping):
             feeds = {k: np.asarray(v) for k, v in input_tensor.items()}
         else:
@@ -154,72 +205,209 @@ class BaseCAM:
         if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
             raise InputError(f"input {name!r} contains NaN or Inf")
 
-    # ------------------------------------------------------------------ graph
-    def compiled(self, feeds: Mapping[str, np.ndarray], seed_mode: str) -> tuple[Augmented, Session]:
+    def _targets(self, targets: Sequence[Target] | None, n: int) -> list[Target] | None:
+        if targets is None:
+            return None
+        targets = list(targets)
+        if len(targets) == 1 and n > 1:
+            targets = targets * n
+        if len(targets) != n:
+            raise CamcoreError(f"got {len(targets)} targets for a batch of {n} images")
+        return targets
+
+    @staticmethod
+    def _batch(feeds: Feeds) -> int:
+        return int(next(iter(feeds.values())).shape[0])
+
+    def _input_hw(self, feeds: Feeds) -> tuple[int, int] | None:
+        first = feeds[self.input_names[0]] if self.input_names[0] in feeds else next(iter(feeds.values()))
+        return (int(first.shape[-2]), int(first.shape[-1])) if first.ndim >= 4 else None
+
+    # ------------------------------------------------------------------ sessions
+    def _signature(self, feeds: Feeds) -> tuple[object, ...]:
+        return tuple((k, v.shape[1:]) for k, v in sorted(feeds.items()))
+
+    def compiled(
+        self,
+        feeds: Feeds,
+        seed_mode: str,
+        layers: Sequence[str] | None = None,
+        hvp: bool = False,
+        guided_relu: bool = False,
+    ) -> tuple[Augmented, Session]:
         """The augmented model and session for this input signature (batch stays dynamic)."""
-        key = (seed_mode, *((k, v.shape[1:]) for k, v in sorted(feeds.items())))
-        if key not in self._compiled:
+        layers = list(self.target_layers if layers is None else layers)
+        key = ("aug", seed_mode, tuple(layers), hvp, guided_relu, *self._signature(feeds))
+        if key not in self._sessions:
             shapes = {k: [None, *v.shape[1:]] for k, v in feeds.items()}
             aug = augment(
                 self.model,
-                self.target_layers,
+                layers,
                 output=self.output,
                 seed=seed_mode,  # type: ignore[arg-type]
                 input_shapes=shapes,
-                **self._augment_options(),
+                guided_relu=guided_relu,
+                hvp=hvp,
             )
-            self._compiled[key] = (aug, Session(aug.model, self.providers, self.threads))
-        return self._compiled[key]
+            self._sessions[key] = (aug, Session(aug.model, self.providers, self.threads))
+        return self._sessions[key]  # type: ignore[no-any-return]
 
-    def _augment_options(self) -> dict[str, object]:
-        return {}
+    def _plain(self, feeds: Feeds, layers: Sequence[str] = ()) -> Session:
+        """The unmodified model (plus ``layers`` as outputs): forward only, no gradients."""
+        key = ("plain", tuple(layers), *self._signature(feeds))
+        if key not in self._sessions:
+            self._sessions[key] = Session(with_outputs(self.model, self.info, layers), self.providers, self.threads)
+        return self._sessions[key]  # type: ignore[no-any-return]
 
-    def _seed_feed(
-        self, aug: Augmented, session: Session, feeds: dict[str, np.ndarray], targets: Sequence[Target] | None, n: int
+    # ------------------------------------------------------------------ the Runner protocol
+    def outputs_of(self, feeds: Feeds) -> np.ndarray:
+        """Forward only: the explained output (onnxruntime runs only the nodes it needs)."""
+        return self._plain(feeds).run(feeds, [self.output])[self.output]
+
+    def scores(self, feeds: Feeds, targets: Sequence[Target] | None, batch_size: int | None = None) -> np.ndarray:
+        """Forward only, in batches of ``batch_size``: the target score per image, (N,).
+
+        With ``targets=None`` the score is the top-1 logit.
+        """
+        step = batch_size or self.batch_size
+        n = self._batch(feeds)
+        out = []
+        for s in range(0, n, step):
+            part = {k: v[s : s + step] for k, v in feeds.items()}
+            rows = self.outputs_of(part)
+            for j, row in enumerate(rows):
+                out.append(float(np.max(row)) if targets is None else float(targets[s + j](row)))
+        return np.asarray(out, dtype=np.float64)
+
+    def downstream_scores(
+        self,
+        layer: str,
+        feeds: Feeds,
+        activations: np.ndarray,
+        targets: Sequence[Target],
+        batch_size: int | None = None,
     ) -> np.ndarray:
+        """Scores with ``layer`` set to each of ``activations`` (M, ...), running only the nodes
+        after it (a cut model: ``layer`` is its input). ``feeds`` hold batch 1 or M rows for
+        the paths that bypass the layer; ``targets`` one per row (or one for all)."""
+        step = batch_size or self.batch_size
+        key = ("down", layer, *self._signature(feeds))
+        if key not in self._sessions:
+            cut, needed = downstream_model(self.model, self.info, layer, self.output)
+            self._sessions[key] = (Session(cut, self.providers, self.threads), needed)
+        session, needed = self._sessions[key]
+        m = activations.shape[0]
+        ts = list(targets) * m if len(targets) == 1 else list(targets)
+        out = []
+        for s in range(0, m, step):
+            chunk = activations[s : s + step]
+            side = {k: (feeds[k] if feeds[k].shape[0] == m else np.repeat(feeds[k][:1], len(chunk), 0))
+                    for k in needed}  # fmt: skip
+            side = {k: v[s : s + step] if v.shape[0] == m else v for k, v in side.items()}
+            rows = session.run({layer: chunk, **side}, [self.output])[self.output]
+            out += [float(ts[s + j](row)) for j, row in enumerate(rows)]
+        return np.asarray(out, dtype=np.float64)
+
+    def bias_terms(self) -> list[tuple[str, np.ndarray]]:
+        """(tensor, per-channel bias) of every Conv / BatchNormalization bias term."""
+        return bias_terms(self.model, self.info)
+
+    def layer_grid(self, array: np.ndarray, input_hw: tuple[int, int] | None) -> np.ndarray:
+        """A layer tensor as (N, C, *spatial): ``reshape_transform``, or the token grid."""
+        if self.reshape_transform is not None:
+            return np.asarray(self.reshape_transform(array))
+        if array.ndim == 3:
+            return tokens_to_grid(array, input_hw)
+        return array
+
+    def run_augmented(
+        self,
+        feeds: Feeds,
+        targets: Sequence[Target] | None,
+        *,
+        layers: Sequence[str] | None = None,
+        gradients: bool = True,
+        hvp: bool = False,
+        extra: Sequence[str] = (),
+        guided_relu: bool = False,
+    ) -> Forward:
+        """One run: outputs, activations of ``layers`` (default: the target layers) and,
+        with ``gradients``, their gradients; ``extra`` tensors (an input, bias terms) get
+        gradients too, in ``Forward.extra``. Fills ``outputs``/``activations``/``gradients``."""
+        layers = list(self.target_layers if layers is None else layers)
+        extra = [e for e in extra if e not in layers]
+        if not gradients and not extra and not hvp:
+            session = self._plain(feeds, layers)
+            res = session.run(feeds, [*(o.name for o in self.model.graph.output), *layers])
+            fwd = Forward([res[o.name] for o in self.model.graph.output], {k: res[k] for k in layers}, {})
+            return self._keep(fwd)
+        n = self._batch(feeds)
+        targets = self._targets(targets, n)
+        class_mode = targets is None or all(t.class_index is not None for t in targets)
+        every = [*layers, *extra]
+        aug, session = self.compiled(feeds, "class" if class_mode else "tensor", every, hvp, guided_relu)
+        if class_mode and targets is not None:
+            self._check_classes(targets)
+        seed = self._seed_feed(aug, feeds, targets, n)
+        res = session.run({**feeds, aug.seed_input: seed})
+        fwd = Forward(
+            [res[name] for name in aug.original_outputs],
+            {k: res[aug.activation_outputs[k]] for k in layers},
+            {k: res[aug.gradient_outputs[k]] for k in layers} if gradients else {},
+            {k: res[v] for k, v in aug.hvp_outputs.items() if k in layers},
+            {k: res[aug.gradient_outputs[k]] for k in extra},
+        )
+        return self._keep(fwd)
+
+    def _keep(self, fwd: Forward) -> Forward:
+        self.outputs, self.activations, self.gradients, self.hvp = fwd.outputs, fwd.activations, fwd.gradients, fwd.hvp
+        return fwd
+
+    def method_maps(
+        self,
+        method: str,
+        feeds: Feeds,
+        targets: Sequence[Target] | None,
+        *,
+        layers: Sequence[str] | None = None,
+        eigen_smooth: bool = False,
+    ) -> np.ndarray:
+        """The final maps of another registered method, sharing this object's sessions."""
+        key = _method_key(method)
+        sibling = self._siblings.get(key)
+        if sibling is None:
+            sibling = object.__new__(_class_for(key))
+            sibling.__dict__.update(self.__dict__)
+            sibling.method = method_by_key(key)
+            sibling.options = dict(sibling.method.options)
+            sibling._siblings = {}
+            self._siblings[key] = sibling
+        sibling.target_layers = list(self.target_layers if layers is None else layers)
+        maps = sibling._explain(dict(feeds), self._targets(targets, self._batch(feeds)), eigen_smooth)
+        self._keep(Forward(sibling.outputs, sibling.activations, sibling.gradients, sibling.hvp))
+        return maps
+
+    # ------------------------------------------------------------------ seeds
+    def _seed_feed(self, aug: Augmented, feeds: Feeds, targets: Sequence[Target] | None, n: int) -> np.ndarray:
         if aug.seed_mode == "class":
             if targets is None:
                 return np.full((n,), -1, dtype=np.int64)
             return np.asarray([t.class_index for t in targets], dtype=np.int64)
-        plain = session.run(
-            {**feeds, aug.seed_input: np.zeros((n, *self._output_row_shape()), np.float32)}, [self.output]
-        )
-        out = plain[self.output]
         if targets is None:
             raise CamcoreError("this output needs explicit targets")
+        if all(t.linear for t in targets) and self._static_output_row() is not None:
+            row = np.zeros(self._static_output_row(), np.float32)  # type: ignore[arg-type]
+            return np.stack([t.seed(row) for t in targets]).astype(np.float32)
+        out = self.outputs_of(feeds)
         return np.stack([t.seed(out[i]) for i, t in enumerate(targets)]).astype(out.dtype)
 
-    def _output_row_shape(self) -> tuple[int, ...]:
+    def _static_output_row(self) -> tuple[int, ...] | None:
         ti = self.info.get(self.output)
         if ti is None or ti.shape is None or not all(isinstance(d, int) for d in ti.shape[1:]):
-            raise CamcoreError(f"output {self.output!r} needs a static shape for tensor targets")
+            return None
         return tuple(int(d) for d in ti.shape[1:])  # type: ignore[arg-type]
 
-    # ------------------------------------------------------------------ call
-    def forward(
-        self, input_tensor: np.ndarray | Mapping[str, np.ndarray], targets: Sequence[Target] | None = None
-    ) -> dict[str, np.ndarray]:
-        """One augmented run: fills ``outputs``, ``activations`` and ``gradients``."""
-        feeds = self._feeds(input_tensor)
-        n = next(iter(feeds.values())).shape[0]
-        if targets is not None:
-            targets = list(targets)
-            if len(targets) == 1 and n > 1:
-                targets = targets * n
-            if len(targets) != n:
-                raise CamcoreError(f"got {len(targets)} targets for a batch of {n} images")
-        class_mode = targets is None or all(t.class_index is not None for t in targets)
-        aug, session = self.compiled(feeds, "class" if class_mode else "tensor")
-        if class_mode and targets is not None:
-            self._check_classes(aug, targets)
-        seed = self._seed_feed(aug, session, feeds, targets, n)
-        result = session.run({**feeds, aug.seed_input: seed})
-        self.outputs = [result[name] for name in aug.original_outputs]
-        self.activations = {k: result[v] for k, v in aug.activation_outputs.items()}
-        self.gradients = {k: result[v] for k, v in aug.gradient_outputs.items()}
-        return feeds
-
-    def _check_classes(self, aug: Augmented, targets: Sequence[Target]) -> None:
+    def _check_classes(self, targets: Sequence[Target]) -> None:
         ti = self.info.get(self.output)
         classes = ti.shape[-1] if ti is not None and ti.shape else None
         for t in targets:
@@ -227,52 +415,266 @@ class BaseCAM:
             if k is None or k < 0 or (isinstance(classes, int) and k >= classes):
                 raise CamcoreError(f"target class {k} is out of range for {classes} classes")
 
-    def layer_maps(self, input_hw: tuple[int, int] | None) -> list[np.ndarray]:
-        """The raw (pre-ReLU) map of every target layer from the last forward run."""
+    # ------------------------------------------------------------------ the layer pipeline
+    def forward(self, input_tensor: np.ndarray | Feeds, targets: Sequence[Target] | None = None) -> dict[str, Any]:
+        """One augmented run with what the method needs: fills ``outputs``, ``activations``,
+        ``gradients`` (and ``hvp``); :meth:`layer_maps` then turns them into maps."""
+        feeds = self._feeds(input_tensor)
+        self._forward(feeds, self._targets(targets, self._batch(feeds)))
+        return feeds
+
+    def _forward(self, feeds: Feeds, targets: Sequence[Target] | None) -> None:
+        """:meth:`forward` on inputs and targets already checked."""
+        m = self.method
+        fwd = self.run_augmented(feeds, targets, gradients=m.needs_gradients, hvp="hvp" in m.needs)
+        self._last = (feeds, targets, fwd)
+
+    def layer_maps(self, input_hw: tuple[int, int] | None, eigen_smooth: bool = False) -> list[np.ndarray]:
+        """The raw (pre-ReLU) map (N, *spatial) of every target layer, from the last :meth:`forward`."""
+        m = self.method
+        if m.kind != "layer":
+            raise CamcoreError(f"{m.name} is a pipeline method: call it, it has no per-layer maps")
+        feeds, targets, fwd = self._last
+        accepted = inspect.signature(m.fn).parameters
+        opts = {k: v for k, v in self.options.items() if k in accepted}
         maps = []
         for layer in self.target_layers:
-            act, grad = self.activations[layer], self.gradients[layer]
-            if self.reshape_transform is not None:
-                act, grad = self.reshape_transform(act), self.reshape_transform(grad)
-            elif act.ndim == 3:
-                act, grad = tokens_to_grid(act, input_hw), tokens_to_grid(grad, input_hw)
+            act = self.layer_grid(fwd.activations[layer], input_hw)
             if act.ndim < 3:
                 raise CamcoreError(
                     f"layer {layer!r} has shape {act.shape}: it has no spatial extent; choose an earlier layer"
                 )
-            maps.append(self.method.fn(act, grad))
+            grad = self.layer_grid(fwd.gradients[layer], input_hw) if layer in fwd.gradients else None
+            needs: dict[str, Any] = {}
+            if "hvp" in m.needs:
+                needs["hvp"] = self.layer_grid(fwd.hvp[layer], input_hw)
+            if "class_weights" in m.needs:
+                needs["class_weights"] = self._class_weights(layer, fwd, targets)
+            if "grad_moments" in m.needs:
+                needs["grad_moments"] = self._grad_moments(feeds, targets, layer, fwd, input_hw)
+            raw = m.fn(act, grad, **needs, **opts)
+            if m.output == "channels":
+                raw = project_2d(raw) if eigen_smooth else raw.sum(axis=1)
+            maps.append(raw)
+        self._keep(fwd)
         return maps
 
-    def __call__(
-        self,
-        input_tensor: np.ndarray | Mapping[str, np.ndarray],
-        targets: Sequence[Target] | None = None,
+    def _explained_classes(self, fwd: Forward, targets: Sequence[Target] | None) -> np.ndarray:
+        if targets is None:
+            return np.asarray(np.argmax(fwd.outputs[self._output_index()], axis=-1)).reshape(-1)
+        if any(t.class_index is None for t in targets):
+            raise CamcoreError(f"{self.method.name} needs class targets (ClassifierOutputTarget)")
+        return np.asarray([t.class_index for t in targets])
+
+    def _output_index(self) -> int:
+        return [o.name for o in self.model.graph.output].index(self.output)
+
+    def _class_weights(self, layer: str, fwd: Forward, targets: Sequence[Target] | None) -> np.ndarray:
+        key = ("classifier", layer)
+        if key not in self._sessions:
+            self._sessions[key] = classifier_weights(self.model, self.info, layer)
+        w = self._sessions[key]
+        classes = self._explained_classes(fwd, targets)
+        if classes.max() >= w.shape[0]:
+            raise CamcoreError(f"class {classes.max()} is out of range for a classifier of {w.shape[0]} classes")
+        return w[classes]  # type: ignore[no-any-return]
+
+    def _grad_moments(
+        self, feeds: Feeds, targets: Sequence[Target] | None, layer: str, clean: Forward, hw: tuple[int, int] | None
     ) -> np.ndarray:
-        """Maps of shape (N, H, W), float32 in [0, 1], at the input's spatial size."""
-        feeds = self.forward(input_tensor, targets)
-        first = feeds[self.input_names[0]] if self.input_names[0] in feeds else next(iter(feeds.values()))
-        size = tuple(first.shape[-2:]) if first.ndim >= 4 else None
-        per_layer = [
-            scale_cam_image(np.maximum(raw, 0), size)[:, None]
-            for raw in self.layer_maps(size)  # type: ignore[arg-type]
-        ]
+        """(mean G, mean G², mean G³) over ``num_samples`` noisy copies of the image input."""
+        opts = self.options
+        samples, std = int(opts["num_samples"]), float(opts["std"])
+        rng = np.random.default_rng(opts["seed"])
+        n = self._batch(feeds)
+        if targets is None:
+            targets = [ClassifierOutputTarget(int(k)) for k in self._explained_classes(clean, None)]
+        name = self.input_names[0]
+        moments = None
+        for _ in range(samples):
+            noisy = dict(feeds)
+            x = feeds[name]
+            noisy[name] = (x + rng.normal(0.0, std, x.shape)).astype(x.dtype)
+            g = self.layer_grid(self.run_augmented(noisy, targets, layers=[layer]).gradients[layer], hw)
+            g = g.astype(np.float64)
+            step = np.stack([g, g**2, g**3])
+            moments = step if moments is None else moments + step
+        assert moments is not None and moments.shape[1] == n
+        return (moments / samples).astype(np.float32)
+
+    def _explain(self, feeds: Feeds, targets: Sequence[Target] | None, eigen_smooth: bool) -> np.ndarray:
+        if self.method.kind == "pipeline":
+            opts = {k: v for k, v in self.options.items() if k in inspect.signature(self.method.fn).parameters}
+            return np.asarray(self.method.fn(self, feeds, targets, eigen_smooth, **opts), dtype=np.float32)
+        size = self._input_hw(feeds)
+        self._forward(feeds, targets)
+        per_layer = [scale_cam_image(np.maximum(raw, 0), size)[:, None] for raw in self.layer_maps(size, eigen_smooth)]
         stacked = np.maximum(np.concatenate(per_layer, axis=1), 0)
         return scale_cam_image(stacked.mean(axis=1))
 
+    def _aug_smooth(self, feeds: Feeds, targets: Sequence[Target] | None, eigen_smooth: bool) -> np.ndarray:
+        name = self.input_names[0]
+        x = feeds[name]
+        if x.ndim != 4:
+            raise CamcoreError(f"aug_smooth needs a 4-D image input; {name!r} has shape {x.shape}")
+        cams = []
+        for flip in AUG_FLIPS:
+            for factor in AUG_FACTORS:
+                t = x[..., ::-1] if flip else x
+                t = np.ascontiguousarray(t * np.float32(factor), dtype=x.dtype)
+                cam = self._explain({**feeds, name: t}, targets, eigen_smooth)
+                cams.append(cam[..., ::-1] if flip else cam)
+        return np.mean(np.asarray(cams, np.float32), axis=0)
+
+    def __call__(
+        self,
+        input_tensor: np.ndarray | Feeds,
+        targets: Sequence[Target] | None = None,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> np.ndarray:
+        """Maps of shape (N, H, W), float32 in [0, 1], at the input's spatial size.
+
+        ``targets``: one per image (or one for all); None explains the top-1 class.
+        ``aug_smooth``: average over flips and brightness factors (6 runs).
+        ``eigen_smooth``: first principal component of the contributions instead of their sum.
+        """
+        feeds = self._feeds(input_tensor)
+        checked = self._targets(targets, self._batch(feeds))
+        if aug_smooth:
+            return self._aug_smooth(feeds, checked, eigen_smooth)
+        return self._explain(feeds, checked, eigen_smooth)
 
     def __enter__(self) -> BaseCAM:
         """``with GradCAM(...) as cam:`` works as in pytorch-grad-cam."""
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._compiled.clear()
+        self._sessions.clear()
+        self._siblings.clear()
 
 
-class GradCAM(BaseCAM):
-    """Grad-CAM for any ONNX model: ``GradCAM(model, target_layers=None)(x, targets)``.
+# ---------------------------------------------------------------------- generated classes
+_CLASSES: dict[str, type[BaseCAM]] = {}
 
-    Channel weights are the spatial mean of the gradients; see
-    :func:`camcore.methods.gradient.gradcam` for the formula.
+
+def _class_for(key: str) -> type[BaseCAM]:
+    return _CLASSES[METHODS[key].name]
+
+
+def _make_class(m: CamMethod) -> type[BaseCAM]:
+    opts = ", ".join(f"{k}={v!r}" for k, v in m.options.items())
+    doc = (
+        f"{m.summary}.\n\n"
+        f"``{m.name}(model, target_layers=None, reshape_transform=None{', ' + opts if opts else ''})"
+        f"(input_tensor, targets=None, aug_smooth=False, eigen_smooth=False)`` -> (N, H, W) in [0, 1].\n\n"
+        f"The method: :func:`{m.fn.__module__}.{m.fn.__name__}`.\n\n{inspect.getdoc(m.fn) or ''}"
+    )
+    return type(m.name, (BaseCAM,), {"method_key": m.key, "__doc__": doc, "__module__": __name__})
+
+
+for _m in METHODS.values():
+    _CLASSES[_m.name] = globals()[_m.name] = _make_class(_m)
+__all__ += sorted(_CLASSES)
+
+
+def cam_classes() -> dict[str, type[BaseCAM]]:
+    """Every public CAM class by name, one per registered method."""
+    return dict(_CLASSES)
+
+
+# ---------------------------------------------------------------------- guided backprop, DFF
+class GuidedBackpropReLUModel:
+    """Guided backpropagation (Springenberg et al. 2015): the gradient of the score with respect
+    to the input, through ReLUs that pass only positive gradients at positive inputs
+    (``augment(..., guided_relu=True)`` with the graph input as target).
+
+    ``GuidedBackpropReLUModel(model)(input_img, target_category=None)`` returns (H, W, C) for a
+    single image, as pytorch-grad-cam, and (N, H, W, C) for a batch (pytorch-grad-cam only
+    does the first image). ``target_category``: an int, one per image, or None (top-1).
+
+    Example:
+        >>> gb = GuidedBackpropReLUModel("resnet18.onnx")(x)  # doctest: +SKIP
     """
 
-    method_key = "gradcam"
+    def __init__(
+        self,
+        model: str | Path | onnx.ModelProto,
+        device: str | None = None,
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        output: str | None = None,
+    ) -> None:
+        if device is not None and providers is None and device.startswith("cuda"):
+            providers = ["CUDAExecutionProvider"]
+        self._cam = _CLASSES["GradCAM"](
+            model, target_layers=_first_input(model), providers=providers, threads=threads, output=output
+        )
+
+    def __call__(self, input_img: np.ndarray, target_category: int | Sequence[int] | None = None) -> np.ndarray:
+        cam = self._cam
+        feeds = cam._feeds(input_img)
+        n = cam._batch(feeds)
+        targets = None
+        if target_category is not None:
+            cats = [int(target_category)] * n if np.ndim(target_category) == 0 else list(target_category)  # type: ignore[arg-type]
+            targets = [ClassifierOutputTarget(int(k)) for k in cats]
+        name = cam.input_names[0]
+        fwd = cam.run_augmented(feeds, targets, layers=[], gradients=False, extra=[name], guided_relu=True)
+        grad = fwd.extra[name]
+        out = grad.transpose(0, 2, 3, 1) if grad.ndim == 4 else grad
+        return out[0] if n == 1 else out
+
+
+def _first_input(model: str | Path | onnx.ModelProto) -> list[str]:
+    proto, _ = prepare_model(model)
+    inits = {i.name for i in proto.graph.initializer}
+    return [next(i.name for i in proto.graph.input if i.name not in inits)]
+
+
+class DeepFeatureFactorization:
+    """Deep Feature Factorization (Collins et al. 2018, https://arxiv.org/abs/1806.10206), as in
+    pytorch-grad-cam: non-negative matrix factorisation of the (C, N·h·w) activations of one
+    layer into ``n_components`` concepts.
+
+    ``DeepFeatureFactorization(model, target_layer)(input_tensor, n_components=16)`` returns
+    ``(concepts (C, k), explanations (N, k, H, W) in [0, 1])``, plus the concept outputs when
+    ``computation_on_concepts`` (a callable on (k, C) arrays) is given; pass
+    ``computation_on_concepts="classifier"`` to use the linear classifier found in the graph
+    (as for :class:`CAM`). Needs scikit-learn (its NMF, ``init='random', random_state=0``).
+
+    Example:
+        >>> concepts, maps = DeepFeatureFactorization("resnet18.onnx", "layer4_out")(x, 4)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | Path | onnx.ModelProto,
+        target_layer: str | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        computation_on_concepts: Callable[[np.ndarray], np.ndarray] | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        layers = None if target_layer is None else [target_layer]
+        self._cam = _CLASSES["EigenCAM"](model, layers, reshape_transform, **kwargs)
+        self.computation_on_concepts = computation_on_concepts
+
+    def __call__(self, input_tensor: np.ndarray | Feeds, n_components: int = 16) -> tuple[np.ndarray, ...]:
+        from camcore.methods.factorization import dff
+
+        cam = self._cam
+        feeds = cam._feeds(input_tensor)
+        layer = cam.target_layers[0]
+        hw = cam._input_hw(feeds)
+        act = cam.layer_grid(cam.run_augmented(feeds, None, gradients=False).activations[layer], hw)
+        concepts, explanations = dff(act, n_components)
+        size = hw or act.shape[2:]
+        maps = np.stack([scale_cam_image(e, size) for e in explanations])  # type: ignore[arg-type]
+        fn = self.computation_on_concepts
+        if fn is None:
+            return concepts, maps
+        if fn == "classifier":
+            w = classifier_weights(cam.model, cam.info, layer)
+            return concepts, maps, concepts.T.astype(np.float32) @ w.T
+        return concepts, maps, np.asarray(fn(concepts.T.astype(np.float32)))  # type: ignore[operator]

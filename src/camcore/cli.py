@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from camcore.errors import CamcoreError
+from camcore.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 EXIT_BAD_INPUT = 2
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -33,6 +32,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def _parser() -> argparse.ArgumentParser:
     from camcore.methods import METHODS
+    from camcore.targets import TARGET_TYPES
 
     p = argparse.ArgumentParser(prog="camcore", description="Class activation maps for any ONNX model.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -59,9 +59,17 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("model")
     ex.add_argument("images", nargs="+")
     ex.add_argument("--out", required=True, help="output folder")
-    ex.add_argument("--method", choices=sorted(METHODS), default="gradcam")
+    ex.add_argument("--method", choices=list(METHODS), default="gradcam", help="the CAM method (default: gradcam)")
     ex.add_argument("--layer", action="append", help="target layer (repeatable; default: automatic)")
-    ex.add_argument("--target", type=int, help="class to explain (default: the top-1 class)")
+    ex.add_argument("--target", type=int, help="class (or output index) to explain (default: the top-1 class)")
+    ex.add_argument(
+        "--target-type",
+        choices=list(TARGET_TYPES),
+        default="class",
+        help="what to explain: " + "; ".join(f"{k}: {v[1]}" for k, v in TARGET_TYPES.items()),
+    )
+    ex.add_argument("--aug-smooth", action="store_true", help="average over flips and brightness (6 runs)")
+    ex.add_argument("--eigen-smooth", action="store_true", help="first principal component instead of the sum")
     ex.add_argument("--size", type=_size, help="resize images to HxW (default: the model's input size)")
     ex.add_argument("--mean", type=float, nargs=3, default=IMAGENET_MEAN, metavar=("R", "G", "B"))
     ex.add_argument("--std", type=float, nargs=3, default=IMAGENET_STD, metavar=("R", "G", "B"))
@@ -79,13 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("-n", "--scenes", type=int, default=64)
     demo.add_argument("--seed", type=int, default=1234)
 
+    from camcore.video.cli import add_video_parser
+
+    add_video_parser(sub)
     sub.add_parser("info", help="versions, execution providers and the one in use")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from camcore.video.cli import cmd_video
+
     args = _parser().parse_args(argv)
     handler = {
+        "video": cmd_video,
         "layers": cmd_layers,
         "augment": cmd_augment,
         "explain": cmd_explain,
@@ -172,30 +186,18 @@ def _read_image(path: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _preprocess(rgb: np.ndarray, size: tuple[int, int], args: argparse.Namespace) -> np.ndarray:
-    import cv2
-
-    img = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
-    img = (img - np.asarray(args.mean, np.float32)) / np.asarray(args.std, np.float32)
-    if args.bgr:
-        img = img[..., ::-1]
-    return np.ascontiguousarray(img if args.nhwc else img.transpose(2, 0, 1))
-
-
 def _model_size(cam: object, args: argparse.Namespace) -> tuple[int, int] | None:
-    info = cam.info[cam.input_names[0]]  # type: ignore[attr-defined]
-    shape = info.shape
-    if shape is None or len(shape) != 4:
-        raise CamcoreError(f"explain needs a 4-D image input; the model's is {shape}")
-    hw = (shape[1], shape[2]) if args.nhwc else (shape[2], shape[3])
+    """The size images are resized to: the model's, ``--size`` (checked against it), or None."""
+    from camcore.preprocess import model_input_size
+
+    fixed = model_input_size(cam, args.nhwc)
     if args.size:
-        for want, got in zip(hw, args.size):
-            if isinstance(want, int) and want != got:
-                raise CamcoreError(f"--size {args.size[0]}x{args.size[1]} contradicts the model's input {list(shape)}")
+        if fixed is not None and fixed != tuple(args.size):
+            raise CamcoreError(
+                f"--size {args.size[0]}x{args.size[1]} contradicts the model's input size {fixed[0]}x{fixed[1]}"
+            )
         return args.size
-    if all(isinstance(d, int) for d in hw):
-        return (int(hw[0]), int(hw[1]))
-    return None  # dynamic: each image keeps its own size
+    return fixed  # None: each image keeps its own size
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -208,19 +210,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from camcore import overlay
-    from camcore.cam import BaseCAM
+    from camcore.cam import cam_classes
     from camcore.methods import METHODS
-    from camcore.targets import ClassifierOutputTarget
+    from camcore.targets import TARGET_TYPES
 
     if args.batch_size < 1:
         raise CamcoreError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not 0.0 <= args.alpha <= 1.0:
         raise CamcoreError(f"--alpha must be in [0, 1], got {args.alpha}")
     method = METHODS[args.method]
-    cam_cls = type(method.name, (BaseCAM,), {"method_key": method.key})
-    cam = cam_cls(args.model, args.layer, providers=args.providers, threads=args.threads)
+    cam = cam_classes()[method.name](args.model, args.layer, providers=args.providers, threads=args.threads)
+    make_target = TARGET_TYPES[args.target_type][0]
+    by_class = args.target_type in ("class", "softmax")
     size = _model_size(cam, args)
-    if args.target is not None:
+    preprocess = Preprocess(size, args.mean, args.std, bgr=args.bgr, nhwc=args.nhwc)
+    if args.target is not None and by_class:
         out_shape = cam.info[cam.output].shape
         classes = out_shape[-1] if out_shape else None
         if args.target < 0 or (isinstance(classes, int) and args.target >= classes):
@@ -260,15 +264,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     def _explain_batch(items: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
         x = np.stack([item[2] for item in items])
-        targets = None if args.target is None else [ClassifierOutputTarget(args.target)] * len(items)
-        maps = cam(x, targets=targets)
-        logits = cam.outputs[0]
+        targets, logits = None, None
+        if args.target is not None or args.target_type != "class" or args.aug_smooth or method.kind != "layer":
+            logits = cam.outputs_of({cam.input_names[0]: x})  # the last run may be of an augmented copy
+            if args.target is not None or args.target_type != "class":
+                targets = [make_target(args.target, row) for row in logits]
+        maps = cam(x, targets=targets, aug_smooth=args.aug_smooth, eigen_smooth=args.eigen_smooth)
+        if logits is None:
+            logits = cam.outputs[0]
         for i, (path, rgb, _) in enumerate(items):
             stem = stem_for(path)
             row = logits[i].reshape(-1) if logits.ndim >= 2 else logits.reshape(-1)
             probs = _softmax(row.astype(np.float64))
             top = np.argsort(-row)[: args.top_k]
-            explained = int(args.target if args.target is not None else top[0])
+            explained = (int(args.target if args.target is not None else top[0]) if by_class
+                         else args.target)  # fmt: skip
             picture = overlay(rgb, maps[i], alpha=args.alpha, colormap=args.colormap, rgb=True)
             png, npy = out_dir / f"{stem}_cam.png", out_dir / f"{stem}_cam.npy"
             cv2.imwrite(str(png), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
@@ -286,7 +296,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for path in tqdm(args.images, desc="explain", unit="img", disable=None):
         try:
             rgb = _read_image(path)
-            pending.append((path, rgb, _preprocess(rgb, size or rgb.shape[:2], args)))
+            pending.append((path, rgb, preprocess(rgb, channels="rgb")))
         except CamcoreError as exc:
             failures.append({"image": path, "error": str(exc)})
         if len(pending) >= args.batch_size:
@@ -296,6 +306,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     summary = {
         "model": args.model,
         "method": method.name,
+        "target_type": args.target_type,
+        "aug_smooth": args.aug_smooth,
+        "eigen_smooth": args.eigen_smooth,
         "target_layers": cam.target_layers,
         "input_size": list(size) if size else "per image",
         "mean": list(args.mean),

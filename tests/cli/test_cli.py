@@ -129,3 +129,18 @@ def test_info_runs_as_a_module() -> None:
     done = subprocess.run([sys.executable, "-m", "camcore", "info"], capture_output=True, text=True, check=True)
     assert "in use" in done.stdout and "CPUExecutionProvider" in done.stdout
     assert done.stderr == ""  # no error spew from onnxruntime-gpu on a CPU-only machine
+
+
+@pytest.mark.parametrize(
+    ("method", "flags"),
+    [("hirescam", ["--target-type", "softmax", "--aug-smooth"]), ("eigencam", ["--eigen-smooth"]),
+     ("gradcam++", ["--target", "1", "--target-type", "class"])],
+)  # fmt: skip
+def test_explain_method_and_target_flags(tmp_path: Path, images: list[str], method: str, flags: list[str]) -> None:
+    out = tmp_path / method
+    assert main(["explain", str(DEMO), images[0], "--out", str(out), "--method", method, *flags]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == __import__("camcore").METHODS[method].name
+    assert summary["aug_smooth"] == ("--aug-smooth" in flags) and summary["eigen_smooth"] == ("--eigen-smooth" in flags)
+    cam = np.load(summary["images"][0]["map"])
+    assert cam.min() >= 0 and cam.max() <= 1 + 1e-6

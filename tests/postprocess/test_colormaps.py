@@ -20,29 +20,25 @@ def _cv2(name: str, image: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap(image, getattr(cv2, f"COLORMAP_{name.upper()}"))
 
 
+OPENCV_MAPS = tuple(n for n in COLORMAPS if not n.startswith("mpl_"))
+MATPLOTLIB_MAPS = tuple(n for n in COLORMAPS if n.startswith("mpl_"))
+
+
 def test_names():
-    assert COLORMAPS == (
-        "jet",
-        "turbo",
-        "hot",
-        "inferno",
-        "magma",
-        "plasma",
-        "viridis",
-        "cividis",
-        "parula",
-        "bone",
-    )
+    required = ("jet", "turbo", "hot", "inferno", "magma", "plasma", "viridis", "cividis", "parula", "bone")
+    assert COLORMAPS[: len(required)] == required
+    assert {"mpl_viridis", "mpl_plasma", "mpl_inferno", "mpl_magma", "mpl_cividis"} <= set(MATPLOTLIB_MAPS)
+    assert len(set(COLORMAPS)) == len(COLORMAPS)
 
 
-@pytest.mark.parametrize("name", COLORMAPS)
+@pytest.mark.parametrize("name", OPENCV_MAPS)
 def test_table_identical_to_opencv(name):
     bgr = _cv2(name, RAMP)[0]
     np.testing.assert_array_equal(colormap_table(name, rgb=False), bgr)
     np.testing.assert_array_equal(colormap_table(name), bgr[:, ::-1])
 
 
-@pytest.mark.parametrize("name", COLORMAPS)
+@pytest.mark.parametrize("name", OPENCV_MAPS)
 def test_colorize_matches_apply_color_map(name):
     rng = np.random.default_rng(0)
     levels = rng.integers(0, 256, (37, 53), dtype=np.uint8)
@@ -52,6 +48,18 @@ def test_colorize_matches_apply_color_map(name):
     values = rng.random((37, 53), dtype=np.float32) * np.float32(1.4) - np.float32(0.2)
     quantized = np.uint8(255 * np.clip(values, 0, 1))
     np.testing.assert_array_equal(colorize(values, name, rgb=False), _cv2(name, quantized))
+
+
+@pytest.mark.parametrize("name", MATPLOTLIB_MAPS)
+def test_matplotlib_tables_match_matplotlib(name):
+    matplotlib = pytest.importorskip("matplotlib")
+    cmap = matplotlib.colormaps[name.removeprefix("mpl_")].resampled(256)
+    want = cmap(np.arange(256), bytes=True)[:, :3]
+    np.testing.assert_array_equal(colormap_table(name), want)
+    np.testing.assert_array_equal(colormap_table(name, rgb=False), want[:, ::-1])
+    # The float path agrees with matplotlib's own mapping of [0, 1] values onto the table.
+    values = np.linspace(0, 1, 1001, dtype=np.float32)[None]
+    np.testing.assert_array_equal(colorize(values, name)[0], want[np.uint8(255 * values[0])])
 
 
 def test_colorize_quantization_edges():

@@ -1,4 +1,4 @@
-"""The C++ library builds on its own (no Python) and agrees with the binding."""
+"""The C++ library builds on its own (no Python), its C++ tests pass, and it agrees with the binding."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake and a C++ compiler")
+@pytest.mark.skipif(shutil.which("ctest") is None, reason="needs cmake, ctest and a C++ compiler")
 def test_cpp_example_builds_runs_and_matches_python(tmp_path):
     build = tmp_path / "build"
     subprocess.run(
@@ -24,6 +24,11 @@ def test_cpp_example_builds_runs_and_matches_python(tmp_path):
         capture_output=True,
     )
     subprocess.run(["cmake", "--build", str(build), "--parallel", "2"], check=True, capture_output=True)
+    # The C++ tests (cpp/tests/, no Python) pass.
+    tests = subprocess.run(
+        ["ctest", "--test-dir", str(build), "--output-on-failure"], check=False, capture_output=True, text=True
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
     exe = next(p for p in build.rglob("camcore_overlay_example*") if p.is_file() and p.suffix in ("", ".exe"))
     ppm = tmp_path / "out.ppm"
     width, height = 96, 64

@@ -7,7 +7,10 @@ import threading
 import numpy as np
 import pytest
 
+from camcore import _core
 from camcore.postprocess import COLORMAPS, colorize, overlay, overlay_reference, resize_cam
+
+OPENCV_MAPS = tuple(n for n in COLORMAPS if not n.startswith("mpl_"))
 
 # (cam height, cam width, image height, image width)
 SIZES = [
@@ -18,6 +21,7 @@ SIZES = [
     (13, 9, 100, 37),
 ]
 ALPHAS = [0.0, 0.3, 0.5, 0.75, 1.0]
+DYADIC = [0.0, 0.25, 0.5, 0.75, 1.0, 77 / 256]  # multiples of 1/256: pixel-identical to addWeighted
 
 
 def _data(seed: int, h: int, w: int, height: int, width: int):
@@ -32,7 +36,7 @@ def _max_diff(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
 
 
-@pytest.mark.parametrize("colormap", COLORMAPS)
+@pytest.mark.parametrize("colormap", OPENCV_MAPS)
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "cam{}x{}-img{}x{}".format(*s))
 def test_matches_opencv_chain(size, colormap):
     image, cam = _data(0, *size)
@@ -41,6 +45,31 @@ def test_matches_opencv_chain(size, colormap):
             got = overlay(image, cam, alpha, colormap, rgb)
             want = overlay_reference(image, cam, alpha, colormap, rgb)
             assert _max_diff(got, want) <= 1, (rgb, alpha)
+        for alpha in DYADIC if min(size) > 1 else []:
+            # The colour level is exact and the blend of a dyadic alpha too: identical pixels.
+            np.testing.assert_array_equal(
+                overlay(image, cam, alpha, colormap, rgb), overlay_reference(image, cam, alpha, colormap, rgb)
+            )
+
+
+@pytest.mark.parametrize("simd", ["scalar", "sse2", "avx2"])
+def test_simd_levels_agree(simd):
+    """Every kernel set (picked at run time from the CPU) gives the same pixels."""
+    image, cam = _data(11, 14, 14, 123, 517)  # odd widths exercise the scalar tails
+    image4 = np.concatenate([image, image[..., :1]], axis=-1)
+    want = [overlay(image, cam, a, "turbo", alpha_from_cam=p) for a in (0.3, 0.5) for p in (False, True)]
+    want4 = overlay(image4, cam, 0.6)
+    previous = _core.simd()
+    try:
+        if _core._set_simd(simd) != simd:
+            pytest.skip(f"this CPU lacks {simd}")
+        got = [overlay(image, cam, a, "turbo", alpha_from_cam=p) for a in (0.3, 0.5) for p in (False, True)]
+        got4 = overlay(image4, cam, 0.6)
+    finally:
+        _core._set_simd(previous)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(got4, want4)
 
 
 @pytest.mark.parametrize("size", SIZES[:2], ids=lambda s: "cam{}x{}-img{}x{}".format(*s))
@@ -147,3 +176,85 @@ def test_layouts_and_dtypes_give_the_same_result():
 def test_case_insensitive_colormap():
     image, cam = _data(10, 7, 7, 20, 20)
     np.testing.assert_array_equal(overlay(image, cam, colormap="JeT"), overlay(image, cam))
+
+
+def test_value_range_is_a_fixed_scaling():
+    image, cam = _data(12, 7, 7, 60, 80)
+    raw = cam * np.float32(4) + np.float32(2)
+    got = overlay(image, raw, 0.5, value_range=(2.0, 6.0))
+    want = overlay_reference(image, raw, 0.5, value_range=(2.0, 6.0))
+    assert _max_diff(got, want) <= 1
+    np.testing.assert_array_equal(got, overlay(image, (raw - np.float32(2)) / np.float32(4), 0.5))
+    # Unlike normalize, a fixed range keeps colours stable when the map's own extremes move.
+    np.testing.assert_array_equal(
+        overlay(image, raw * 0, 0.5, value_range=(2.0, 6.0)), overlay(image, np.zeros_like(raw), 0.5)
+    )
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.5, 1.0])
+def test_alpha_from_cam_makes_cold_regions_transparent(alpha):
+    image, cam = _data(13, 9, 11, 90, 120)
+    got = overlay(image, cam, alpha, "inferno", alpha_from_cam=True)
+    want = overlay_reference(image, cam, alpha, "inferno", alpha_from_cam=True)
+    assert _max_diff(got, want) <= 1
+    cold = np.zeros((9, 11), np.float32)
+    np.testing.assert_array_equal(overlay(image, cold, alpha, alpha_from_cam=True), image)
+
+
+@pytest.mark.parametrize("rgb", [True, False])
+def test_four_channel_frames_keep_their_alpha_channel(rgb):
+    image, cam = _data(14, 7, 7, 50, 70)
+    rgba = np.concatenate([image, np.arange(50 * 70, dtype=np.uint8).reshape(50, 70, 1)], axis=-1)
+    got = overlay(rgba, cam, 0.4, "viridis", rgb)
+    assert got.shape == rgba.shape
+    np.testing.assert_array_equal(got[..., 3], rgba[..., 3])
+    np.testing.assert_array_equal(got[..., :3], overlay(image, cam, 0.4, "viridis", rgb))
+    assert _max_diff(got, overlay_reference(rgba, cam, 0.4, "viridis", rgb)) <= 1
+    frame = rgba.copy()
+    overlay(frame, cam, 0.4, "viridis", rgb, out=frame, alpha_from_cam=True)
+    np.testing.assert_array_equal(frame, overlay(rgba, cam, 0.4, "viridis", rgb, alpha_from_cam=True))
+
+
+def test_batch_matches_frame_by_frame():
+    rng = np.random.default_rng(15)
+    images = rng.integers(0, 256, (5, 40, 64, 3), dtype=np.uint8)
+    cams = rng.random((5, 7, 9), dtype=np.float32) * np.float32(3)
+    for normalize in (False, True):
+        got = overlay(images, cams, 0.5, "jet", normalize=normalize, threads=2)
+        assert got.shape == images.shape
+        for i in range(5):
+            np.testing.assert_array_equal(got[i], overlay(images[i], cams[i], 0.5, "jet", normalize=normalize))
+    # One map for every frame, strided frames and a strided output.
+    shared = overlay(images[::2], cams[0])
+    for i, frame in enumerate(images[::2]):
+        np.testing.assert_array_equal(shared[i], overlay(frame, cams[0]))
+    canvas = np.zeros((5, 50, 70, 3), np.uint8)
+    overlay(images, cams, out=canvas[:, 5:45, 3:67])
+    np.testing.assert_array_equal(canvas[:, 5:45, 3:67], overlay(images, cams))
+    assert overlay(images[:0], cams[:0]).shape == (0, 40, 64, 3)
+
+
+def test_flipped_and_broadcast_views_are_read_in_place():
+    image, cam = _data(16, 7, 7, 30, 40)
+    np.testing.assert_array_equal(overlay(image[::-1], cam), overlay(image[::-1].copy(), cam))
+    row = np.broadcast_to(image[:1], image.shape)  # every row is the same memory
+    np.testing.assert_array_equal(overlay(row, cam), overlay(np.ascontiguousarray(row), cam))
+    out = np.zeros_like(image)
+    overlay(image, cam, out=out[::-1])
+    np.testing.assert_array_equal(out[::-1], overlay(image, cam))
+
+
+def test_partially_overlapping_out_is_safe():
+    """out shifted against image by one pixel: the image is read before it is overwritten."""
+    buffer = np.random.default_rng(17).integers(0, 256, (31, 40, 3), dtype=np.uint8)
+    cam = np.random.default_rng(18).random((5, 5), dtype=np.float32)
+    want = overlay(buffer[1:], cam)
+    overlay(buffer[1:], cam, out=buffer[:-1])
+    np.testing.assert_array_equal(buffer[:-1], want)
+
+
+def test_empty_image_gives_an_empty_result():
+    cam = np.ones((3, 3), np.float32)
+    for shape in [(0, 5, 3), (5, 0, 3), (0, 0, 4), (0, 4, 4, 3)]:
+        got = overlay(np.zeros(shape, np.uint8), cam)
+        assert got.shape == shape and got.dtype == np.uint8

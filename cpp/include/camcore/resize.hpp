@@ -26,8 +26,10 @@ struct LinearAxis {
 ///     h_r(x) = fma(S[r][i1] - S[r][i0], fx, S[r][i0])       per source row r
 ///     D(y,x) = fma(h_{j1}(x) - h_{j0}(x), fy, h_{j0}(x))
 /// Maps with a single row or column differ from cv2 by at most a few ulp.
-/// The fused multiply-add is evaluated exactly in double precision (no FMA instructions are
-/// required, so the library builds for any x86-64 / aarch64 baseline).
+/// The fused multiply-adds use FMA instructions where the CPU has them (picked at run time) and
+/// are otherwise evaluated in double precision, where the product is exact, so the library
+/// builds for any x86-64 / aarch64 baseline. The vertical step of a row is
+/// D(x) = fma(diff(x), fy, base(x)) with the two float rows of `RowPair`.
 class BilinearSampler {
 public:
     BilinearSampler(ConstMapView src, int dst_height, int dst_width);
@@ -35,11 +37,25 @@ public:
     int dst_height() const noexcept { return static_cast<int>(y_.i0.size()); }
     int dst_width() const noexcept { return static_cast<int>(x_.i0.size()); }
 
-    /// Per-thread scratch: two horizontally resampled source rows, reused across calls.
+    /// Per-thread scratch, reused across rows: horizontally resampled source rows and the
+    /// double rows of the current pair of source rows.
     struct Cache {
         std::vector<float> rows[2];
         int source_row[2] = {-1, -1};
+        std::vector<float> diff, base;  // h_{j1} - h_{j0}, h_{j0}
+        int pair[2] = {-1, -1};
+
+        /// Drop the cached rows (keeps the buffers) before sampling another map.
+        void forget() noexcept { source_row[0] = source_row[1] = pair[0] = pair[1] = -1; }
     };
+
+    /// The vertical step of destination row y: D(x) = fma(diff[x], fy, base[x]).
+    struct RowPair {
+        const float* diff;
+        const float* base;
+        float fy;
+    };
+    RowPair pair(int y, Cache& cache) const;
 
     /// Writes destination row y (dst_width() floats) into `out`.
     void row(int y, float* out, Cache& cache) const;

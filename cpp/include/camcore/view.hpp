@@ -9,7 +9,8 @@ namespace camcore {
 
 /// A height x width grid of `Channels` interleaved values of type T.
 /// `row_stride` is the distance between rows, counted in elements of T (not bytes), so a
-/// crop of a larger frame is a view too. Pixels inside a row are packed.
+/// crop of a larger frame is a view too; it may be negative (a vertically flipped view).
+/// Pixels inside a row are packed.
 template <class T, int Channels = 1>
 struct View {
     static constexpr int channels = Channels;
@@ -36,9 +37,11 @@ struct View {
 
 using MapView = View<float>;                      ///< a single-channel float map (a CAM)
 using ConstMapView = View<const float>;
-using ByteMapView = View<std::uint8_t>;           ///< a single-channel uint8 map
+using ByteMapView = View<std::uint8_t>;           ///< a single-channel uint8 map (a mask)
 using ConstByteMapView = View<const std::uint8_t>;
 using ImageView = View<std::uint8_t, 3>;          ///< an 8-bit, 3-channel frame (RGB or BGR)
 using ConstImageView = View<const std::uint8_t, 3>;
+using Image4View = View<std::uint8_t, 4>;         ///< an 8-bit, 4-channel frame (RGBA or BGRA)
+using ConstImage4View = View<const std::uint8_t, 4>;
 
 }  // namespace camcore

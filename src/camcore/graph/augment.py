@@ -53,6 +53,8 @@ class Augmented:
     activation_outputs: dict[str, str] = field(default_factory=dict)
     gradient_outputs: dict[str, str] = field(default_factory=dict)
     original_outputs: list[str] = field(default_factory=list)
+    #: layer -> output holding H·A (the Hessian-vector product with v = A), with ``hvp=True``
+    hvp_outputs: dict[str, str] = field(default_factory=dict)
 
 
 def load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
@@ -161,6 +163,7 @@ def augment(
     seed: SeedMode = "class",
     input_shapes: Mapping[str, Sequence[int | str | None]] | None = None,
     guided_relu: bool = False,
+    hvp: bool = False,
     check: bool = True,
 ) -> Augmented:
     """Append in-graph reverse-mode autodiff to ``model``.
@@ -173,6 +176,9 @@ def augment(
         seed: ``"class"`` (int64 class per row, -1 = top-1) or ``"tensor"``.
         input_shapes: fix input dims, e.g. ``{"input": [None, 3, 224, 224]}``.
         guided_relu: use the guided-backprop rule for Relu.
+        hvp: also return, per target layer A, the Hessian-vector product
+            ``H·A = d/dA <dy/dA, v>`` at ``v = A`` (ShapleyCAM): camcore's own gradient
+            graph is differentiated once more, with v held constant.
         check: run ``onnx.checker`` on the result.
     """
     proto, info = prepare_model(model, input_shapes)
@@ -225,6 +231,36 @@ def augment(
     b.add_to(graph)
     graph.input.append(seed_vi)
     graph.output.extend(new_outputs)
+    if hvp:
+        _append_hvp(proto, aug, {t: grads[t] for t in targets}, guided_relu)  # type: ignore[misc]
     if check and proto.ByteSize() < 1_800_000_000:
         onnx.checker.check_model(proto)
     return aug
+
+
+def _append_hvp(proto: onnx.ModelProto, aug: Augmented, grads: dict[str, str], guided_relu: bool) -> None:
+    """Differentiate the gradient graph: for each layer A with gradient G(A), emit
+    ``d/dA <G(A), v>`` with ``v`` = the activation output, held constant (a stop set)."""
+    graph = proto.graph
+    info = infer_tensor_info(proto)
+    for i, target in enumerate(aug.target_layers):
+        v = aug.activation_outputs[target]
+        on_path, _ = path_nodes(list(graph.node), [target], [grads[target]], info, frozenset({v}))
+        unknown = {t for n in on_path for t in (*n.input, *n.output) if t and t in info and info[t].shape is None}
+        if unknown:
+            info.update(probe_shapes(proto, info, sorted(unknown)))
+        taken = {t for n in graph.node for t in (*n.input, *n.output, n.name)}
+        taken |= {x.name for x in graph.input} | {x.name for x in graph.initializer}
+        b = GraphBuilder(model_opset(proto), taken, prefix=f"camcore_hvp{i}")
+        b.elem_types.update({k: t.elem_type for k, t in info.items()})
+        second = build_gradients(
+            graph, info, b, [target], {grads[target]: v}, {"guided_relu": guided_relu}, stop=frozenset({v})
+        )
+        name = f"camcore_hvp_{i}"
+        hv = second[target]
+        if hv is None:  # the gradient does not depend on A: H·A = 0
+            hv = b.Mul(v, b.scalar(0.0, info[target].elem_type if target in info else onnx.TensorProto.FLOAT))
+        b.nodes.append(helper.make_node("Identity", [hv], [name], name=b.fresh("hvp")))
+        b.add_to(graph)
+        graph.output.append(_value_info(name, info.get(target)))
+        aug.hvp_outputs[target] = name

@@ -28,12 +28,17 @@ def _is_float(name: str, info: dict[str, TensorInfo]) -> bool:
     return ti is None or ti.elem_type in FLOAT_TYPES or ti.elem_type == 0
 
 
-def forward_reach(nodes: Sequence[onnx.NodeProto], sources: Sequence[str], info: dict[str, TensorInfo]) -> set[str]:
-    """Float tensors that depend on any of ``sources``."""
+def forward_reach(
+    nodes: Sequence[onnx.NodeProto],
+    sources: Sequence[str],
+    info: dict[str, TensorInfo],
+    stop: frozenset[str] = frozenset(),
+) -> set[str]:
+    """Float tensors that depend on any of ``sources`` (``stop`` tensors count as constants)."""
     reached = set(sources)
     for node in nodes:
         if any(i in reached for i in node.input if i):
-            reached.update(o for o in node.output if o and _is_float(o, info))
+            reached.update(o for o in node.output if o and o not in stop and _is_float(o, info))
     return reached
 
 
@@ -51,9 +56,10 @@ def path_nodes(
     sources: Sequence[str],
     sinks: Sequence[str],
     info: dict[str, TensorInfo],
+    stop: frozenset[str] = frozenset(),
 ) -> tuple[list[onnx.NodeProto], set[str]]:
     """Nodes with an input reached from ``sources`` and an output reaching ``sinks``."""
-    fwd = forward_reach(nodes, sources, info)
+    fwd = forward_reach(nodes, sources, info, stop)
     bwd = backward_reach(nodes, sinks)
     on_path = [n for n in nodes if any(i in fwd for i in n.input if i) and any(o in fwd and o in bwd for o in n.output)]
     return on_path, fwd
@@ -132,16 +138,20 @@ def build_gradients(
     targets: Sequence[str],
     seeds: dict[str, str],
     options: dict[str, Any] | None = None,
+    nodes: Sequence[onnx.NodeProto] | None = None,
+    stop: frozenset[str] = frozenset(),
 ) -> dict[str, str | None]:
     """Emit the backward graph; returns the gradient tensor of each target (None if 0).
 
-    ``seeds`` maps each differentiated output to the tensor holding its seed; the
-    result is the gradient of ``sum(<seed, output>)`` with respect to each target.
+    ``seeds`` maps each differentiated tensor to the tensor holding its seed; the
+    result is the gradient of ``sum(<seed, tensor>)`` with respect to each target.
+    ``nodes`` defaults to the graph's (pass more to differentiate nodes not yet added,
+    e.g. a gradient graph); ``stop`` tensors are treated as constants.
     """
-    nodes = list(graph.node)
-    on_path, fwd = path_nodes(nodes, targets, list(seeds), info)
+    nodes = list(graph.node) if nodes is None else list(nodes)
+    on_path, fwd = path_nodes(nodes, targets, list(seeds), info, stop)
     for target in targets:
-        sub, _ = path_nodes(nodes, [target], list(seeds), info)
+        sub, _ = path_nodes(nodes, [target], list(seeds), info, stop)
         check_supported(nodes, sub, target, next(iter(seeds)))
     opts = {"constants": constant_values(graph), **(options or {})}
     contributions: dict[str, list[str]] = defaultdict(list)

@@ -1,4 +1,10 @@
-"""Gradient-weighted methods: a channel weight from the gradients, times the activations."""
+"""Gradient-weighted methods: weights from the gradients, times the activations.
+
+Notation: ``A`` the activations (N, C, *spatial), ``G = ∂y/∂A`` the gradients of the
+explained score ``y``, ``Z`` the number of spatial positions. Every function returns
+the per-channel contributions (N, C, *spatial); the pipeline sums them over channels
+(or projects them with ``eigen_smooth``), applies the ReLU and scales to [0, 1].
+"""
 
 from __future__ import annotations
 
@@ -7,26 +13,171 @@ import numpy as np
 from camcore.methods.registry import register_method
 
 
-def weighted_sum(activations: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Σ_c w[n, c] · A[n, c, ...] for weights of shape (N, C)."""
-    extra = (1,) * (activations.ndim - 2)
-    return np.sum(weights.reshape(*weights.shape, *extra) * activations, axis=1)
-
-
 def spatial_axes(x: np.ndarray) -> tuple[int, ...]:
+    """The axes after (N, C)."""
     return tuple(range(2, x.ndim))
 
 
-@register_method("GradCAM", "gradcam", "Grad-CAM: channel weights are the spatial mean of the gradients")
-def gradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
-    """Grad-CAM (Selvaraju et al. 2017, https://arxiv.org/abs/1610.02391).
+def channel_weighted(activations: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """w[n, c] · A[n, c, ...] for weights of shape (N, C)."""
+    return weights.reshape(*weights.shape, *(1,) * (activations.ndim - 2)) * activations
 
-    .. math:: w_c = \\frac{1}{Z}\\sum_{i,j} \\frac{\\partial y}{\\partial A^c_{ij}}, \\qquad
-              L = \\sum_c w_c A^c   (ReLU and scaling follow in the pipeline)
+
+def weighted_sum(activations: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Σ_c w[n, c] · A[n, c, ...] for weights of shape (N, C)."""
+    return channel_weighted(activations, weights).sum(axis=1)
+
+
+@register_method("GradCAM", "gradcam", "Grad-CAM: channel weights are the spatial mean of the gradients",
+                 reference="https://arxiv.org/abs/1610.02391")  # fmt: skip
+def gradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al. 2017).
+
+    .. math:: w_c = \\frac{1}{Z}\\sum_{ij} G^c_{ij}, \\qquad L = \\sum_c w_c A^c
 
     Example:
         >>> a = np.ones((1, 2, 3, 3), np.float32); g = np.stack([np.ones((3, 3)), -np.ones((3, 3))])[None]
-        >>> gradcam(a, g.astype(np.float32))[0, 0, 0]
+        >>> float(gradcam(a, g.astype(np.float32)).sum(axis=1)[0, 0, 0])
         0.0
     """
-    return weighted_sum(activations, gradients.mean(axis=spatial_axes(gradients)))
+    return channel_weighted(activations, gradients.mean(axis=spatial_axes(gradients)))
+
+
+@register_method("HiResCAM", "hirescam", "HiResCAM: the element-wise product of gradients and activations",
+                 reference="https://arxiv.org/abs/2011.08891")  # fmt: skip
+def hirescam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """HiResCAM (Draelos & Carin 2020): :math:`L = \\sum_c G^c \\odot A^c`.
+
+    Example:
+        >>> hirescam(np.full((1, 1, 2, 2), 2.0), np.full((1, 1, 2, 2), 3.0))[0, 0, 0, 0]
+        6.0
+    """
+    return gradients * activations
+
+
+@register_method("GradCAMElementWise", "gradcam-elementwise",
+                 "Grad-CAM element-wise: the ReLU of gradients × activations, summed over channels")  # fmt: skip
+def gradcam_elementwise(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's element-wise Grad-CAM: :math:`L = \\sum_c \\max(G^c \\odot A^c, 0)`.
+
+    Example:
+        >>> gradcam_elementwise(np.ones((1, 2, 1, 1)), np.array([1.0, -1.0]).reshape(1, 2, 1, 1)).sum()
+        1.0
+    """
+    return np.maximum(gradients * activations, 0)
+
+
+@register_method("GradCAMPlusPlus", "gradcam++",
+                 "Grad-CAM++: positive gradients weighted by second/third-order terms (eq. 19)",
+                 reference="https://arxiv.org/abs/1710.11063")  # fmt: skip
+def gradcam_plusplus(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """Grad-CAM++ (Chattopadhay et al. 2018), with the exponential-score closed form (eq. 19):
+
+    .. math:: \\alpha^c_{ij} = \\frac{(G^c_{ij})^2}{2 (G^c_{ij})^2 + \\sum_{ab} A^c_{ab} (G^c_{ij})^3 + \\epsilon},
+              \\qquad w_c = \\sum_{ij} \\alpha^c_{ij} \\max(G^c_{ij}, 0)
+
+    (α = 0 where G = 0; ε = 1e-6 as in pytorch-grad-cam).
+
+    Example:
+        >>> a, g = np.ones((1, 1, 2, 2)), np.full((1, 1, 2, 2), 0.5)
+        >>> round(float(gradcam_plusplus(a, g)[0, 0, 0, 0]), 4)  # w = 4·0.5·0.25/(0.5+4·0.125) = 0.5
+        0.5
+    """
+    axes = spatial_axes(activations)
+    g2 = gradients**2
+    g3 = g2 * gradients
+    sum_a = activations.sum(axis=axes, keepdims=True)
+    alpha = g2 / (2 * g2 + sum_a * g3 + 1e-6)
+    alpha = np.where(gradients != 0, alpha, 0)
+    return channel_weighted(activations, (np.maximum(gradients, 0) * alpha).sum(axis=axes))
+
+
+@register_method("XGradCAM", "xgradcam", "XGrad-CAM: gradients weighted by the normalised activations",
+                 reference="https://arxiv.org/abs/2008.02312")  # fmt: skip
+def xgradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """XGrad-CAM (Fu et al. 2020):
+    :math:`w_c = \\sum_{ij} G^c_{ij} A^c_{ij} / (\\sum_{ab} A^c_{ab} + 10^{-7})`.
+
+    Example:
+        >>> float(xgradcam(np.ones((1, 1, 2, 2)), np.full((1, 1, 2, 2), 2.0))[0, 0, 0, 0])  # w = 2
+        2.0
+    """
+    axes = spatial_axes(activations)
+    sum_a = activations.sum(axis=axes, keepdims=True)
+    weights = (gradients * activations / (sum_a + 1e-7)).sum(axis=axes)
+    return channel_weighted(activations, weights)
+
+
+@register_method("LayerCAM", "layercam", "LayerCAM: activations weighted by their positive gradients",
+                 reference="https://ieeexplore.ieee.org/document/9462463")  # fmt: skip
+def layercam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """LayerCAM (Jiang et al. 2021): :math:`L = \\sum_c \\max(G^c, 0) \\odot A^c`.
+
+    Example:
+        >>> layercam(np.ones((1, 2, 1, 1)), np.array([2.0, -1.0]).reshape(1, 2, 1, 1)).sum()
+        2.0
+    """
+    return np.maximum(gradients, 0) * activations
+
+
+@register_method("ShapleyCAM", "shapleycam",
+                 "ShapleyCAM: weights are the spatial mean of G − ½·H·A (gradient and Hessian-vector product)",
+                 needs=("hvp",), reference="https://arxiv.org/abs/2501.06261")  # fmt: skip
+def shapleycam(activations: np.ndarray, gradients: np.ndarray, hvp: np.ndarray) -> np.ndarray:
+    """ShapleyCAM (Cai 2025): a second-order Taylor estimate of each channel's Shapley value.
+
+    .. math:: w_c = \\frac{1}{Z}\\sum_{ij} \\big(G - \\tfrac12 H A\\big)^c_{ij}, \\qquad
+              H A = \\frac{\\partial}{\\partial A}\\langle G(A), v\\rangle\\big|_{v = A}
+
+    ``hvp`` is computed in the graph by differentiating camcore's own gradient graph.
+    For piecewise-linear networks (ReLU, max-pool) below a linear head, H·A = 0 and
+    ShapleyCAM is Grad-CAM.
+
+    Example:
+        >>> a, g = np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2))
+        >>> float(shapleycam(a, g, 2 * g)[0, 0, 0, 0])  # w = 1 - 1 = 0
+        0.0
+    """
+    weights = (gradients - 0.5 * hvp).mean(axis=spatial_axes(gradients))
+    return channel_weighted(activations, weights)
+
+
+@register_method("SmoothGradCAMpp", "smoothgradcam++",
+                 "Smooth Grad-CAM++ (torchcam): Grad-CAM++ with gradient moments averaged over noisy inputs",
+                 needs=("grad_moments",), options={"num_samples": 4, "std": 0.3, "seed": 0},
+                 reference="https://arxiv.org/abs/1908.01224")  # fmt: skip
+def smoothgradcampp(activations: np.ndarray, gradients: np.ndarray, grad_moments: np.ndarray) -> np.ndarray:
+    """Smooth Grad-CAM++ (Omeiza et al. 2019), with torchcam's α numerator:
+
+    .. math:: \\alpha^c_{ij} = \\frac{\\overline{G^2}}
+              {2\\,\\overline{G^2} + \\sum_{ab} A^c_{ab}\\,\\overline{G^3} + \\epsilon},
+              \\qquad w_c = \\sum_{ij} \\alpha^c_{ij} \\max(\\overline{G}, 0)
+
+    where the bars average over ``num_samples`` copies of the input with Gaussian noise
+    (σ = ``std``), and A is the clean input's activation. ``grad_moments`` stacks
+    (mean G, mean G², mean G³) on axis 0. torchcam uses the last noisy sample's G where
+    camcore uses the mean (the paper's D¹ average).
+
+    Example:
+        >>> a = np.ones((1, 1, 2, 2)); g = np.full((1, 1, 2, 2), 0.5)
+        >>> m = np.stack([g, g**2, g**3])
+        >>> round(float(smoothgradcampp(a, g, m)[0, 0, 0, 0]), 4)
+        0.5
+    """
+    mean, g2, g3 = grad_moments
+    axes = spatial_axes(activations)
+    alpha = g2 / (2 * g2 + (g3 * activations).sum(axis=axes, keepdims=True) + 1e-8)
+    return channel_weighted(activations, (alpha * np.maximum(mean, 0)).sum(axis=axes))
+
+
+@register_method("RandomCAM", "randomcam", "RandomCAM: uniform random channel weights in [-1, 1] (a baseline)",
+                 random=True, needs_gradients=False, options={"seed": None})  # fmt: skip
+def randomcam(activations: np.ndarray, gradients: np.ndarray, seed: int | None = None) -> np.ndarray:
+    """A sanity baseline: :math:`w_c \\sim U(-1, 1)`, :math:`L = \\sum_c w_c A^c`.
+
+    Example:
+        >>> randomcam(np.ones((2, 3, 4, 4)), np.ones((2, 3, 4, 4)), seed=0).shape
+        (2, 3, 4, 4)
+    """
+    rng = np.random.default_rng(seed)
+    return channel_weighted(activations, rng.uniform(-1, 1, size=activations.shape[:2]).astype(activations.dtype))

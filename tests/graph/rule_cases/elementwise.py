@@ -52,6 +52,12 @@ g (float[2,3] a, float[3] b) => (float[2,3] y) { y = Pow(a, b) }""",
 g (float[2,3] x) => (float[2,3] y) { e = Constant<value = float {3.0}>() y = Pow(x, e) }""",
     ),
     unary("Neg"),
+    RuleCase(
+        "Sign-times-x",
+        "Sign",
+        """<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,3] x) => (float[2,3] y) { s = Sign(x) y = Mul(s, x) }""",
+    ),
     unary("Abs"),
     unary("Reciprocal", pos=True),
     unary("Exp"),

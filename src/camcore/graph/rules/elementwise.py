@@ -81,6 +81,12 @@ def abs_(ctx: GradContext) -> Grads:
     return [ctx.b.Mul(ctx.grad_output(), ctx.b.op("Sign", ctx.inputs[0]))]
 
 
+@register("Sign")
+def sign(ctx: GradContext) -> Grads:
+    """Piecewise constant: dA = 0 (emitted by the Abs rule; needed to differentiate gradient graphs)."""
+    return [None]
+
+
 @register("Reciprocal")
 def reciprocal(ctx: GradContext) -> Grads:
     """Y = 1/A: dA = -g·Y²."""

@@ -1,0 +1,56 @@
+// Internal: the per-row inner loops of the overlay, in scalar, SSE2 and AVX2 versions that give
+// bit-identical results. Everything else in the library is plain C++.
+#pragma once
+
+#include <cstdint>
+
+#include "camcore/simd.hpp"
+
+namespace camcore::detail {
+
+/// The vertical bilinear step of one output pixel, a float32 fused multiply-add fma(diff, fy, base)
+/// as OpenCV's IPP path computes it. Without FMA instructions it is evaluated in double, where
+/// diff * fy is exact, so only the sum rounds (twice: equal to the fma except for astronomically
+/// rare double-rounding cases).
+inline float fma_emulated(float diff, float fy, float base) noexcept {
+    return static_cast<float>(static_cast<double>(diff) * static_cast<double>(fy) + static_cast<double>(base));
+}
+
+/// level = uint8(trunc(clamp(255 * value, 0, 255))), NaN -> 0, like np.uint8(255 * np.clip(v, 0, 1)).
+inline std::uint8_t level_of(float diff, float base, float fy) noexcept {
+    const float v = fma_emulated(diff, fy, base);
+    float t = v * 255.0f;
+    t = t > 0.0f ? t : 0.0f;  // also NaN -> 0 (as maxps does)
+    t = t < 255.0f ? t : 255.0f;
+    return static_cast<std::uint8_t>(static_cast<int>(t));
+}
+
+/// The blend of one channel byte in 8.8 fixed point:
+///   sum = ca + floor((p << 8) * b / 2^16)   with ca = round(256 * alpha * colour), b = round(2^16 * (1 - alpha))
+///   out = sum / 256 rounded half to even (like cv2.addWeighted's cvRound).
+/// The fixed-point error is below 0.01 of a level, so the result equals addWeighted's except on rare
+/// near-ties (and exactly when alpha is a multiple of 1/256), and never differs by more than 1.
+inline std::uint8_t blend_of(std::uint16_t ca, std::uint16_t b, std::uint8_t p) noexcept {
+    const std::uint32_t product = ((static_cast<std::uint32_t>(p) << 8) * b) >> 16;
+    const std::uint32_t sum = (ca + product) & 0xffffu;
+    std::uint32_t r = ((sum + 128u) & 0xffffu) >> 8;
+    if ((sum & 0x1ffu) == 0x80u) r -= 1;  // an exact tie with an even floor: round down
+    return static_cast<std::uint8_t>(r > 255u ? 255u : r);
+}
+
+struct Kernels {
+    Simd level;
+    /// out[x] = level_of(diff[x], base[x], fy) for x < n.
+    void (*levels)(const float* diff, const float* base, float fy, std::uint8_t* out, int n);
+    /// out[i] = blend_of(ca[i], b[i], img[i]) for i < n (n bytes; out may alias img).
+    void (*blend)(const std::uint16_t* ca, const std::uint16_t* b, const std::uint8_t* img, std::uint8_t* out,
+                  int n);
+    /// The same with one weight pattern for every 16 bytes: b[i] = pattern[i % 16].
+    void (*blend_const)(const std::uint16_t* ca, const std::uint16_t* pattern, const std::uint8_t* img,
+                        std::uint8_t* out, int n);
+};
+
+/// The kernels for the current camcore::simd() level.
+const Kernels& kernels() noexcept;
+
+}  // namespace camcore::detail

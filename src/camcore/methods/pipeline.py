@@ -1,0 +1,267 @@
+"""Pipeline methods: each builds the whole explanation from what the :class:`Runner` offers
+(augmented runs with extra gradients, plain forward scores, another method's maps).
+
+They return final (N, H, W) maps in [0, 1]. Perturbation methods (ScoreCAM, AblationCAM,
+...) plug in here the same way: ``runner.run_augmented(..., gradients=False)`` for the
+activations, ``runner.scores`` for masked inputs and ``runner.downstream_scores`` to
+re-run only the part of the graph after a layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from camcore.errors import CamcoreError
+from camcore.methods.image import scale_across_batch_and_channels, scale_cam_image
+from camcore.methods.projection import project_2d
+from camcore.methods.registry import Runner, register_method
+
+Feeds = Mapping[str, np.ndarray]
+
+
+def _image(runner: Runner, feeds: Feeds) -> tuple[str, np.ndarray]:
+    name = runner.input_names[0]
+    x = feeds[name]
+    if x.ndim != 4:
+        raise CamcoreError(f"this method needs a 4-D (N, C, H, W) image input; {name!r} has shape {x.shape}")
+    return name, x
+
+
+@register_method("FullGrad", "fullgrad",
+                 "FullGrad: |input × input-gradient| plus |bias × gradient| of every Conv/BatchNorm bias",
+                 kind="pipeline", reference="https://arxiv.org/abs/1905.00780")  # fmt: skip
+def fullgrad(runner: Runner, feeds: Feeds, targets: Sequence[Any] | None, eigen_smooth: bool) -> np.ndarray:
+    """FullGrad (Srinivas & Fleuret 2019), as pytorch-grad-cam computes it:
+
+    .. math:: L = \\mathrm{s}\\Big(\\sum_{c}\\mathrm{s}(|x \\odot \\nabla_x y|)_c
+              + \\sum_{l} \\sum_c \\mathrm{s}(|b^l_c \\, \\nabla_{z^l} y|)_c\\Big)
+
+    with s the per-(image, channel) min-max scaling and bilinear resize, and over every
+    bias term b^l with z^l the tensor it is added to: each Conv with a bias (b^l its
+    bias, z^l its output) and each BatchNormalization (b^l = β − μ·γ/√(σ² + ε), z^l its
+    output). ``target_layers`` is ignored, as in pytorch-grad-cam. pytorch-grad-cam
+    takes the biases of ``nn.Conv2d`` and ``nn.BatchNorm2d`` modules; on an export that
+    keeps BatchNormalization nodes the two agree exactly; where the exporter folded BN
+    into the Conv, the folded bias (b_conv − μ)·γ/√(σ² + ε) + β replaces the two terms.
+
+    Example:
+        >>> maps = camcore.FullGrad("resnet18.onnx")(x)  # doctest: +SKIP
+    """
+    name, x = _image(runner, feeds)
+    terms = runner.bias_terms()
+    size = (int(x.shape[2]), int(x.shape[3]))
+    fwd = runner.run_augmented(feeds, targets, layers=[], gradients=False, extra=[name, *(t for t, _ in terms)])
+    parts = [scale_across_batch_and_channels(np.abs(fwd.extra[name] * x), size)]
+    for tensor, bias in terms:
+        grad = fwd.extra[tensor]
+        contrib = np.abs(bias.reshape(1, -1, *(1,) * (grad.ndim - 2)) * grad)
+        parts.append(scale_across_batch_and_channels(contrib, size).sum(axis=1, keepdims=True))
+    stacked = np.concatenate(parts, axis=1)
+    if eigen_smooth:
+        small = (size[0] // 8, size[1] // 8)
+        stacked = project_2d(scale_across_batch_and_channels(stacked, small))[:, None]
+        stacked = scale_across_batch_and_channels(stacked, size)
+    return scale_cam_image(stacked.sum(axis=1))
+
+
+@register_method("RefineCAM", "refinecam",
+                 "RefineCAM: the product of a base method's maps over the target layers, rescaled",
+                 kind="pipeline", options={"base_method": "gradcam++"},
+                 reference="https://arxiv.org/abs/2605.14641")  # fmt: skip
+def refinecam(
+    runner: Runner, feeds: Feeds, targets: Sequence[Any] | None, eigen_smooth: bool, base_method: str = "gradcam++"
+) -> np.ndarray:
+    """RefineCAM (pytorch-grad-cam 1.5.7): :math:`L = \\mathrm{s}(\\prod_l M_l)` with M_l the
+    base method's [0, 1] map for target layer l alone (default Grad-CAM++): early,
+    noisy layers are denoised by the later ones.
+
+    Example:
+        >>> camcore.RefineCAM(model, ["layer3_out", "layer4_out"])(x)  # doctest: +SKIP
+    """
+    maps = [runner.method_maps(base_method, feeds, targets, layers=[layer], eigen_smooth=eigen_smooth)
+            for layer in runner.target_layers]  # fmt: skip
+    return scale_cam_image(np.prod(np.stack(maps), axis=0))
+
+
+@register_method("FinerCAM", "finercam",
+                 "Finer-CAM: explains the gap between the top class and its most similar classes",
+                 kind="pipeline", reference="https://arxiv.org/abs/2501.11309",
+                 options={"base_method": "gradcam", "alpha": 1.0, "comparison_categories": (1, 2, 3),
+                          "target_idx": None})  # fmt: skip
+def finercam(
+    runner: Runner,
+    feeds: Feeds,
+    targets: Sequence[Any] | None,
+    eigen_smooth: bool,
+    base_method: str = "gradcam",
+    alpha: float = 1.0,
+    comparison_categories: Sequence[int] = (1, 2, 3),
+    target_idx: int | None = None,
+) -> np.ndarray:
+    """Finer-CAM (Zhang et al. 2025): the base method (Grad-CAM) of the target
+
+    .. math:: T(z) = \\frac{\\sum_j p_j\\,(z_m - \\alpha z_j)}{\\sum_j p_j + 10^{-9}}
+
+    where m is the top class (or ``target_idx``), the j are the classes whose logits
+    are the ``comparison_categories``-th closest to z_m, and p = softmax(z)
+    (:class:`camcore.targets.FinerWeightedTarget`). Explicit ``targets`` are used as given.
+
+    Example:
+        >>> camcore.FinerCAM(model)(x)  # doctest: +SKIP
+    """
+    if targets is None:
+        from camcore.targets import FinerWeightedTarget
+
+        out = runner.outputs_of(feeds)
+        if out.ndim != 2:
+            raise CamcoreError(f"FinerCAM needs an (N, classes) output, got shape {out.shape}")
+        k = out.shape[-1]
+        cats = [c for c in comparison_categories if c < k]
+        ref = out.max(axis=-1) if target_idx is None else out[:, target_idx]
+        order = np.argsort(np.abs(out - ref[:, None]), axis=-1)
+        targets = [FinerWeightedTarget(int(o[0]), [int(o[c]) for c in cats], alpha) for o in order]
+    return runner.method_maps(base_method, feeds, targets, eigen_smooth=eigen_smooth)
+
+
+@register_method("GuidedGradCAM", "guided-gradcam",
+                 "Guided Grad-CAM: guided-backprop input gradients × the Grad-CAM map (summed |·| over channels)",
+                 kind="pipeline", reference="https://arxiv.org/abs/1610.02391")  # fmt: skip
+def guided_gradcam(runner: Runner, feeds: Feeds, targets: Sequence[Any] | None, eigen_smooth: bool) -> np.ndarray:
+    """Guided Grad-CAM (Selvaraju et al. 2017; captum's ``GuidedGradCam``):
+    :math:`L = \\mathrm{s}(M \\sum_c |\\mathrm{GB}_c|)` with M the Grad-CAM map at input size
+    and GB the guided-backprop gradient of the score with respect to the input (the
+    graph differentiated with the guided ReLU rule). The colour attribution
+    ``GB · M`` (N, C, H, W) is left in ``cam.guided_gradcam``.
+
+    Example:
+        >>> camcore.GuidedGradCAM(model)(x)  # doctest: +SKIP
+    """
+    name, _ = _image(runner, feeds)
+    gb = runner.run_augmented(feeds, targets, layers=[], gradients=False, extra=[name], guided_relu=True).extra[name]
+    grad_cam = runner.method_maps("gradcam", feeds, targets, eigen_smooth=eigen_smooth)
+    attribution = gb * grad_cam[:, None]
+    runner.guided_gradcam = attribution  # type: ignore[attr-defined]
+    return scale_cam_image(np.abs(attribution).sum(axis=1))
+
+
+# ---------------------------------------------------------------------- SESS
+def window_starts(length: int, step: int, window: int) -> list[int]:
+    """Window offsets along one axis; the last window is shifted back inside the image."""
+    starts = []
+    for start in range(0, length, step):
+        if start + window >= length:
+            starts.append(max(length - window, 0))
+            break
+        starts.append(start)
+    return starts
+
+
+def _resize_short_side(x: np.ndarray, short: int) -> np.ndarray:
+    """(C, H, W) resized so that min(H, W) = ``short`` (bilinear, half-pixel, as torchvision)."""
+    h, w = x.shape[1:]
+    size = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+    if size == (h, w):
+        return x
+    planes = [cv2.resize(p, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for p in x]
+    return np.stack(planes).astype(x.dtype)
+
+
+@register_method("SESS", "sess",
+                 "SESS: a base method over multi-scale sliding-window patches, fused by patch score",
+                 kind="pipeline", reference="https://arxiv.org/abs/2207.01769",
+                 options={"base_method": "gradcam", "scales": None, "num_scales": 12,
+                          "scale_step_ratio": 2.0 / 7.0, "window_size": None, "step_size": None,
+                          "pre_filter_ratio": 0.0, "theta": 0.0, "pool": "mean", "smooth": True,
+                          "use_softmax_scores": True, "batch_size": 32})  # fmt: skip
+def sess(
+    runner: Runner,
+    feeds: Feeds,
+    targets: Sequence[Any] | None,
+    eigen_smooth: bool,
+    base_method: str = "gradcam",
+    scales: Sequence[int] | None = None,
+    num_scales: int = 12,
+    scale_step_ratio: float = 2.0 / 7.0,
+    window_size: int | None = None,
+    step_size: int | None = None,
+    pre_filter_ratio: float = 0.0,
+    theta: float = 0.0,
+    pool: str = "mean",
+    smooth: bool = True,
+    use_softmax_scores: bool = True,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """SESS (Tursun et al. 2022), pytorch-grad-cam's wrapper: the image is resized so its short
+    side takes each scale ``window + i·round(ratio·window)``; square windows slide over every
+    scale; each patch is scored (the target on the softmax of the output, clipped at 0),
+    its base-method map weighted by score / max score, pasted back at its place and
+    resized to the image; the pasted maps are averaged where they exceed ``theta``
+    (``pool="mean"``) or maxed, blurred (Gaussian 11×11, σ = 5) and scaled to [0, 1].
+
+    Example:
+        >>> camcore.SESS(model, base_method=camcore.GradCAM, num_scales=3)(x)  # doctest: +SKIP
+    """
+    from camcore.targets import ClassifierOutputTarget, Target, softmax
+
+    if pool not in ("mean", "max"):
+        raise CamcoreError(f"pool must be 'mean' or 'max', not {pool!r}")
+    name, x = _image(runner, feeds)
+    if len(feeds) != 1:
+        raise CamcoreError("SESS needs a model with a single image input")
+    n, _, height, width = x.shape
+    window = window_size or min(height, width)
+    step = step_size or window
+    step_px = round(window * scale_step_ratio)
+    sizes = list(scales) if scales is not None else [window + step_px * i for i in range(num_scales)]
+    maps = []
+    for i in range(n):
+        img = x[i]
+        target: Target
+        if targets is None:
+            target = ClassifierOutputTarget(int(np.argmax(runner.outputs_of({name: img[None]})[0])))
+        else:
+            target = targets[i]
+        patches, coords = [], []
+        for s in sizes:
+            if s < window:
+                raise CamcoreError(f"every SESS scale must be at least the window size {window}, got {s}")
+            scaled = _resize_short_side(img, s)
+            sh, sw = scaled.shape[1:]
+            for y1 in window_starts(sh, step, window):
+                for x1 in window_starts(sw, step, window):
+                    patches.append(scaled[:, y1 : y1 + window, x1 : x1 + window])
+                    coords.append((x1, y1, sw, sh))
+        batch = np.stack(patches)
+        outs = np.concatenate([runner.outputs_of({name: batch[j : j + batch_size]})
+                               for j in range(0, len(batch), batch_size)])  # fmt: skip
+        if use_softmax_scores:
+            outs = softmax(outs.astype(np.float64), axis=-1)
+        scores = np.maximum(np.asarray([float(target(row)) for row in outs]), 0)
+        order = np.argsort(scores, kind="stable")[int(len(scores) * pre_filter_ratio) :]
+        top = scores[order[-1]]
+        weights = scores[order] / top if top > 0 else np.ones(len(order))
+        total = np.zeros((height, width), np.float32)
+        counts = np.zeros((height, width), np.float32)
+        for j in range(0, len(order), batch_size):
+            idx = order[j : j + batch_size]
+            cams = runner.method_maps(base_method, {name: batch[idx]}, [target] * len(idx), eigen_smooth=eigen_smooth)
+            for cam, wgt, k in zip(cams, weights[j : j + batch_size], idx):
+                x1, y1, sw, sh = coords[k]
+                full = np.zeros((sh, sw), np.float32)
+                full[y1 : y1 + cam.shape[0], x1 : x1 + cam.shape[1]] = cam * np.float32(wgt)
+                pasted = cv2.resize(full, (width, height))
+                if pool == "max":
+                    np.maximum(total, pasted, out=total)
+                else:
+                    mask = pasted > theta
+                    total[mask] += pasted[mask]
+                    counts += mask
+        fused = total if pool == "max" else np.divide(total, counts, out=np.zeros_like(total), where=counts > 0)
+        if smooth:
+            fused = cv2.GaussianBlur(fused, (11, 11), 5.0, 0)
+        maps.append(fused)
+    return scale_cam_image(np.asarray(maps, np.float32))

@@ -1,0 +1,312 @@
+"""Video input and output: sources OpenCV can open, video or frame-folder sinks, the JSON summary.
+
+Errors that come from the user's input (a missing or undecodable file, a codec the OpenCV build
+lacks, an unwritable output) are :class:`~camcore.errors.CamcoreError` with one-line messages.
+Sinks are context managers: leaving them, by an error or Ctrl-C, finalises the file, so the
+frames written so far stay playable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import cv2
+import numpy as np
+
+from camcore.errors import CamcoreError
+
+log = logging.getLogger("camcore.video")
+
+#: Output suffixes written as a video file; anything else is a folder of frames.
+VIDEO_SUFFIXES: dict[str, str] = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+#: Consecutive failed reads tolerated on a live source (camera, URL) before it counts as dropped.
+LIVE_RETRIES = 5
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence OpenCV's and FFmpeg's own stderr lines while opening a file (we raise our own)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters)
+        saved = -1
+    try:
+        if saved >= 0:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        yield
+    finally:
+        if saved >= 0:
+            os.dup2(saved, 2)
+            os.close(saved)
+        cv2.utils.logging.setLogLevel(level)
+
+
+def read_frames(cap: cv2.VideoCapture, *, live: bool = False, name: str = "input") -> Iterator[np.ndarray]:
+    """Yield the frames of an open ``cv2.VideoCapture`` until it ends; release it at the end.
+
+    ``live`` sources (cameras, streams) get :data:`LIVE_RETRIES` retries of a failed read before
+    the stream counts as dropped; a drop is logged, and the frames so far stand.
+
+    Example:
+        >>> for frame in read_frames(cv2.VideoCapture("clip.mp4")):
+        ...     print(frame.shape)
+    """
+    failures = 0
+    count = 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if ok and frame is not None:
+                failures = 0
+                count += 1
+                yield frame
+                continue
+            if live and failures < LIVE_RETRIES:
+                failures += 1
+                time.sleep(0.05 * failures)
+                continue
+            if live:
+                log.warning("%s stopped delivering frames after %d frame(s) (stream dropped or ended)", name, count)
+            return
+    finally:
+        cap.release()
+
+
+class FrameSource:
+    """An opened input: a video file, an image-sequence glob, a camera index or a stream URL.
+
+    Attributes:
+        fps: frames per second from the container (``None`` when unknown: cameras, globs).
+        count: frame count when known, else ``None``.
+        live: a camera or network stream (reads are retried, a drop is not an error).
+
+    Example:
+        >>> src = open_source("clip.mp4")
+        >>> src.fps, src.count
+        (25.0, 40)
+        >>> frames = src.frames()     # a generator of BGR uint8 frames
+    """
+
+    def __init__(self, spec: str, description: str, fps: float | None, count: int | None, live: bool) -> None:
+        self.spec, self.description, self.fps, self.count, self.live = spec, description, fps, count, live
+        self._cap: cv2.VideoCapture | None = None
+        self._files: list[str] | None = None
+        self.delivered = 0
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """The frames, BGR uint8; counts them in ``delivered``."""
+        if self._files is not None:
+            inner: Iterator[np.ndarray] = self._read_files(self._files)
+        else:
+            assert self._cap is not None
+            inner = read_frames(self._cap, live=self.live, name=self.description)
+        for frame in inner:
+            self.delivered += 1
+            yield frame
+        if self.count is not None and not self.live and self.delivered < self.count:
+            log.warning(
+                "%s ended after %d of the %d frames its header announces (truncated file or decode error)",
+                self.description, self.delivered, self.count,
+            )  # fmt: skip
+
+    @staticmethod
+    def _read_files(files: list[str]) -> Iterator[np.ndarray]:
+        for path in files:
+            img = cv2.imread(path, cv2.IMREAD_COLOR)
+            if img is None:
+                log.warning("skipped %s: not an image OpenCV can read", path)
+                continue
+            yield img
+
+    def close(self) -> None:
+        """Release the capture (idempotent)."""
+        if self._cap is not None:
+            self._cap.release()
+
+
+def open_source(spec: str, fps: float | None = None) -> FrameSource:
+    """Open ``spec``: a digit string is a camera index, ``scheme://`` a stream URL, a pattern
+    with ``*``, ``?`` or ``[`` a sorted image sequence, anything else a file (or an OpenCV
+    ``%04d`` sequence pattern). ``fps`` overrides (or supplies) the frame rate.
+
+    Raises:
+        CamcoreError: the file does not exist, OpenCV cannot open it, or it has no frames.
+    """
+    if fps is not None and not (fps > 0 and math.isfinite(fps)):
+        raise CamcoreError(f"--fps must be a positive number, got {fps}")
+    if any(c in spec for c in "*?[") and "://" not in spec:
+        files = sorted(glob.glob(spec))
+        if not files:
+            raise CamcoreError(f"no files match {spec!r}")
+        src = FrameSource(spec, f"{len(files)} images matching {spec!r}", fps, len(files), live=False)
+        src._files = files
+        return src
+    live = spec.isdigit() or "://" in spec
+    if not live and "%" not in spec and not Path(spec).is_file():
+        raise CamcoreError(f"input {spec!r} does not exist")
+    with _quiet_stderr():
+        cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
+        opened = cap.isOpened()
+    if not opened:
+        what = "camera" if spec.isdigit() else "stream" if live else "video file"
+        raise CamcoreError(f"cannot open {what} {spec!r}: OpenCV (FFmpeg) cannot read it")
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    native = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    if not (native > 0 and math.isfinite(native)) or native > 1000:
+        native = 0.0
+    src = FrameSource(spec, repr(spec), fps or (native or None), count if count > 0 and not live else None, live)
+    src._cap = cap
+    return src
+
+
+class VideoSink:
+    """Write frames to a video file (opened at the first frame, which fixes the size).
+
+    Example:
+        >>> with VideoSink("out.mp4", fps=25) as sink:
+        ...     sink.write(frame)
+    """
+
+    def __init__(self, path: str | Path, fps: float, fourcc: str | None = None) -> None:
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.fourcc = fourcc or VIDEO_SUFFIXES.get(self.path.suffix.lower(), "mp4v")
+        if len(self.fourcc) != 4:
+            raise CamcoreError(f"a FourCC code has 4 characters, got {self.fourcc!r}")
+        self._writer: cv2.VideoWriter | None = None
+        self.size: tuple[int, int] | None = None
+        self.written = 0
+
+    def _open(self, width: int, height: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _quiet_stderr():
+            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (width, height))
+            ok = writer.isOpened()
+        if not ok:
+            writer.release()
+            hint = "mp4v for .mp4, MJPG for .avi" if self.fourcc != "mp4v" else "an .avi output (MJPG)"
+            raise CamcoreError(
+                f"cannot write {str(self.path)!r} with codec {self.fourcc!r} ({width}x{height} at {self.fps:g} fps): "
+                f"this OpenCV build lacks the codec or the folder is not writable; try {hint}"
+            )
+        self._writer, self.size = writer, (width, height)
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one BGR uint8 frame."""
+        if self._writer is None:
+            self._open(frame.shape[1], frame.shape[0])
+        assert self._writer is not None
+        self._writer.write(frame)
+        self.written += 1
+
+    def close(self) -> None:
+        """Finalise the file (idempotent): the container index is written, the file plays."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self) -> VideoSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FolderSink:
+    """Write frames as numbered images ``frame_000000.png`` into a folder."""
+
+    def __init__(self, folder: str | Path, ext: str = ".png") -> None:
+        self.path = Path(folder)
+        self.ext = ext if ext.startswith(".") else "." + ext
+        self.written = 0
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CamcoreError(f"cannot create output folder {str(self.path)!r}: {exc.strerror}") from None
+
+    def write(self, frame: np.ndarray) -> None:
+        """Write the next frame."""
+        target = self.path / f"frame_{self.written:06d}{self.ext}"
+        if not cv2.imwrite(str(target), frame):
+            raise CamcoreError(f"cannot write {str(target)!r}")
+        self.written += 1
+
+    def close(self) -> None:
+        """Nothing to finalise."""
+
+    def __enter__(self) -> FolderSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_sink(path: str | Path, fps: float, fourcc: str | None = None) -> VideoSink | FolderSink:
+    """A :class:`VideoSink` for a video suffix (see :data:`VIDEO_SUFFIXES`), else a folder."""
+    p = Path(path)
+    if p.suffix.lower() in VIDEO_SUFFIXES or (fourcc and p.suffix):
+        return VideoSink(p, fps, fourcc)
+    return FolderSink(p)
+
+
+def summary_path(output: str | Path) -> Path:
+    """Where the JSON summary goes: ``OUT.json`` beside a video, ``OUT/summary.json`` in a folder."""
+    p = Path(output)
+    return p.with_suffix(".json") if p.suffix.lower() in VIDEO_SUFFIXES else p / "summary.json"
+
+
+class SummaryWriter:
+    """A JSON summary written as the frames go, so memory stays flat on long videos.
+
+    The file is ``{header..., "frames": [one record per frame], "result": {...}}``; :meth:`close`
+    writes the end, also after an error or Ctrl-C.
+    """
+
+    def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f: IO[str] | None = self.path.open("w")
+        self._f.write("{\n")
+        for key, value in header.items():
+            self._f.write(f"  {json.dumps(key)}: {json.dumps(value)},\n")
+        self._f.write('  "frames": [')
+        self.count = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Append one frame's record."""
+        assert self._f is not None
+        self._f.write(("\n    " if self.count == 0 else ",\n    ") + json.dumps(record))
+        self.count += 1
+
+    def close(self, result: dict[str, Any]) -> None:
+        """Write ``result`` and the closing brackets (idempotent)."""
+        if self._f is None:
+            return
+        self._f.write(("\n  " if self.count else "") + "],\n")
+        self._f.write(f'  "result": {json.dumps(result)}\n}}\n')
+        self._f.close()
+        self._f = None
+
+    def __enter__(self) -> SummaryWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close({"error": repr(exc)} if exc is not None else {})

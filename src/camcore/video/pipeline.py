@@ -1,0 +1,508 @@
+"""The frame pipeline: decode, preprocess, batched CAM inference, smoothing, overlay, in threads.
+
+::
+
+    frames ──► [decode] ──► [preprocess + batch] ──► [CAM worker] x W ──► [reorder, smooth,
+                   │               │ (skipped frames, --every)            overlay] ──► caller
+                   └── size fix    └───────────────────────────────────────►┘
+
+Every stage is a thread joined by queues; OpenCV, onnxruntime and the C++ overlay release the
+GIL, so the stages overlap on several cores. A semaphore caps the frames in flight, so memory
+stays flat however long the video. The caller's thread consumes the results (and, in the CLI,
+encodes them): results come out in input order, one per input frame.
+
+On CPU the fastest set-up is one single-threaded onnxruntime session run by several workers
+(``workers`` = cores, the CAM built with ``threads=1``): no thread-pool spinning competes with
+the decode, overlay and encode threads. The workers are shallow copies of the CAM object that
+share its compiled sessions (``InferenceSession.run`` is thread-safe).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+from camcore.cam import BaseCAM
+from camcore.errors import CamcoreError
+from camcore.postprocess import overlay as draw_overlay
+from camcore.preprocess import Channels, Preprocess, model_input_size
+from camcore.targets import Target
+from camcore.video.follow import FrameTargets, as_frame_targets
+from camcore.video.smoothing import Normalization, TemporalSmoother
+
+__all__ = ["FrameInfo", "FrameResult", "VideoPipeline", "explain_frames"]
+
+log = logging.getLogger("camcore.video")
+_POLL = 0.1  # seconds between checks of the stop flag while a stage waits
+
+
+class FrameResult(NamedTuple):
+    """One explained frame, as yielded by :func:`explain_frames`.
+
+    Attributes:
+        frame: the input frame (uint8 H x W x 3; resized if it came in at the wrong size).
+        cam_map: float32 map in [0, 1] at the model's input size, after smoothing.
+        overlay: uint8 picture, the heat map blended on the frame (H x 2W x 3 side by side).
+        outputs: the model outputs for this frame (batch axis removed); on frames skipped by
+            ``every``, those of the last explained frame.
+    """
+
+    frame: np.ndarray
+    cam_map: np.ndarray
+    overlay: np.ndarray
+    outputs: list[np.ndarray]
+
+
+@dataclass
+class FrameInfo:
+    """What happened to one frame (for the summary).
+
+    Attributes:
+        index: position in the input, from 0.
+        explained: the map was computed on this frame (``False``: reused, see ``every``).
+        source: index of the frame whose map and outputs this frame shows.
+        target_class: the explained class, when the target is a class (else ``None``).
+        resized_from: the (height, width) the frame came in at, when it had to be resized.
+        detection: the followed detection, with :class:`~camcore.video.follow.FollowDetection`.
+    """
+
+    index: int
+    explained: bool
+    source: int
+    target_class: int | None = None
+    resized_from: tuple[int, int] | None = None
+    detection: dict[str, Any] | None = None
+
+
+@dataclass
+class _Item:
+    info: FrameInfo
+    frame: np.ndarray
+    x: np.ndarray | None = None
+    target: Target | None = None
+    raw: np.ndarray | None = None
+    outputs: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class _Stop:
+    """End of stream (``error`` None) or a failure, after ``count`` frames."""
+
+    count: int
+    error: BaseException | None = None
+
+
+class _CancelledError(Exception):
+    """The consumer went away; a stage unwinds."""
+
+
+class VideoPipeline:
+    """Explain a stream of frames with a CAM; reusable, one stream at a time.
+
+    Args:
+        cam: a CAM object (``camcore.GradCAM(...)`` or another ``BaseCAM``).
+        preprocess: frame -> model input; default :class:`Preprocess` at the model's input size
+            with ImageNet statistics.
+        targets: ``None`` (each frame's top-1 class), a class index, a ``Target``, or an object
+            with ``for_frame(index)`` such as :class:`~camcore.video.follow.FollowDetection`.
+        batch: frames per inference run, at most (batches fill when decoding runs ahead).
+        every: explain every ``every``-th frame; the frames in between reuse the last map.
+        smooth, normalize, range_decay: temporal smoothing, see :class:`TemporalSmoother`.
+        colormap, alpha: the overlay's colour map and heat weight.
+        channels: channel order of the frames, ``"bgr"`` (OpenCV) or ``"rgb"`` (PyAV, PIL).
+        side_by_side: the overlay is the frame and the blend side by side (H x 2W).
+        workers: CAM worker threads; default: the core count when ``cam.threads == 1``, else 1.
+        in_flight: frames in the pipeline at most; default from ``batch``, ``workers``, ``every``.
+        overlay_threads: threads of each overlay call (1: the pipeline already runs in parallel).
+
+    Example:
+        >>> cam = camcore.GradCAM("model.onnx", threads=1)
+        >>> pipe = VideoPipeline(cam, smooth=0.6)
+        >>> for frame, cam_map, picture, outputs in pipe.run(frames):
+        ...     writer.write(picture)
+    """
+
+    def __init__(
+        self,
+        cam: BaseCAM,
+        *,
+        preprocess: Callable[..., np.ndarray] | None = None,
+        targets: int | Target | FrameTargets | None = None,
+        batch: int = 4,
+        every: int = 1,
+        smooth: float = 0.5,
+        normalize: Normalization = "running",
+        range_decay: float = 0.99,
+        colormap: str = "jet",
+        alpha: float = 0.5,
+        channels: Channels = "bgr",
+        side_by_side: bool = False,
+        workers: int | None = None,
+        in_flight: int | None = None,
+        overlay_threads: int = 1,
+    ) -> None:
+        for name, value in (("batch", batch), ("every", every), ("overlay_threads", overlay_threads)):
+            if value < 1:
+                raise CamcoreError(f"{name} must be >= 1, got {value}")
+        if not 0.0 <= alpha <= 1.0:
+            raise CamcoreError(f"alpha must be in [0, 1], got {alpha}")
+        if channels not in ("bgr", "rgb"):
+            raise CamcoreError(f"channels must be 'bgr' or 'rgb', got {channels!r}")
+        TemporalSmoother(smooth, normalize, range_decay)  # validates the arguments
+        self.cam = cam
+        self.preprocess = preprocess or Preprocess(model_input_size(cam))
+        self.targets = as_frame_targets(targets)
+        self.batch, self.every = batch, every
+        self.smooth, self.normalize, self.range_decay = smooth, normalize, range_decay
+        self.colormap, self.alpha, self.channels = colormap, alpha, channels
+        self.side_by_side = side_by_side
+        if workers is None:
+            workers = (os.cpu_count() or 1) if getattr(cam, "threads", None) == 1 else 1
+        if workers < 1:
+            raise CamcoreError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+        self.in_flight = in_flight or 2 * batch * workers + every + 8
+        self.overlay_threads = overlay_threads
+        self._compile_lock = threading.Lock()
+        self._compiled_once = False
+
+    # ------------------------------------------------------------------ public
+    def run(self, frames: Iterable[np.ndarray]) -> Iterator[FrameResult]:
+        """Yield one :class:`FrameResult` per frame, lazily and in order."""
+        for result, _ in self.stream(frames):
+            yield result
+
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[FrameResult, FrameInfo]]:
+        """Like :meth:`run`, with each frame's :class:`FrameInfo`.
+
+        Closing the generator (or leaving a ``for`` loop over it) stops the stages; an exception
+        raised by ``frames`` (``KeyboardInterrupt`` included) comes out after the frames before it.
+        """
+        run = _Run(self, frames)
+        try:
+            yield from run.results()
+        finally:
+            run.shutdown()
+
+    # ------------------------------------------------------------------ helpers for _Run
+    def replicas(self) -> list[BaseCAM]:
+        """One shallow copy of the CAM per worker: own outputs, shared compiled sessions."""
+        out = []
+        for _ in range(self.workers):
+            rep = copy.copy(self.cam)
+            rep.outputs, rep.activations, rep.gradients = [], {}, {}
+            if isinstance(getattr(rep, "_siblings", None), dict):
+                rep._siblings = {}  # helper CAMs keep per-run state: one set per worker
+            out.append(rep)
+        return out
+
+    def explain_batch(self, cam: BaseCAM, items: list[_Item]) -> None:
+        """Fill ``raw`` (non-negative maps at the model's input size) and ``outputs`` of ``items``."""
+        x = np.stack([it.x for it in items])  # type: ignore[misc]
+        targets = [it.target for it in items]
+        if all(t is None for t in targets):
+            call_targets: list[Target] | None = None
+        elif any(t is None for t in targets):
+            # top-1 and explicit targets cannot share one run: split the batch
+            self.explain_batch(cam, [it for it in items if it.target is None])
+            self.explain_batch(cam, [it for it in items if it.target is not None])
+            return
+        else:
+            call_targets = targets  # type: ignore[assignment]
+        if not self._compiled_once:
+            with self._compile_lock:  # the first run compiles the augmented model, once
+                maps = _raw_maps(cam, x, call_targets, _hw(x, self.preprocess))
+                self._compiled_once = True
+        else:
+            maps = _raw_maps(cam, x, call_targets, _hw(x, self.preprocess))
+        for i, it in enumerate(items):
+            it.raw = maps[i]
+            it.outputs = [np.asarray(o[i]) for o in cam.outputs]
+            t = it.target
+            if t is not None and t.class_index is not None:
+                it.info.target_class = int(t.class_index)
+            elif t is None and cam.outputs and cam.outputs[0].ndim == 2:
+                it.info.target_class = int(np.argmax(cam.outputs[0][i]))
+            it.info.detection = getattr(t, "detection", None)
+
+
+def _hw(x: np.ndarray, preprocess: Callable[..., np.ndarray]) -> tuple[int, int]:
+    nhwc = bool(getattr(preprocess, "nhwc", False))
+    return (int(x.shape[1]), int(x.shape[2])) if nhwc else (int(x.shape[-2]), int(x.shape[-1]))
+
+
+def _raw_maps(cam: BaseCAM, x: np.ndarray, targets: list[Target] | None, hw: tuple[int, int]) -> np.ndarray:
+    """Non-negative, unscaled maps (N, H, W) so that a range can be shared across frames.
+
+    CAMs on the per-layer pipeline give the ReLU of each layer's map, resized to the input and
+    averaged over layers; other methods (a ``__call__`` of their own, or a method of kind
+    ``"pipeline"`` that builds whole maps) give their [0, 1] maps.
+    """
+    kind = getattr(getattr(cam, "method", None), "kind", "layer")
+    if type(cam).__call__ is not BaseCAM.__call__ or kind != "layer":
+        return np.asarray(cam(x, targets=targets), np.float32)
+    cam.forward(x, targets)
+    out = np.zeros((x.shape[0], *hw), np.float32)
+    layers = cam.layer_maps(hw)
+    for raw in layers:
+        raw = np.maximum(raw, 0).astype(np.float32, copy=False)
+        for i in range(raw.shape[0]):
+            m = raw[i]
+            out[i] += m if m.shape == hw else cv2.resize(m, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
+    if len(layers) > 1:
+        out /= len(layers)
+    return out
+
+
+class _Run:
+    """The threads and queues of one :meth:`VideoPipeline.stream` call."""
+
+    def __init__(self, pipe: VideoPipeline, frames: Iterable[np.ndarray]) -> None:
+        self.pipe = pipe
+        self.frames = frames
+        self.stop = threading.Event()
+        self.slots = threading.Semaphore(pipe.in_flight)
+        self.decoded: queue.Queue[_Item | _Stop] = queue.Queue()
+        self.batches: queue.Queue[list[_Item] | _Stop] = queue.Queue(maxsize=pipe.workers)
+        self.done: queue.Queue[_Item | _Stop] = queue.Queue()
+        self.out: queue.Queue[tuple[FrameResult, FrameInfo] | _Stop] = queue.Queue()
+        stages: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
+            ("decode", self._decode, ()),
+            ("preprocess", self._preprocess, ()),
+            ("post", self._post, ()),
+        ]
+        stages += [(f"cam{i}", self._work, (rep,)) for i, rep in enumerate(pipe.replicas())]
+        self.threads = [
+            threading.Thread(target=self._guard, args=(fn, *args), name=f"camcore-video-{name}", daemon=True)
+            for name, fn, args in stages
+        ]
+        for t in self.threads:
+            t.start()
+
+    # ------------------------------------------------------------------ consumer side
+    def results(self) -> Iterator[tuple[FrameResult, FrameInfo]]:
+        while True:
+            item = self.out.get()
+            if isinstance(item, _Stop):
+                if item.error is not None:
+                    raise item.error
+                return
+            self.slots.release()
+            yield item
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=5.0)
+            if t.is_alive():
+                log.warning("stage %s did not stop within 5 s", t.name)
+
+    # ------------------------------------------------------------------ plumbing
+    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except _CancelledError:
+            pass
+        except BaseException as exc:  # any stage failure ends the stream with that error
+            self.out.put(_Stop(-1, exc))
+            self.stop.set()
+
+    def _get(self, q: queue.Queue[Any]) -> Any:
+        while True:
+            try:
+                return q.get(timeout=_POLL)
+            except queue.Empty:
+                if self.stop.is_set():
+                    raise _CancelledError from None
+
+    def _put(self, q: queue.Queue[Any], item: Any) -> None:
+        while True:
+            try:
+                q.put(item, timeout=_POLL)
+                return
+            except queue.Full:
+                if self.stop.is_set():
+                    raise _CancelledError from None
+
+    # ------------------------------------------------------------------ stages
+    def _decode(self) -> None:
+        """Iterate the source; fix the size and channels of odd frames."""
+        size: tuple[int, int] | None = None
+        count = 0
+        iterator = iter(self.frames)
+        try:
+            while True:
+                while not self.slots.acquire(timeout=_POLL):
+                    if self.stop.is_set():
+                        raise _CancelledError
+                try:
+                    frame = next(iterator)
+                except StopIteration:
+                    self._put(self.decoded, _Stop(count))
+                    return
+                except BaseException as exc:  # the source failed or was interrupted
+                    self._put(self.decoded, _Stop(count, exc))
+                    return
+                if self.stop.is_set():
+                    raise _CancelledError
+                frame = _as_bgr_like(frame, count)
+                info = FrameInfo(index=count, explained=count % self.pipe.every == 0, source=count)
+                if size is None:
+                    size = frame.shape[:2]
+                elif frame.shape[:2] != size:
+                    info.resized_from = (int(frame.shape[0]), int(frame.shape[1]))
+                    log.warning(
+                        "frame %d is %dx%d, not %dx%d like the first frame: resized",
+                        count, frame.shape[1], frame.shape[0], size[1], size[0],
+                    )  # fmt: skip
+                    frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+                self._put(self.decoded, _Item(info, frame))
+                count += 1
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None and self.stop.is_set():
+                try:
+                    close()
+                except Exception:  # closing a half-consumed source must not mask the real error
+                    log.debug("closing the frame source failed", exc_info=True)
+
+    def _preprocess(self) -> None:
+        """Preprocess explained frames into batches; pass skipped frames straight on."""
+        pipe = self.pipe
+        pending: list[_Item] = []
+
+        def flush() -> None:
+            if pending:
+                self._put(self.batches, list(pending))
+                pending.clear()
+
+        while True:
+            try:
+                item = self.decoded.get_nowait()
+            except queue.Empty:
+                flush()  # nothing waiting: do not hold a partial batch back
+                item = self._get(self.decoded)
+            if isinstance(item, _Stop):
+                flush()
+                for _ in range(pipe.workers):
+                    self._put(self.batches, _Stop(item.count))
+                self._put(self.done, item)
+                return
+            if not item.info.explained:
+                self._put(self.done, item)
+                continue
+            item.x = pipe.preprocess(item.frame, channels=pipe.channels)
+            item.target = pipe.targets.for_frame(item.info.index)
+            pending.append(item)
+            if len(pending) >= pipe.batch:
+                flush()
+
+    def _work(self, cam: BaseCAM) -> None:
+        """Run the CAM on batches."""
+        while True:
+            batch = self._get(self.batches)
+            if isinstance(batch, _Stop):
+                return
+            self.pipe.explain_batch(cam, batch)
+            for it in batch:
+                it.x = None
+                self._put(self.done, it)
+
+    def _post(self) -> None:
+        """Restore order, smooth, overlay."""
+        pipe = self.pipe
+        smoother = TemporalSmoother(pipe.smooth, pipe.normalize, pipe.range_decay)
+        pending: dict[int, _Item] = {}
+        end: _Stop | None = None
+        next_index = 0
+        last: _Item | None = None
+        while True:
+            got = self._get(self.done)
+            if isinstance(got, _Stop):
+                end = got
+            else:
+                pending[got.info.index] = got
+            while next_index in pending:
+                item = pending.pop(next_index)
+                if item.info.explained:
+                    assert item.raw is not None
+                    cam_map = smoother.update(item.raw)
+                    item.raw = None
+                    last = item
+                else:
+                    if last is None or smoother.current is None:  # cannot happen: frame 0 is explained
+                        raise CamcoreError(f"frame {next_index} has no earlier map to reuse")
+                    cam_map = smoother.current
+                    item.outputs = last.outputs
+                    item.info.source = last.info.index
+                    item.info.target_class = last.info.target_class
+                    item.info.detection = last.info.detection
+                picture = self._overlay(item.frame, cam_map)
+                self._put(self.out, (FrameResult(item.frame, cam_map, picture, item.outputs), item.info))
+                next_index += 1
+            if end is not None and next_index >= end.count:
+                self._put(self.out, end)
+                return
+
+    def _overlay(self, frame: np.ndarray, cam_map: np.ndarray) -> np.ndarray:
+        pipe = self.pipe
+        opts = {"alpha": pipe.alpha, "colormap": pipe.colormap, "rgb": pipe.channels == "rgb"}
+        if not pipe.side_by_side:
+            return draw_overlay(frame, cam_map, threads=pipe.overlay_threads, **opts)
+        h, w = frame.shape[:2]
+        both = np.empty((h, 2 * w, 3), np.uint8)
+        both[:, :w] = frame
+        draw_overlay(frame, cam_map, out=both[:, w:], threads=pipe.overlay_threads, **opts)
+        return both
+
+
+def _as_bgr_like(frame: Any, index: int) -> np.ndarray:
+    """A uint8 H x W x 3 array: grey is expanded, an alpha channel dropped."""
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8:
+        raise CamcoreError(f"frame {index} must be uint8, got {frame.dtype}")
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        return np.ascontiguousarray(frame[..., :3])
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise CamcoreError(f"frame {index} must be H x W x 3, got shape {frame.shape}")
+    return frame
+
+
+def explain_frames(
+    frames: Iterable[np.ndarray],
+    cam: BaseCAM,
+    **options: Any,
+) -> Iterator[FrameResult]:
+    """Explain frames lazily: yields ``(frame, cam_map, overlay, outputs)`` per frame, in order.
+
+    ``options`` are those of :class:`VideoPipeline` (``targets``, ``batch``, ``every``,
+    ``smooth``, ``normalize``, ``colormap``, ``alpha``, ``channels``, ``preprocess``, ...). The
+    frames are read in a background thread, a bounded number ahead of what you consumed.
+
+    Example (OpenCV in, OpenCV out)::
+
+        import cv2, camcore
+        from camcore.video import explain_frames, read_frames
+
+        cam = camcore.GradCAM("resnet18.onnx", threads=1)   # workers overlap single-threaded runs
+        cap = cv2.VideoCapture("traffic.mp4")
+        fps, size = cap.get(cv2.CAP_PROP_FPS), (int(cap.get(3)), int(cap.get(4)))
+        out = cv2.VideoWriter("explained.mp4", cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        for frame, cam_map, picture, outputs in explain_frames(read_frames(cap), cam, smooth=0.6):
+            out.write(picture)                                # BGR in, BGR out
+        out.release()
+
+    With PyAV (``frame.to_ndarray(format="rgb24")``) pass ``channels="rgb"``.
+    """
+    return VideoPipeline(cam, **options).run(frames)
