@@ -137,3 +137,15 @@ def test_bad_arguments(clip_file: Path, tmp_path: Path) -> None:
     for argv, message in ((["--every", "0"], "--every"), (["--alpha", "3"], "--alpha"), (["--smooth", "1"], "smooth")):
         with pytest.raises(CamcoreError, match=message):
             run_video(str(clip_file), "-o", str(tmp_path / "o.mp4"), *argv)
+
+
+def test_wired_into_the_camcore_command(clip_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from camcore.cli import main
+
+    out = tmp_path / "wired.mp4"
+    assert main(["video", str(DEMO_MODEL), str(clip_file), "-o", str(out), *DEMO_ARGS]) == 0
+    assert count_frames(out)[0] > 0
+    capsys.readouterr()
+    assert main(["video", str(DEMO_MODEL), str(tmp_path / "missing.mp4"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("camcore: error: ") and "does not exist" in err[0]
