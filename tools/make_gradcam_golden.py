@@ -313,6 +313,11 @@ METHOD_CASES: dict[str, list[MethodCase]] = {
         extra=(
             MethodCase("refinecam", "RefineCAM", ("layer3", "layer4")),
             MethodCase("fullgrad_eigen", "FullGrad", (), eigen_smooth=True),
+            MethodCase("scorecam", "ScoreCAM", ("layer4",)),
+            MethodCase("scorecam_classes", "ScoreCAM", ("layer4",), target="classes"),
+            MethodCase("ablationcam", "AblationCAM", ("layer4",)),
+            MethodCase("ablationcam_classes", "AblationCAM", ("layer4",), target="classes"),
+            MethodCase("ablationcam_two_layers", "AblationCAM", ("layer3", "layer4")),
         ),
     ),
     "vit_ti_16": _cases(VIT_LN, conv=False),
@@ -411,6 +416,59 @@ def make_methods(name: str, out: Path) -> dict[str, Any]:
     return {"arch": name, "cases": len(cases), "kb": round(path.stat().st_size / 1024, 1)}
 
 
+# ---------------------------------------------------------------------- metrics
+#: the ROAD percentiles of the single-percentile cases
+ROAD_SINGLE = (("morf80", "ROADMostRelevantFirst", 80), ("lerf20", "ROADLeastRelevantFirst", 20),
+               ("morf_auto", "ROADMostRelevantFirst", "auto"))  # fmt: skip
+
+
+def metric_cams(n: int, size: int) -> np.ndarray:
+    """(n, size, size) uint8 maps: a blob per image, off-centre, plus a ramp (few ties but
+    exactly reproducible: the metrics see ``q / 255`` in float32)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    cams = []
+    for i in range(n):
+        cy, cx = size * (0.3 + 0.35 * i), size * (0.65 - 0.3 * i)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 6) ** 2))
+        cams.append(np.round(255 * (0.8 * blob + 0.2 * xx / size)).astype(np.uint8))
+    return np.stack(cams)
+
+
+def make_metrics(name: str, out: Path) -> dict[str, Any]:
+    """pytorch-grad-cam's metrics on ``name`` with fixed maps; writes ``metrics_<name>.npz``.
+
+    The ROAD imputer's noise is set to 0 (it draws torch noise camcore cannot replay).
+    """
+    import pytorch_grad_cam.metrics.road as road
+    from pytorch_grad_cam.metrics.arcc import ARCC
+    from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange as ConfidenceChange
+    from pytorch_grad_cam.metrics.cam_mult_image import DropInConfidence, IncreaseInConfidence
+
+    road.NoisyLinearImputer.__init__.__defaults__ = (0.0, road.neighbors_weights)
+    model, x = build(name)
+    q = metric_cams(len(x), x.shape[-1])
+    cams = q.astype(np.float32) / np.float32(255)
+    xt = torch.from_numpy(x)
+    targets = [ClassifierOutputTarget(k) for k in CLASSES]
+    arrays: dict[str, np.ndarray] = {"generator": np.asarray(GENERATOR), "cams_u8": q, "classes": np.asarray(CLASSES)}
+    for key, cls in (("confidence_change", ConfidenceChange), ("drop", DropInConfidence),
+                     ("increase", IncreaseInConfidence)):  # fmt: skip
+        arrays[key] = np.asarray(cls()(xt, cams, targets, model), np.float32)
+    for key, cls_name, pct in ROAD_SINGLE:
+        arrays[key] = np.asarray(getattr(road, cls_name)(pct)(xt, cams, targets, model), np.float32)
+    arrays["morf_avg"] = road.ROADMostRelevantFirstAverage([20, 50, 80])(xt, cams, targets, model)
+    arrays["lerf_avg"] = road.ROADLeastRelevantFirstAverage([20, 50, 80])(xt, cams, targets, model)
+    arrays["combined"] = road.ROADCombined([30, 70])(xt, cams, targets, model)
+    gradcam = GradCAM(model=model, target_layers=[model.layer4])
+    arrays["arcc"] = np.asarray(ARCC(gradcam, road_percentiles=[20, 80])(xt, cams, targets, model), np.float32)
+    gradcam.activations_and_grads.release()
+    arrays["arcc_layers"] = np.asarray([onnx_names(name, model, x, ["layer4"])["layer4"]])
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"metrics_{name}.npz"
+    np.savez_compressed(path, **arrays)
+    return {"arch": name, "kb": round(path.stat().st_size / 1024, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, make the requested architectures and print a summary line each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -418,9 +476,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "golden")
     parser.add_argument("--methods", nargs="*", choices=sorted(METHOD_CASES), default=None,
                         help="make methods_<arch>.npz (every method) for these architectures instead")  # fmt: skip
+    parser.add_argument("--metrics", action="store_true", help="make metrics_resnet18.npz (pytorch-grad-cam metrics)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     print(GENERATOR)
+    if args.metrics:
+        print(make_metrics("resnet18", args.out))
+        return 0
     if args.methods is not None:
         for name in args.methods or sorted(METHOD_CASES):
             t0 = time.perf_counter()

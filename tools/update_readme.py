@@ -2,7 +2,8 @@
 
 The method table and the list of ops with gradient rules sit between
 ``<!-- registry:NAME -->`` and ``<!-- /registry:NAME -->`` markers; this script
-rewrites them from ``camcore.methods.METHODS`` and ``camcore.graph.RULES``.
+rewrites them from ``camcore.methods.METHODS``, ``camcore.graph.RULES`` and
+``camcore.metrics.METRICS``.
 ``--check`` exits 1 when the README is stale (a test runs it).
 
     python tools/update_readme.py [--check]
@@ -25,7 +26,12 @@ def sections() -> dict[str, str]:
     rows = ["| class | `--method` | what it computes |", "|---|---|---|"]
     rows += [f"| `{m.name}` | `{m.key}` | {m.summary.replace('|', chr(92) + '|')} |" for m in METHODS.values()]
     ops = ", ".join(f"`{op}`" for op in sorted(RULES))
-    return {"methods": "\n".join(rows), "ops": f"{len(RULES)} op types: {ops}."}
+    from camcore.metrics import METRICS
+
+    metric_rows = ["| `camcore.metrics` class | kind | better | what it measures |", "|---|---|---|---|"]
+    metric_rows += [f"| `{m.name}` | {m.kind} | {m.better} | {m.summary.replace('|', chr(92) + '|')} |"
+                    for m in METRICS.values()]  # fmt: skip
+    return {"methods": "\n".join(rows), "ops": f"{len(RULES)} op types: {ops}.", "metrics": "\n".join(metric_rows)}
 
 
 def render(text: str) -> str:

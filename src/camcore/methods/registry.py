@@ -60,6 +60,8 @@ class Runner(Protocol):
 
     target_layers: list[str]
     input_names: list[str]
+    #: the batch of the method's internal runs (masked inputs, ablated copies, patches)
+    batch_size: int
 
     def run_augmented(
         self,

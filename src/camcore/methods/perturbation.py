@@ -1,0 +1,398 @@
+"""Perturbation methods: channel weights from forward passes on perturbed inputs or layers.
+
+ScoreCAM, SSCAM and ISCAM mask the *input* with each (upsampled, min-max normalised)
+activation channel and score the masked images; AblationCAM zeroes one channel of the
+*layer* and re-runs only the part of the graph after it (``runner.downstream_scores``, a
+model cut at the layer). The weights w (N, C) then make the map as in pytorch-grad-cam:
+:math:`L = \\mathrm{s}(\\max(\\sum_c w_c A_c, 0))`, per target layer, averaged.
+
+Memory: the masked inputs are generated per batch of ``batch_size`` (the CAM object's
+``batch_size``), so the peak is O(batch_size · C_in · H · W), never O(channels · H · W) as in
+pytorch-grad-cam's ScoreCAM, which materialises every masked input at once.
+
+Speed: ``top_k`` scores only the k channels with the largest mean activation
+(``rank_by="activation"``) or Grad-CAM weight (``rank_by="gradient"``, one extra backward
+run); the others get weight 0. ``top_k=None`` (default) scores every channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from camcore.errors import CamcoreError
+from camcore.methods.image import scale_cam_image
+from camcore.methods.projection import project_2d
+from camcore.methods.registry import Runner, register_method
+
+Feeds = Mapping[str, np.ndarray]
+#: pytorch-grad-cam's AblationLayer: below the layer minimum when it is not 0
+ABLATION_VALUE = 1e7
+_TOPK = {"top_k": None, "rank_by": "activation"}
+
+
+# ---------------------------------------------------------------------- helpers
+def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) bilinear weights with ``align_corners=True`` (torch ``UpsamplingBilinear2d``).
+
+    Output i samples the input at ``i · (n_in − 1) / (n_out − 1)``.
+
+    Example:
+        >>> interp_matrix(2, 3).tolist()
+        [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    """
+    m = np.zeros((n_out, n_in), np.float64)
+    if n_in == 1 or n_out == 1:
+        m[:, 0] = 1.0
+        return m.astype(np.float32)
+    pos = np.arange(n_out) * (n_in - 1) / (n_out - 1)
+    lo = np.minimum(np.floor(pos).astype(int), n_in - 2)
+    frac = pos - lo
+    m[np.arange(n_out), lo] = 1.0 - frac
+    m[np.arange(n_out), lo + 1] += frac
+    return m.astype(np.float32)
+
+
+def upsample(planes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(B, h, w) -> (B, H, W), bilinear with aligned corners: :math:`R_y P R_x^T`."""
+    ry = interp_matrix(planes.shape[-2], size[0])
+    rx = interp_matrix(planes.shape[-1], size[1])
+    return np.matmul(np.matmul(ry, planes.astype(np.float32)), rx.T)
+
+
+def normalise_channels(act: np.ndarray) -> np.ndarray:
+    """Per-(image, channel) min-max: :math:`(A - \\min A) / (\\max A - \\min A + 10^{-8})`."""
+    flat = act.reshape(*act.shape[:2], -1)
+    lo = flat.min(axis=-1)[..., None, None]
+    hi = flat.max(axis=-1)[..., None, None]
+    return ((act - lo) / (hi - lo + 1e-8)).astype(np.float32)
+
+
+def _image(runner: Runner, feeds: Feeds) -> tuple[str, np.ndarray]:
+    name = runner.input_names[0]
+    x = feeds[name]
+    if x.ndim != 4:
+        raise CamcoreError(f"this method needs a 4-D (N, C, H, W) image input; {name!r} has shape {x.shape}")
+    return name, x
+
+
+def resolve_targets(runner: Runner, feeds: Feeds, targets: Sequence[Any] | None) -> list[Any]:
+    """Explicit targets, or ``ClassifierOutputTarget(top-1)`` per image (pytorch-grad-cam)."""
+    if targets is not None:
+        return list(targets)
+    from camcore.targets import ClassifierOutputTarget
+
+    out = runner.outputs_of(feeds)
+    if out.ndim != 2:
+        raise CamcoreError(f"top-1 targets need an (N, classes) output, got shape {out.shape}; pass targets")
+    return [ClassifierOutputTarget(int(k)) for k in out.argmax(axis=-1)]
+
+
+def _rows(feeds: Feeds, i: int) -> dict[str, np.ndarray]:
+    return {k: v[i : i + 1] for k, v in feeds.items()}
+
+
+def _ranked_channels(
+    runner: Runner, feeds: Feeds, targets: list[Any], layer: str, grid: np.ndarray, top_k: int | None, rank_by: str
+) -> np.ndarray:
+    """(N, k) channel indices to perturb: all of them, or the top ``top_k`` by ``rank_by``."""
+    n, c = grid.shape[:2]
+    if top_k is None or top_k >= c:
+        return np.tile(np.arange(c), (n, 1))
+    if top_k < 1:
+        raise CamcoreError(f"top_k must be >= 1 or None, got {top_k}")
+    if rank_by == "activation":
+        rank = grid.reshape(n, c, -1).mean(axis=-1)
+    elif rank_by == "gradient":
+        grads = runner.run_augmented(feeds, targets, layers=[layer]).gradients[layer]
+        rank = runner.layer_grid(grads, _input_hw(runner, feeds)).reshape(n, c, -1).mean(axis=-1)
+    else:
+        raise CamcoreError(f"rank_by must be 'activation' or 'gradient', not {rank_by!r}")
+    return np.argsort(-rank, axis=1, kind="stable")[:, :top_k]
+
+
+def _input_hw(runner: Runner, feeds: Feeds) -> tuple[int, int] | None:
+    x = feeds[runner.input_names[0]]
+    return (int(x.shape[-2]), int(x.shape[-1])) if x.ndim >= 4 else None
+
+
+def combine(raws: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """pytorch-grad-cam's aggregation: per layer ReLU, scale, resize; mean over layers; scale."""
+    per_layer = [scale_cam_image(np.maximum(raw, 0), size)[:, None] for raw in raws]
+    return scale_cam_image(np.maximum(np.concatenate(per_layer, axis=1), 0).mean(axis=1))
+
+
+def _weighted_map(weights: np.ndarray, grid: np.ndarray, eigen_smooth: bool) -> np.ndarray:
+    contrib = weights.reshape(*weights.shape, *(1,) * (grid.ndim - 2)).astype(np.float32) * grid
+    return project_2d(contrib) if eigen_smooth else contrib.sum(axis=1)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# ---------------------------------------------------------------------- the Score-CAM family
+#: (masks (b, H, W), the layer's (h, w)) -> the perturbed masks to score, averaged
+MaskSamples = Callable[[np.ndarray, tuple[int, int]], Iterable[np.ndarray]]
+
+
+def masked_scores(
+    runner: Runner,
+    feeds: Feeds,
+    grid: np.ndarray,
+    channels: np.ndarray,
+    targets: list[Any],
+    samples: MaskSamples,
+    batch_size: int,
+) -> np.ndarray:
+    """Mean target score over ``samples`` of each channel's masked input, (N, k).
+
+    For image i and channel c the mask is :math:`M_c` = the channel upsampled to the input
+    size and min-max normalised; ``samples(mask_batch)`` yields perturbed versions of a
+    batch of masks (one for ScoreCAM, noisy ones for SS-CAM, scaled ones for IS-CAM); each
+    multiplies the image, :math:`x \\odot m`. Only ``batch_size`` masks exist at once.
+    """
+    name, x = _image(runner, feeds)
+    size = (int(x.shape[2]), int(x.shape[3]))
+    out = np.zeros(channels.shape, np.float64)
+    for i in range(x.shape[0]):
+        side = {k: v[i : i + 1] for k, v in feeds.items() if k != name}
+        for s in range(0, channels.shape[1], batch_size):
+            idx = channels[i, s : s + batch_size]
+            masks = normalise_channels(upsample(grid[i, idx], size)[None])[0]
+            rep = {k: np.repeat(v, len(idx), 0) for k, v in side.items()}
+            total = np.zeros(len(idx), np.float64)
+            count = 0
+            for m in samples(masks, (int(grid.shape[-2]), int(grid.shape[-1]))):
+                batch = (x[i][None] * m[:, None]).astype(x.dtype)
+                total += runner.scores({name: batch, **rep}, [targets[i]] * len(idx), len(idx))
+                count += 1
+            out[i, s : s + batch_size] = total / count
+    return out
+
+
+def _score_family(
+    runner: Runner,
+    feeds: Feeds,
+    targets: Sequence[Any] | None,
+    eigen_smooth: bool,
+    samples: MaskSamples,
+    top_k: int | None,
+    rank_by: str,
+) -> np.ndarray:
+    """w = softmax over the scored channels of their mean masked scores; the rest get 0."""
+    _, x = _image(runner, feeds)
+    size = (int(x.shape[2]), int(x.shape[3]))
+    ts = resolve_targets(runner, feeds, targets)
+    batch_size = runner.batch_size
+    fwd = runner.run_augmented(feeds, ts, gradients=False)
+    raws = []
+    for layer in runner.target_layers:
+        grid = runner.layer_grid(fwd.activations[layer], size)
+        channels = _ranked_channels(runner, feeds, ts, layer, grid, top_k, rank_by)
+        scores = masked_scores(runner, feeds, grid, channels, ts, samples, batch_size)
+        weights = np.zeros(grid.shape[:2], np.float64)
+        np.put_along_axis(weights, channels, _softmax(scores), axis=1)
+        raws.append(_weighted_map(weights, grid, eigen_smooth))
+    return combine(raws, size)
+
+
+@register_method("ScoreCAM", "scorecam",
+                 "Score-CAM: softmax over channels of the target score of the image masked by each channel",
+                 kind="pipeline", needs_gradients=False, options=_TOPK,
+                 reference="https://arxiv.org/abs/1910.01279")  # fmt: skip
+def scorecam(
+    runner: Runner,
+    feeds: Feeds,
+    targets: Sequence[Any] | None,
+    eigen_smooth: bool,
+    top_k: int | None = None,
+    rank_by: str = "activation",
+) -> np.ndarray:
+    """Score-CAM (Wang et al. 2020), as pytorch-grad-cam 1.5.7:
+
+    .. math:: M_c = \\frac{U(A_c) - \\min U(A_c)}{\\max U(A_c) - \\min U(A_c) + 10^{-8}},\\quad
+              w_c = \\mathrm{softmax}_c\\big(T(f(x \\odot M_c))\\big)
+
+    with U the bilinear upsampling to the input size (aligned corners, as torch's
+    ``UpsamplingBilinear2d``) and T the target on the raw output (top-1 logit by default).
+    Masked inputs exist ``batch_size`` at a time. ``top_k``: score only the k channels with
+    the largest mean activation (``rank_by="activation"``) or Grad-CAM weight
+    (``rank_by="gradient"``); the softmax runs over those, the others get weight 0.
+
+    Example:
+        >>> camcore.ScoreCAM("resnet18.onnx", batch_size=64, top_k=128)(x)  # doctest: +SKIP
+    """
+    return _score_family(runner, feeds, targets, eigen_smooth, lambda m, _hw: [m], top_k, rank_by)
+
+
+@register_method("SSCAM", "sscam",
+                 "SS-CAM: Score-CAM with the scores averaged over noisy copies of each mask",
+                 kind="pipeline", needs_gradients=False, random=True,
+                 options={"num_samples": 35, "std": 2.0, "seed": None, **_TOPK},
+                 reference="https://arxiv.org/abs/2006.14255")  # fmt: skip
+def sscam(
+    runner: Runner,
+    feeds: Feeds,
+    targets: Sequence[Any] | None,
+    eigen_smooth: bool,
+    num_samples: int = 35,
+    std: float = 2.0,
+    seed: int | None = None,
+    top_k: int | None = None,
+    rank_by: str = "activation",
+) -> np.ndarray:
+    """SS-CAM (Wang et al. 2020), torchcam's definition (defaults ``num_samples=35, std=2.0``):
+
+    .. math:: w_c = \\mathrm{softmax}_c\\Big(\\frac{1}{S}\\sum_{s=1}^{S}
+              T\\big(f(x \\odot (M_c + U(\\delta_s)))\\big)\\Big),\\quad
+              \\delta_s \\sim \\mathcal{N}(0, \\sigma^2)
+
+    with :math:`M_c` Score-CAM's mask and :math:`\\delta_s` drawn at the layer's resolution
+    and upsampled (torchcam adds it to the normalised channel before upsampling; with a
+    linear upsampling the only difference is that camcore normalises after it, as Score-CAM).
+    ``std=0`` gives :class:`ScoreCAM` exactly. torchcam upsamples with half-pixel centres;
+    camcore shares Score-CAM's aligned corners.
+
+    Example:
+        >>> camcore.SSCAM("resnet18.onnx", num_samples=8, seed=0)(x)  # doctest: +SKIP
+    """
+    if num_samples < 1:
+        raise CamcoreError(f"num_samples must be >= 1, got {num_samples}")
+    rng = np.random.default_rng(seed)
+
+    def noisy(m: np.ndarray, grid_hw: tuple[int, int]) -> Iterable[np.ndarray]:
+        for _ in range(num_samples):
+            if not std:
+                yield m
+                continue
+            small = (*m.shape[:1], *grid_hw)
+            yield m + upsample(rng.normal(0.0, std, small).astype(np.float32), (m.shape[1], m.shape[2]))
+
+    return _score_family(runner, feeds, targets, eigen_smooth, noisy, top_k, rank_by)
+
+
+@register_method("ISCAM", "iscam",
+                 "IS-CAM: Score-CAM with the scores integrated along a path of growing masks",
+                 kind="pipeline", needs_gradients=False, options={"num_samples": 10, **_TOPK},
+                 reference="https://arxiv.org/abs/2010.03023")  # fmt: skip
+def iscam(
+    runner: Runner,
+    feeds: Feeds,
+    targets: Sequence[Any] | None,
+    eigen_smooth: bool,
+    num_samples: int = 10,
+    top_k: int | None = None,
+    rank_by: str = "activation",
+) -> np.ndarray:
+    """IS-CAM (Naidu et al. 2020), torchcam 0.5's definition (default ``num_samples=10``):
+
+    .. math:: w_c = \\mathrm{softmax}_c\\Big(\\frac{1}{S}\\sum_{s=1}^{S}
+              T\\big(f(x \\odot \\kappa_s M_c)\\big)\\Big),\\quad \\kappa_s = \\sum_{j=1}^{s} \\frac{j}{S}
+
+    (torchcam's cumulative coefficients). ``num_samples=1`` gives :class:`ScoreCAM` exactly.
+
+    Example:
+        >>> camcore.ISCAM("resnet18.onnx", num_samples=4)(x)  # doctest: +SKIP
+    """
+    if num_samples < 1:
+        raise CamcoreError(f"num_samples must be >= 1, got {num_samples}")
+    coeffs = np.cumsum(np.arange(1, num_samples + 1) / num_samples)
+
+    def path(m: np.ndarray, _hw: tuple[int, int]) -> Iterable[np.ndarray]:
+        return (m if k == 1.0 else (m * np.float32(k)) for k in coeffs)
+
+    return _score_family(runner, feeds, targets, eigen_smooth, path, top_k, rank_by)
+
+
+# ---------------------------------------------------------------------- Ablation-CAM
+def ablation_value(act: np.ndarray) -> float:
+    """pytorch-grad-cam's ablated value for one image's layer tensor: 0 when its minimum is 0
+    (after a ReLU), else ``min − 1e7``."""
+    lo = float(act.min())
+    return 0.0 if lo == 0.0 else lo - ABLATION_VALUE
+
+
+def svd_ranked_channels(grid: np.ndarray, ratio: float) -> np.ndarray:
+    """pytorch-grad-cam's ``AblationLayer.activations_to_be_ablated`` for one image (C, h, w):
+    the channels whose normalised |activation| falls most inside the EigenCAM mask (> 0.01),
+    the top ``ratio·C`` and the bottom ``ratio·C`` (its experimental selection)."""
+    proj = np.abs(project_2d(grid[None])[0])
+    proj = proj - proj.min()
+    mask = proj / proj.max() > 0.01
+    scores = []
+    for ch in np.abs(grid):
+        ch = ch - ch.min()
+        ch = ch / np.max(ch)
+        scores.append((mask * ch).sum() / ch.sum())
+    order = list(np.argsort(np.float32(scores)))
+    k = int(len(order) * ratio)
+    return np.asarray(order[::-1][:k] + order[:k], dtype=np.int64)
+
+
+@register_method("AblationCAM", "ablationcam",
+                 "Ablation-CAM: the relative drop of the target score when each channel is ablated",
+                 kind="pipeline", needs_gradients=False,
+                 options={"ratio_channels_to_ablate": 1.0, **_TOPK},
+                 reference="https://openaccess.thecvf.com/content_WACV_2020/papers/"
+                           "Desai_Ablation-CAM_Visual_Explanations_for_Deep_Convolutional_Network_via_"
+                           "Gradient-free_Localization_WACV_2020_paper.pdf")  # fmt: skip
+def ablationcam(
+    runner: Runner,
+    feeds: Feeds,
+    targets: Sequence[Any] | None,
+    eigen_smooth: bool,
+    ratio_channels_to_ablate: float = 1.0,
+    top_k: int | None = None,
+    rank_by: str = "activation",
+) -> np.ndarray:
+    """Ablation-CAM (Desai & Ramaswamy 2020), as pytorch-grad-cam 1.5.7:
+
+    .. math:: w_c = \\frac{y - y_{\\setminus c}}{y}
+
+    with y the target score and :math:`y_{\\setminus c}` the score with channel c of the
+    layer set to the ablation value (0 if the layer's minimum is 0, else ``min − 1e7``).
+    Only the nodes after the layer re-run (a model cut at the layer, ``batch_size``
+    ablated copies at a time). Channels not ablated get weight 0: those outside
+    ``ratio_channels_to_ablate`` (pytorch-grad-cam's EigenCAM-based selection) or ``top_k``.
+    Token layers (N, T, C) are ablated on their last axis, as ``AblationLayerVit``.
+
+    pytorch-grad-cam's layer lowers the value by a further 1e7 for each earlier row of a
+    batch when the minimum is not 0 (an in-place side effect); camcore uses ``min − 1e7``
+    for every row, so on such layers (none after a ReLU) the two can differ.
+
+    Example:
+        >>> camcore.AblationCAM("resnet18.onnx", batch_size=64)(x)  # doctest: +SKIP
+    """
+    _, x = _image(runner, feeds)
+    size = (int(x.shape[2]), int(x.shape[3]))
+    ts = resolve_targets(runner, feeds, targets)
+    batch_size = runner.batch_size
+    original = runner.scores(feeds, ts)
+    fwd = runner.run_augmented(feeds, ts, gradients=False)
+    raws = []
+    for layer in runner.target_layers:
+        act = fwd.activations[layer]
+        grid = runner.layer_grid(act, size)
+        if ratio_channels_to_ablate < 1.0:
+            channels = np.stack([svd_ranked_channels(g, ratio_channels_to_ablate) for g in grid])
+        else:
+            channels = _ranked_channels(runner, feeds, ts, layer, grid, top_k, rank_by)
+        axis = 1 if act.ndim != 3 else act.ndim - 1
+        weights = np.zeros(grid.shape[:2], np.float64)
+        for i in range(act.shape[0]):
+            value = ablation_value(act[i])
+            ablated = np.full(act.shape[axis], original[i])
+            idx_all = channels[i]
+            for s in range(0, len(idx_all), batch_size):
+                idx = idx_all[s : s + batch_size]
+                batch = np.repeat(act[i : i + 1], len(idx), axis=0)
+                view = np.moveaxis(batch, axis, 1)
+                view[np.arange(len(idx)), idx] = value
+                ablated[idx] = runner.downstream_scores(layer, _rows(feeds, i), batch, [ts[i]], len(idx))
+            weights[i] = (original[i] - ablated) / original[i]
+        raws.append(_weighted_map(weights, grid, eigen_smooth))
+    return combine(raws, size)
