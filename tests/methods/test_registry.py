@@ -101,3 +101,28 @@ def test_deep_feature_factorization() -> None:
     v = np.random.default_rng(0).random((6, 4)) @ np.random.default_rng(1).random((4, 20))
     w, h = nmf(v, 4, iterations=2000)
     assert np.linalg.norm(v - w @ h) < 0.05 * np.linalg.norm(v)
+
+
+def test_sess_patches_use_the_cam_batch_size() -> None:
+    """``SESS(..., batch_size=2)`` scores and explains its patches 2 at a time (the CAM's
+    ``batch_size``, which BaseCAM takes, is the one SESS uses), with the same maps."""
+    x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    maps, sizes = {}, {}
+    for batch_size in (2, 32):
+        cam = camcore.SESS(_tiny(), ["feat"], threads=1, num_scales=2, batch_size=batch_size)
+        seen: list[int] = []
+        outputs_of, method_maps = cam.outputs_of, cam.method_maps
+
+        def spy_outputs(feeds, _f=outputs_of, _s=seen):  # type: ignore[no-untyped-def]
+            _s.append(len(next(iter(feeds.values()))))
+            return _f(feeds)
+
+        def spy_maps(method, feeds, targets, _f=method_maps, _s=seen, **kw):  # type: ignore[no-untyped-def]
+            _s.append(len(next(iter(feeds.values()))))
+            return _f(method, feeds, targets, **kw)
+
+        cam.outputs_of, cam.method_maps = spy_outputs, spy_maps  # type: ignore[method-assign]
+        maps[batch_size] = cam(x)
+        sizes[batch_size] = seen
+    assert max(sizes[2]) == 2 and max(sizes[32]) == 5  # 5 patches: 1 at scale 8, 4 at scale 10
+    np.testing.assert_allclose(maps[2], maps[32], atol=1e-6)

@@ -176,7 +176,7 @@ def _resize_short_side(x: np.ndarray, short: int) -> np.ndarray:
                  options={"base_method": "gradcam", "scales": None, "num_scales": 12,
                           "scale_step_ratio": 2.0 / 7.0, "window_size": None, "step_size": None,
                           "pre_filter_ratio": 0.0, "theta": 0.0, "pool": "mean", "smooth": True,
-                          "use_softmax_scores": True, "batch_size": 32})  # fmt: skip
+                          "use_softmax_scores": True})  # fmt: skip
 def sess(
     runner: Runner,
     feeds: Feeds,
@@ -193,7 +193,6 @@ def sess(
     pool: str = "mean",
     smooth: bool = True,
     use_softmax_scores: bool = True,
-    batch_size: int = 32,
 ) -> np.ndarray:
     """SESS (Tursun et al. 2022), pytorch-grad-cam's wrapper: the image is resized so its short
     side takes each scale ``window + i·round(ratio·window)``; square windows slide over every
@@ -201,6 +200,8 @@ def sess(
     its base-method map weighted by score / max score, pasted back at its place and
     resized to the image; the pasted maps are averaged where they exceed ``theta``
     (``pool="mean"``) or maxed, blurred (Gaussian 11×11, σ = 5) and scaled to [0, 1].
+    Patches are scored and explained ``batch_size`` at a time (the CAM's ``batch_size``,
+    default 32 as pytorch-grad-cam's SESS).
 
     Example:
         >>> camcore.SESS(model, base_method=camcore.GradCAM, num_scales=3)(x)  # doctest: +SKIP
@@ -213,6 +214,7 @@ def sess(
     if len(feeds) != 1:
         raise CamcoreError("SESS needs a model with a single image input")
     n, _, height, width = x.shape
+    batch_size = runner.batch_size
     window = window_size or min(height, width)
     step = step_size or window
     step_px = round(window * scale_step_ratio)
