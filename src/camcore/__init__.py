@@ -13,7 +13,8 @@ Example:
 from __future__ import annotations
 
 from camcore import cam as _cam
-from camcore.cam import BaseCAM, DeepFeatureFactorization, GuidedBackpropReLUModel, scale_cam_image, tokens_to_grid
+from camcore.attribution import DeepFeatureFactorization, GuidedBackpropReLUModel
+from camcore.cam import BaseCAM, scale_cam_image, tokens_to_grid
 from camcore.errors import CamcoreError
 from camcore.graph import augment
 from camcore.methods import METHODS
