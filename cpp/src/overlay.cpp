@@ -55,6 +55,30 @@ void check_range(const std::optional<ValueRange>& range) {
                                     std::to_string(range->lo) + ", " + std::to_string(range->hi) + ")");
 }
 
+/// The colour (and, per level, weight) lanes of a row: 8-byte table entries stored C lanes apart,
+/// each store overwriting the spare 4th lane of the one before when C = 3.
+template <int C>
+void lookup(const std::uint8_t* q, const BlendTables& tables, std::uint16_t* colour, std::uint16_t* weight,
+            int width) noexcept {
+    const std::uint64_t* ct = tables.colour.data();
+    if (tables.per_level) {
+        const std::uint64_t* wt = tables.weight.data();
+        for (int x = 0; x < width; ++x, colour += C, weight += C) {
+            std::memcpy(colour, &ct[q[x]], 8);
+            std::memcpy(weight, &wt[q[x]], 8);
+        }
+        return;
+    }
+    int x = 0;
+    for (; x + 4 <= width; x += 4, colour += 4 * C) {
+        std::memcpy(colour, &ct[q[x]], 8);
+        std::memcpy(colour + C, &ct[q[x + 1]], 8);
+        std::memcpy(colour + 2 * C, &ct[q[x + 2]], 8);
+        std::memcpy(colour + 3 * C, &ct[q[x + 3]], 8);
+    }
+    for (; x < width; ++x, colour += C) std::memcpy(colour, &ct[q[x]], 8);
+}
+
 template <int C>
 struct Frame {
     View<const std::uint8_t, C> image;
@@ -98,46 +122,47 @@ void run(std::size_t count, const View<const std::uint8_t, C>* images, const Con
 
     const detail::Kernels& k = detail::kernels();
     const int n = detail::thread_count(options.threads, pixels);
-    detail::parallel_rows(first_row.back(), n, [&](int g0, int g1) {
-        const std::size_t w = static_cast<std::size_t>(widest);
-        std::vector<std::uint8_t> level(w);
-        std::vector<std::uint16_t> colour(C * w + 4);  // +4: the last 8-byte store of a 3-channel row
-        std::vector<std::uint16_t> weight(tables.per_level ? C * w + 4 : 0);
-        std::uint16_t pattern[16];  // the image weights of 16 consecutive bytes, when constant
-        for (int i = 0; i < 16; ++i) std::memcpy(&pattern[i], reinterpret_cast<const char*>(&tables.weight[0]) + 2 * (C == 4 ? i % 4 : 0), 2);
+    const std::size_t w = static_cast<std::size_t>(widest);
+    std::uint16_t pattern[16];  // the image weights of 16 consecutive bytes, when constant
+    for (int i = 0; i < 16; ++i)
+        std::memcpy(&pattern[i], reinterpret_cast<const char*>(&tables.weight[0]) + 2 * (C == 4 ? i % 4 : 0), 2);
+
+    // Per thread: row buffers and the sampler's cache, kept over the chunks the thread gets.
+    struct alignas(64) Scratch {
+        std::vector<std::uint8_t> level;
+        std::vector<std::uint16_t> colour, weight;
+        BilinearSampler::Cache cache;
+        std::size_t frame = static_cast<std::size_t>(-1);  // the frame `cache` holds rows of
+    };
+    std::vector<Scratch> scratch(static_cast<std::size_t>(n));
+    const int rows = first_row.back();
+    // Chunks: a few per thread for balance, each long enough that the sampler's cache pays off.
+    const int chunk = n == 1 ? rows : std::max(8, rows / (8 * n));
+    detail::parallel_chunks(rows, n, chunk, [&](int t, int g0, int g1) {
+        Scratch& s = scratch[static_cast<std::size_t>(t)];
+        if (s.level.empty()) {
+            s.level.resize(w);
+            s.colour.resize(C * w + 4);  // +4: the last 8-byte store of a 3-channel row
+            if (tables.per_level) s.weight.resize(C * w + 4);
+        }
         std::size_t f = static_cast<std::size_t>(std::upper_bound(first_row.begin(), first_row.end(), g0) -
                                                  first_row.begin() - 1);
-        BilinearSampler::Cache cache;
         for (int g = g0; g < g1; ++g) {
-            if (g >= first_row[f + 1]) {
-                ++f;
-                cache.forget();  // a new frame: other source rows
+            while (g >= first_row[f + 1]) ++f;
+            if (f != s.frame) {
+                s.cache.forget();  // a new frame: other source rows
+                s.frame = f;
             }
             const Frame<C>& frame = frames[f];
             const int y = g - first_row[f];
             const int width = frame.image.width;
-            const auto p = frame.sampler.pair(y, cache);
-            k.levels(p.diff, p.base, p.fy, level.data(), width);
-            const std::uint8_t* q = level.data();
-            std::uint16_t* c = colour.data();
-            if (tables.per_level) {
-                std::uint16_t* wt = weight.data();
-                for (int x = 0; x < width; ++x, c += C, wt += C) {
-                    std::memcpy(c, &tables.colour[q[x]], 8);
-                    std::memcpy(wt, &tables.weight[q[x]], 8);
-                }
-                k.blend(colour.data(), weight.data(), frame.image.row(y), frame.out.row(y), C * width);
-            } else {
-                int x = 0;
-                for (; x + 4 <= width; x += 4, c += 4 * C) {  // 8-byte stores; each overwrites the last's spare lane
-                    std::memcpy(c, &tables.colour[q[x]], 8);
-                    std::memcpy(c + C, &tables.colour[q[x + 1]], 8);
-                    std::memcpy(c + 2 * C, &tables.colour[q[x + 2]], 8);
-                    std::memcpy(c + 3 * C, &tables.colour[q[x + 3]], 8);
-                }
-                for (; x < width; ++x, c += C) std::memcpy(c, &tables.colour[q[x]], 8);
-                k.blend_const(colour.data(), pattern, frame.image.row(y), frame.out.row(y), C * width);
-            }
+            const auto p = frame.sampler.pair(y, s.cache);
+            k.levels(p.diff, p.base, p.fy, s.level.data(), width);
+            lookup<C>(s.level.data(), tables, s.colour.data(), s.weight.data(), width);
+            if (tables.per_level)
+                k.blend(s.colour.data(), s.weight.data(), frame.image.row(y), frame.out.row(y), C * width);
+            else
+                k.blend_const(s.colour.data(), pattern, frame.image.row(y), frame.out.row(y), C * width);
         }
     });
 }
