@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -82,6 +83,11 @@ def _factor_grid(count: int, ratio: float) -> tuple[int, int] | None:
     if best is None or (min(best) == 1 and count > 3):
         return None
     return best
+
+
+@functools.cache
+def _parameters(fn: Callable[..., Any]) -> frozenset[str]:
+    return frozenset(inspect.signature(fn).parameters)
 
 
 def _method_key(value: Any) -> str:
@@ -429,14 +435,18 @@ class BaseCAM:
         fwd = self.run_augmented(feeds, targets, gradients=m.needs_gradients, hvp="hvp" in m.needs)
         self._last = (feeds, targets, fwd)
 
+    def _fn_options(self) -> dict[str, Any]:
+        """The options the method's function accepts (its signature, read once per function)."""
+        accepted = _parameters(self.method.fn)
+        return {k: v for k, v in self.options.items() if k in accepted}
+
     def layer_maps(self, input_hw: tuple[int, int] | None, eigen_smooth: bool = False) -> list[np.ndarray]:
         """The raw (pre-ReLU) map (N, *spatial) of every target layer, from the last :meth:`forward`."""
         m = self.method
         if m.kind != "layer":
             raise CamcoreError(f"{m.name} is a pipeline method: call it, it has no per-layer maps")
         feeds, targets, fwd = self._last
-        accepted = inspect.signature(m.fn).parameters
-        opts = {k: v for k, v in self.options.items() if k in accepted}
+        opts = self._fn_options()
         maps = []
         for layer in self.target_layers:
             act = self.layer_grid(fwd.activations[layer], input_hw)
@@ -504,7 +514,7 @@ class BaseCAM:
 
     def _explain(self, feeds: Feeds, targets: Sequence[Target] | None, eigen_smooth: bool) -> np.ndarray:
         if self.method.kind == "pipeline":
-            opts = {k: v for k, v in self.options.items() if k in inspect.signature(self.method.fn).parameters}
+            opts = self._fn_options()
             return np.asarray(self.method.fn(self, feeds, targets, eigen_smooth, **opts), dtype=np.float32)
         size = self._input_hw(feeds)
         self._forward(feeds, targets)
