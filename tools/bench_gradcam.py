@@ -47,23 +47,9 @@ def _block_medians(fns: dict[str, Callable[[], object]], repeats: int, rounds: i
 
 
 def _export_resnet50(path: Path) -> object:
-    import torch
-    import torchvision
+    from torch_models import export_classifier
 
-    torch.manual_seed(0)
-    net = torchvision.models.resnet50(weights=None).eval()
-    x = torch.zeros(1, 3, 224, 224)
-    torch.onnx.export(
-        net,
-        (x,),
-        str(path),
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
-    return net
+    return export_classifier("resnet50", path)
 
 
 def main() -> None:

@@ -147,21 +147,9 @@ def child(args: argparse.Namespace) -> None:
 
 
 def _export(path: Path) -> None:
-    import torch
-    import torchvision
+    from torch_models import export_classifier
 
-    torch.manual_seed(0)
-    net = torchvision.models.resnet18(weights=None).eval()
-    torch.onnx.export(
-        net,
-        (torch.zeros(1, 3, 224, 224),),
-        str(path),
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    export_classifier("resnet18", path)
 
 
 def _run_child(args: argparse.Namespace, key: str, engine: str, model: Path) -> dict[str, Any] | str:

@@ -55,21 +55,9 @@ def make_clip(path: Path, frames: int, height: int, width: int, fps: float = 30.
 
 
 def export_resnet18(path: Path) -> None:
-    import torch
-    import torchvision
+    from torch_models import export_classifier
 
-    torch.manual_seed(0)
-    net = torchvision.models.resnet18(weights=None).eval()
-    torch.onnx.export(
-        net,
-        (torch.zeros(1, 3, 224, 224),),
-        str(path),
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    export_classifier("resnet18", path)
 
 
 def capture(path: Path, threads: int | None = 1) -> cv2.VideoCapture:

@@ -15,19 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from camcore.errors import CamcoreError
-from camcore.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from camcore.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, parse_size
 
 EXIT_BAD_INPUT = 2
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 224x224 (HxW), not {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, not {text!r}")
-    return h, w
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     layers = sub.add_parser("layers", help="list candidate target layers (the default is marked *)")
     layers.add_argument("model")
     layers.add_argument("--output", help="differentiated output (default: the first)")
-    layers.add_argument("--size", type=_size, help="fix the input's spatial size HxW")
+    layers.add_argument("--size", type=parse_size, help="fix the input's spatial size HxW")
 
     aug = sub.add_parser("augment", help="write the augmented model (outputs + activations + gradients)")
     aug.add_argument("model")
@@ -53,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         default="class",
         help="class: int64 class per row (-1 = top-1); tensor: a seed shaped like the output",
     )
-    aug.add_argument("--size", type=_size, help="fix the input's spatial size HxW")
+    aug.add_argument("--size", type=parse_size, help="fix the input's spatial size HxW")
 
     ex = sub.add_parser("explain", help="write an overlay PNG, the raw map and a JSON summary per image")
     ex.add_argument("model")
@@ -70,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--aug-smooth", action="store_true", help="average over flips and brightness (6 runs)")
     ex.add_argument("--eigen-smooth", action="store_true", help="first principal component instead of the sum")
-    ex.add_argument("--size", type=_size, help="resize images to HxW (default: the model's input size)")
+    ex.add_argument("--size", type=parse_size, help="resize images to HxW (default: the model's input size)")
     ex.add_argument("--mean", type=float, nargs=3, default=IMAGENET_MEAN, metavar=("R", "G", "B"))
     ex.add_argument("--std", type=float, nargs=3, default=IMAGENET_STD, metavar=("R", "G", "B"))
     ex.add_argument("--bgr", action="store_true", help="the model expects BGR channel order")

@@ -8,6 +8,7 @@ layout (NCHW unless ``nhwc``).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -93,3 +94,14 @@ def model_input_size(cam: object, nhwc: bool = False) -> tuple[int, int] | None:
     if all(isinstance(d, int) for d in hw):
         return (int(hw[0]), int(hw[1]))
     return None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"224x224"`` (height x width) as a tuple: the ``--size`` argument of the CLI commands."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 224x224 (HxW), not {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, not {text!r}")
+    return h, w

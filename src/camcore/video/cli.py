@@ -23,20 +23,10 @@ from typing import Any
 import numpy as np
 
 from camcore.errors import CamcoreError
-from camcore.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from camcore.preprocess import IMAGENET_MEAN, IMAGENET_STD, parse_size
 
 EXIT_INTERRUPTED = 130
 DEFAULT_FPS = 25.0
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 224x224 (HxW), not {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, not {text!r}")
-    return h, w
 
 
 def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -86,7 +76,7 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
     v.add_argument("--colormap", default="jet")
     v.add_argument("--alpha", type=float, default=0.5)
     v.add_argument("--side-by-side", action="store_true", help="write the frame and the overlay side by side")
-    v.add_argument("--size", type=_size, help="model input HxW (default: the model's; needed if dynamic)")
+    v.add_argument("--size", type=parse_size, help="model input HxW (default: the model's; needed if dynamic)")
     v.add_argument("--mean", type=float, nargs=3, default=IMAGENET_MEAN, metavar=("R", "G", "B"))
     v.add_argument("--std", type=float, nargs=3, default=IMAGENET_STD, metavar=("R", "G", "B"))
     v.add_argument("--bgr", action="store_true", help="the model expects BGR channel order")
