@@ -24,6 +24,10 @@ Two pytorch-grad-cam behaviours are worked around, both outside the CAM method i
 * a targets list is ``zip``-ed with the batch, so one target for two images explains
   the first image only; every case passes one target per image.
 
+For ``--methods`` the ViT AblationCAM cases use ``AblationLayerVit`` with the minimum taken
+once per ablation batch (``FixedValueAblationLayerVit``): the stock layer lowers the value
+by a further 1e7 for each earlier row, in place (on ``ln_1`` that moves the map by ~1e-5).
+
 Usage::
 
     /work/xcenv/bin/python tools/make_gradcam_golden.py [--arch resnet18 ...] [--out DIR]
@@ -320,7 +324,16 @@ METHOD_CASES: dict[str, list[MethodCase]] = {
             MethodCase("ablationcam_two_layers", "AblationCAM", ("layer3", "layer4")),
         ),
     ),
-    "vit_ti_16": _cases(VIT_LN, conv=False),
+    "vit_ti_16": _cases(
+        VIT_LN,
+        conv=False,
+        extra=(
+            MethodCase("scorecam", "ScoreCAM", (VIT_LN,)),
+            MethodCase("scorecam_classes", "ScoreCAM", (VIT_LN,), target="classes"),
+            MethodCase("ablationcam", "AblationCAM", (VIT_LN,)),
+            MethodCase("ablationcam_classes", "AblationCAM", (VIT_LN,), target="classes"),
+        ),
+    ),
     "mobilenet_v3_small": [
         MethodCase("shapleycam", "ShapleyCAM", ("features.12",)),
         MethodCase("shapleycam_classes", "ShapleyCAM", ("features.12",), target="classes"),
@@ -348,6 +361,21 @@ class ReshapedShapleyCAM(pgc.ShapleyCAM):
         return pgc.utils.svd_on_activations.get_2d_projection(weighted) if eigen_smooth else weighted.sum(axis=1)
 
 
+class FixedValueAblationLayerVit(pgc.ablation_layer.AblationLayerVit):
+    """pytorch-grad-cam 1.5.7's ``AblationLayerVit`` takes ``torch.min(output)`` again for each
+    row of an ablation batch after the earlier rows were set in place, so row r gets
+    ``min - (r + 1)·1e7`` when the minimum is not 0. This takes the minimum once per batch, so
+    every ablated channel gets ``min - 1e7`` (0 if the minimum is 0), as camcore."""
+
+    def __call__(self, x):  # type: ignore[no-untyped-def]
+        output = self.activations.transpose(1, self.activations.dim() - 1)
+        lo = torch.min(output)
+        value = 0.0 if lo == 0 else lo - 1e7
+        for i in range(output.size(0)):
+            output[i, self.indices[i], :] = value
+        return output.transpose(output.dim() - 1, 1)
+
+
 def run_method(
     model: nn.Module, x: np.ndarray, case: MethodCase, reshape: Callable[[torch.Tensor], torch.Tensor] | None
 ) -> np.ndarray:
@@ -356,7 +384,10 @@ def run_method(
     if case.method == "ShapleyCAM" and reshape is not None:
         cls = ReshapedShapleyCAM
     layers = [model.get_submodule(p) for p in case.modules]
-    cam = cls(model=model, target_layers=layers, reshape_transform=reshape, **dict(case.options))
+    options = dict(case.options)
+    if case.method == "AblationCAM" and reshape is not None:
+        options["ablation_layer"] = FixedValueAblationLayerVit()
+    cam = cls(model=model, target_layers=layers, reshape_transform=reshape, **options)
     hooked = layers
     if case.method == "FullGrad":
         hooked = list(cam.target_layers)

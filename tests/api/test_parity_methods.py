@@ -2,7 +2,8 @@
 
 ``tools/make_gradcam_golden.py --methods`` ran pytorch-grad-cam (float32 torch, CPU) on the
 golden torchvision networks (recipe weights, batch 2): ResNet-18 (``layer4``), ViT-Ti/16
-(the last block's ``ln_1`` with the documented ``reshape_transform``; camcore infers the grid)
+(the last block's ``ln_1`` with the documented ``reshape_transform``; camcore infers the grid;
+ScoreCAM and AblationCAM included)
 and MobileNetV3-small (ShapleyCAM through HardSwish curvature). Each case is one method with
 top-1, explicit or softmax targets, ``aug_smooth`` or ``eigen_smooth``; maps are stored every
 4th pixel. Guided backprop is compared on the input gradients. Nothing here needs torch.
