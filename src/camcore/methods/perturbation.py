@@ -360,9 +360,10 @@ def ablationcam(
     ``ratio_channels_to_ablate`` (pytorch-grad-cam's EigenCAM-based selection) or ``top_k``.
     Token layers (N, T, C) are ablated on their last axis, as ``AblationLayerVit``.
 
-    pytorch-grad-cam's layer lowers the value by a further 1e7 for each earlier row of a
-    batch when the minimum is not 0 (an in-place side effect); camcore uses ``min − 1e7``
-    for every row, so on such layers (none after a ReLU) the two can differ.
+    pytorch-grad-cam's layer re-reads the minimum after the earlier rows of an ablation batch
+    were overwritten, so each row goes a further 1e7 lower when the minimum is not 0 (an
+    in-place side effect); camcore uses ``min − 1e7`` for every row, so on such layers (none
+    after a ReLU) the two can differ slightly.
 
     Example:
         >>> camcore.AblationCAM("resnet18.onnx", batch_size=64)(x)  # doctest: +SKIP
