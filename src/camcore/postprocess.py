@@ -38,6 +38,7 @@ __all__ = [
     "draw_contour",
     "overlay",
     "overlay_reference",
+    "prepare_cam_reference",
     "resize_cam",
     "threshold_mask",
 ]
@@ -205,6 +206,26 @@ def draw_contour(
     )
 
 
+def prepare_cam_reference(cam: ArrayLike, normalize: bool = False, value_range: Range | None = None) -> np.ndarray:
+    """The map as :func:`overlay` sees it before resizing, in numpy (for references and tests).
+
+    ``normalize`` min-max scales the finite values, ``value_range`` maps ``(lo, hi)`` to
+    ``(0, 1)`` (a constant map or an empty range gives zeros); then NaN -> 0, +Inf -> 1, -Inf -> 0.
+    """
+    cam = np.asarray(cam, dtype=np.float32)
+    finite = np.isfinite(cam)
+    lo, hi = None, None
+    if normalize and finite.any():
+        lo, hi = cam[finite].min(), cam[finite].max()
+    elif value_range is not None:
+        lo, hi = np.float32(value_range[0]), np.float32(value_range[1])
+    if lo is not None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
+        cam = np.where(finite, scaled, cam)
+    return np.nan_to_num(cam, nan=0.0, posinf=1.0, neginf=0.0)
+
+
 def overlay_reference(
     image: NDArray[np.uint8],
     cam: ArrayLike,
@@ -227,18 +248,7 @@ def overlay_reference(
     name = colormap.lower()
     if name not in COLORMAPS or name.startswith("mpl_"):
         raise ValueError(f"unknown OpenCV colormap {colormap!r}")
-    cam = np.asarray(cam, dtype=np.float32)
-    finite = np.isfinite(cam)
-    lo, hi = None, None
-    if normalize and finite.any():
-        lo, hi = cam[finite].min(), cam[finite].max()
-    elif value_range is not None:
-        lo, hi = np.float32(value_range[0]), np.float32(value_range[1])
-    if lo is not None:
-        with np.errstate(over="ignore", invalid="ignore"):
-            scaled = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
-        cam = np.where(finite, scaled, cam)
-    cam = np.nan_to_num(cam, nan=0.0, posinf=1.0, neginf=0.0)
+    cam = prepare_cam_reference(cam, normalize, value_range)
     height, width, channels = image.shape
     up = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
     heat = np.uint8(255 * np.clip(up, 0, 1))

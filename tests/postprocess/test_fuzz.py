@@ -10,27 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from camcore.postprocess import COLORMAPS, colormap_table, overlay, resize_cam
-
-
-def _prepare(cam: np.ndarray, normalize: bool, value_range: tuple[float, float] | None) -> np.ndarray:
-    cam = cam.astype(np.float32)
-    finite = np.isfinite(cam)
-    lo = hi = None
-    if normalize and finite.any():
-        lo, hi = cam[finite].min(), cam[finite].max()
-    elif value_range is not None:
-        lo, hi = np.float32(value_range[0]), np.float32(value_range[1])
-    if lo is not None:
-        with np.errstate(over="ignore", invalid="ignore"):
-            scaled = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
-        cam = np.where(finite, scaled, cam)
-    return np.nan_to_num(cam, nan=0.0, posinf=1.0, neginf=0.0)
+from camcore.postprocess import COLORMAPS, colormap_table, overlay, prepare_cam_reference, resize_cam
 
 
 def _reference(image, cam, alpha, colormap, rgb, normalize, value_range, alpha_from_cam):
     height, width = image.shape[:2]
-    up = resize_cam(_prepare(cam, normalize, value_range), (height, width))
+    up = resize_cam(prepare_cam_reference(cam, normalize, value_range), (height, width))
     heat = np.uint8(255 * np.clip(up, 0, 1))
     colour = colormap_table(colormap, rgb=rgb)[heat].astype(np.float64)
     if alpha_from_cam:
