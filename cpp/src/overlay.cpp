@@ -55,11 +55,23 @@ void check_range(const std::optional<ValueRange>& range) {
                                     std::to_string(range->lo) + ", " + std::to_string(range->hi) + ")");
 }
 
+/// The colour lanes of `count` pixels of one level: a 16-pixel pattern copied block by block.
+template <int C>
+void fill(std::uint64_t lanes, std::uint16_t* colour, int count) noexcept {
+    constexpr int kBlock = 16;
+    std::uint16_t pattern[kBlock * C + 4];
+    for (int i = 0; i < kBlock; ++i) std::memcpy(pattern + C * i, &lanes, 8);
+    int x = 0;
+    for (; x + kBlock <= count; x += kBlock, colour += kBlock * C) std::memcpy(colour, pattern, sizeof pattern - 8);
+    for (; x < count; ++x, colour += C) std::memcpy(colour, &lanes, 8);
+}
+
 /// The colour (and, per level, weight) lanes of a row: 8-byte table entries stored C lanes apart,
-/// each store overwriting the spare 4th lane of the one before when C = 3.
+/// each store overwriting the spare 4th lane of the one before when C = 3. The first `left` and
+/// the last `right` pixels are known to have the level of the row's first and last pixel.
 template <int C>
 void lookup(const std::uint8_t* q, const BlendTables& tables, std::uint16_t* colour, std::uint16_t* weight,
-            int width) noexcept {
+            int width, int left, int right) noexcept {
     const std::uint64_t* ct = tables.colour.data();
     if (tables.per_level) {
         const std::uint64_t* wt = tables.weight.data();
@@ -69,14 +81,18 @@ void lookup(const std::uint8_t* q, const BlendTables& tables, std::uint16_t* col
         }
         return;
     }
-    int x = 0;
-    for (; x + 4 <= width; x += 4, colour += 4 * C) {
+    fill<C>(ct[q[0]], colour, left);
+    int x = left;
+    colour += C * left;
+    const int end = width - right;
+    for (; x + 4 <= end; x += 4, colour += 4 * C) {
         std::memcpy(colour, &ct[q[x]], 8);
         std::memcpy(colour + C, &ct[q[x + 1]], 8);
         std::memcpy(colour + 2 * C, &ct[q[x + 2]], 8);
         std::memcpy(colour + 3 * C, &ct[q[x + 3]], 8);
     }
-    for (; x < width; ++x, colour += C) std::memcpy(colour, &ct[q[x]], 8);
+    for (; x < end; ++x, colour += C) std::memcpy(colour, &ct[q[x]], 8);
+    if (right > 0) fill<C>(ct[q[width - 1]], colour, right);
 }
 
 template <int C>
@@ -133,6 +149,7 @@ void run(std::size_t count, const View<const std::uint8_t, C>* images, const Con
         std::vector<std::uint16_t> colour, weight;
         BilinearSampler::Cache cache;
         std::size_t frame = static_cast<std::size_t>(-1);  // the frame `cache` holds rows of
+        int coloured = -1;  // the global row whose colour (and weight) lanes the buffers hold
     };
     std::vector<Scratch> scratch(static_cast<std::size_t>(n));
     const int rows = first_row.back();
@@ -156,9 +173,14 @@ void run(std::size_t count, const View<const std::uint8_t, C>* images, const Con
             const Frame<C>& frame = frames[f];
             const int y = g - first_row[f];
             const int width = frame.image.width;
-            const auto p = frame.sampler.pair(y, s.cache);
-            k.levels(p.diff, p.base, p.fy, s.level.data(), width);
-            lookup<C>(s.level.data(), tables, s.colour.data(), s.weight.data(), width);
+            // Rows equal to the one before (the clamped edge rows) keep its colour lanes.
+            if (s.coloured != g - 1 || y == 0 || !frame.sampler.same_row(y - 1, y)) {
+                const auto p = frame.sampler.pair(y, s.cache);
+                k.levels(p.diff, p.base, p.fy, s.level.data(), width);
+                lookup<C>(s.level.data(), tables, s.colour.data(), s.weight.data(), width,
+                          frame.sampler.same_columns_left(), frame.sampler.same_columns_right());
+            }
+            s.coloured = g;
             if (tables.per_level)
                 k.blend(s.colour.data(), s.weight.data(), frame.image.row(y), frame.out.row(y), C * width);
             else

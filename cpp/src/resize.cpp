@@ -44,6 +44,13 @@ BilinearSampler::BilinearSampler(ConstMapView src, int dst_height, int dst_width
     if (src.empty()) throw std::invalid_argument("resize: empty source map");
     x_ = LinearAxis::make(src.width, dst_width);
     y_ = LinearAxis::make(src.height, dst_height);
+    const auto same = [this](int a, int b) {
+        const std::size_t i = static_cast<std::size_t>(a);
+        const std::size_t j = static_cast<std::size_t>(b);
+        return x_.i0[i] == x_.i0[j] && x_.i1[i] == x_.i1[j] && x_.frac[i] == x_.frac[j];
+    };
+    while (same_left_ < dst_width && same(0, same_left_)) ++same_left_;
+    while (same_right_ < dst_width - same_left_ && same(dst_width - 1, dst_width - 1 - same_right_)) ++same_right_;
 }
 
 const float* BilinearSampler::horizontal(int r, int keep, Cache& cache) const {
@@ -85,6 +92,12 @@ BilinearSampler::RowPair BilinearSampler::pair(int y, Cache& cache) const {
         cache.pair[1] = r1;
     }
     return {cache.diff.data(), cache.base.data(), fy};
+}
+
+bool BilinearSampler::same_row(int a, int b) const noexcept {
+    const std::size_t i = static_cast<std::size_t>(a);
+    const std::size_t j = static_cast<std::size_t>(b);
+    return y_.i0[i] == y_.i0[j] && y_.i1[i] == y_.i1[j] && y_.frac[i] == y_.frac[j];
 }
 
 void BilinearSampler::row(int y, float* out, Cache& cache) const {

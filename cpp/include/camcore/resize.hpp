@@ -57,6 +57,15 @@ public:
     };
     RowPair pair(int y, Cache& cache) const;
 
+    /// Whether destination rows a and b are identical: the same source rows and weight (the
+    /// clamped rows at the top and bottom edges, for example).
+    bool same_row(int a, int b) const noexcept;
+
+    /// How many destination columns at the left edge, and then at the right edge, equal the
+    /// edge column itself (the clamped columns): those have one value per row.
+    int same_columns_left() const noexcept { return same_left_; }
+    int same_columns_right() const noexcept { return same_right_; }
+
     /// Writes destination row y (dst_width() floats) into `out`.
     void row(int y, float* out, Cache& cache) const;
 
@@ -66,6 +75,8 @@ private:
     ConstMapView src_;
     LinearAxis x_;
     LinearAxis y_;
+    int same_left_ = 0;
+    int same_right_ = 0;
 };
 
 /// Resize `src` into `dst` (any sizes >= 1), splitting rows over `threads` (0 = all cores).
