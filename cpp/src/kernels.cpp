@@ -70,10 +70,10 @@ void levels_sse2(const float* diff, const float* base, float fy, std::uint8_t* o
     levels_scalar(diff + x, base + x, fy, out + x, n - x);
 }
 
-inline __m128i sse2_round(__m128i sum) noexcept {
-    const __m128i r = _mm_srli_epi16(_mm_add_epi16(sum, _mm_set1_epi16(128)), 8);
-    const __m128i tie = _mm_cmpeq_epi16(_mm_and_si128(sum, _mm_set1_epi16(0x1ff)), _mm_set1_epi16(0x80));
-    return _mm_add_epi16(r, tie);  // tie is -1 where the even floor wins
+/// blend_of()'s rounding of t = the biased sum: (t + 1 + bit8(t)) >> 8 = avg(t, bit8(t)) >> 7.
+inline __m128i sse2_round(__m128i t) noexcept {
+    const __m128i bit8 = _mm_and_si128(_mm_srli_epi16(t, 8), _mm_set1_epi16(1));
+    return _mm_srli_epi16(_mm_avg_epu16(t, bit8), 7);
 }
 
 inline __m128i sse2_blend8(__m128i ca, __m128i b, __m128i p_shifted) noexcept {
@@ -140,40 +140,45 @@ CAMCORE_TARGET_AVX2 void levels_avx2(const float* diff, const float* base, float
     levels_scalar(diff + x, base + x, fy, out + x, n - x);
 }
 
-CAMCORE_TARGET_AVX2 inline __m256i avx2_blend16(const std::uint16_t* ca, __m256i w, const std::uint8_t* img) noexcept {
-    const __m256i p = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(img))), 8);
-    const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ca));
-    const __m256i sum = _mm256_add_epi16(c, _mm256_mulhi_epu16(p, w));
-    const __m256i r = _mm256_srli_epi16(_mm256_add_epi16(sum, _mm256_set1_epi16(128)), 8);
-    const __m256i tie =
-        _mm256_cmpeq_epi16(_mm256_and_si256(sum, _mm256_set1_epi16(0x1ff)), _mm256_set1_epi16(0x80));
-    return _mm256_add_epi16(r, tie);
+/// 16 bytes of blend_of() in the order in which unpack/pack work on 256-bit registers: the image
+/// bytes of each 128-bit lane's low (or high) half, p << 8, and their biased colour lanes.
+CAMCORE_TARGET_AVX2 inline __m256i avx2_blend16(__m256i ca, __m256i w, __m256i p_shifted) noexcept {
+    const __m256i t = _mm256_add_epi16(ca, _mm256_mulhi_epu16(p_shifted, w));
+    const __m256i bit8 = _mm256_and_si256(_mm256_srli_epi16(t, 8), _mm256_set1_epi16(1));
+    return _mm256_srli_epi16(_mm256_avg_epu16(t, bit8), 7);
 }
 
-CAMCORE_TARGET_AVX2 inline void avx2_store32(std::uint8_t* out, __m256i r0, __m256i r1) noexcept {
-    // packus works per 128-bit lane: [r0 lo, r1 lo, r0 hi, r1 hi] -> reorder the 64-bit quarters.
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permute4x64_epi64(_mm256_packus_epi16(r0, r1), 0xD8));
+/// The colour lanes of bytes [0, 8) + [16, 24) of a 32-byte block (lane order of unpacklo).
+CAMCORE_TARGET_AVX2 inline __m256i avx2_lanes(const std::uint16_t* ca) noexcept {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ca))),
+                                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(ca + 16)), 1);
 }
 
-CAMCORE_TARGET_AVX2 inline __m256i avx2_load16(const std::uint16_t* p) noexcept {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+/// 32 output bytes: unpacking the image against zero gives p << 8 per 128-bit lane, and packing
+/// the two halves back restores the byte order, so no cross-lane permute is needed.
+CAMCORE_TARGET_AVX2 inline void avx2_blend32(const std::uint16_t* ca, __m256i w_lo, __m256i w_hi,
+                                             const std::uint8_t* img, std::uint8_t* out) noexcept {
+    const __m256i p = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(img));
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256i lo = avx2_blend16(avx2_lanes(ca), w_lo, _mm256_unpacklo_epi8(zero, p));
+    const __m256i hi = avx2_blend16(avx2_lanes(ca + 8), w_hi, _mm256_unpackhi_epi8(zero, p));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_packus_epi16(lo, hi));
 }
 
 CAMCORE_TARGET_AVX2 void blend_avx2(const std::uint16_t* ca, const std::uint16_t* b, const std::uint8_t* img,
                                     std::uint8_t* out, int n) {
     int i = 0;
-    for (; i + 32 <= n; i += 32)
-        avx2_store32(out + i, avx2_blend16(ca + i, avx2_load16(b + i), img + i),
-                     avx2_blend16(ca + i + 16, avx2_load16(b + i + 16), img + i + 16));
+    for (; i + 32 <= n; i += 32) avx2_blend32(ca + i, avx2_lanes(b + i), avx2_lanes(b + i + 8), img + i, out + i);
     blend_scalar(ca + i, b + i, img + i, out + i, n - i);
 }
 
 CAMCORE_TARGET_AVX2 void blend_const_avx2(const std::uint16_t* ca, const std::uint16_t* pattern,
                                           const std::uint8_t* img, std::uint8_t* out, int n) {
-    const __m256i w = avx2_load16(pattern);
+    // The pattern repeats every 16 bytes, so the lane order of unpack leaves it unchanged.
+    const __m256i w_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pattern)));
+    const __m256i w_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pattern + 8)));
     int i = 0;
-    for (; i + 32 <= n; i += 32)
-        avx2_store32(out + i, avx2_blend16(ca + i, w, img + i), avx2_blend16(ca + i + 16, w, img + i + 16));
+    for (; i + 32 <= n; i += 32) avx2_blend32(ca + i, w_lo, w_hi, img + i, out + i);
     blend_const_tail(ca, pattern, img, out, i, n);
 }
 

@@ -25,16 +25,23 @@ inline std::uint8_t level_of(float diff, float base, float fy) noexcept {
     return static_cast<std::uint8_t>(static_cast<int>(t));
 }
 
+/// Added to every premultiplied colour lane in the tables, so that the rounding below takes
+/// one average and two shifts.
+constexpr std::uint16_t kRoundingBias = 126;
+
 /// The blend of one channel byte in 8.8 fixed point:
 ///   sum = ca + floor((p << 8) * b / 2^16)   with ca = round(256 * alpha * colour), b = round(2^16 * (1 - alpha))
 ///   out = sum / 256 rounded half to even (like cv2.addWeighted's cvRound).
+/// `biased` is ca + kRoundingBias: with t = sum + 126 (< 2^16 since sum <= 65282),
+///   out = (t + 1 + bit8(t)) >> 8
+/// equals the half-to-even rounding of sum / 256 (checked for every sum): a tie (sum = 256k + 128)
+/// rounds up exactly when k is odd, and the bias only carries into bit 8 when sum rounds up anyway.
 /// The fixed-point error is below 0.01 of a level, so the result equals addWeighted's except on rare
 /// near-ties (and exactly when alpha is a multiple of 1/256), and never differs by more than 1.
-inline std::uint8_t blend_of(std::uint16_t ca, std::uint16_t b, std::uint8_t p) noexcept {
+inline std::uint8_t blend_of(std::uint16_t biased, std::uint16_t b, std::uint8_t p) noexcept {
     const std::uint32_t product = ((static_cast<std::uint32_t>(p) << 8) * b) >> 16;
-    const std::uint32_t sum = (ca + product) & 0xffffu;
-    std::uint32_t r = ((sum + 128u) & 0xffffu) >> 8;
-    if ((sum & 0x1ffu) == 0x80u) r -= 1;  // an exact tie with an even floor: round down
+    const std::uint32_t t = (biased + product) & 0xffffu;
+    const std::uint32_t r = (t + 1u + ((t >> 8) & 1u)) >> 8;
     return static_cast<std::uint8_t>(r > 255u ? 255u : r);
 }
 
@@ -42,7 +49,7 @@ struct Kernels {
     Simd level;
     /// out[x] = level_of(diff[x], base[x], fy) for x < n.
     void (*levels)(const float* diff, const float* base, float fy, std::uint8_t* out, int n);
-    /// out[i] = blend_of(ca[i], b[i], img[i]) for i < n (n bytes; out may alias img).
+    /// out[i] = blend_of(ca[i], b[i], img[i]) for i < n (n bytes; ca biased; out may alias img).
     void (*blend)(const std::uint16_t* ca, const std::uint16_t* b, const std::uint8_t* img, std::uint8_t* out,
                   int n);
     /// The same with one weight pattern for every 16 bytes: b[i] = pattern[i % 16].

@@ -15,9 +15,9 @@
 namespace camcore {
 namespace {
 
-/// Per quantized level q: the premultiplied colour of each channel, round(256 * w_q * c), as four
-/// uint16 lanes (the 4th is 0), and the image weight round(2^16 * (1 - w_q)) per lane (65535 for
-/// the 4th lane, which then keeps the image byte exactly).
+/// Per quantized level q: the premultiplied colour of each channel, round(256 * w_q * c), plus
+/// detail::kRoundingBias, as four uint16 lanes (the 4th has colour 0), and the image weight
+/// round(2^16 * (1 - w_q)) per lane (65535 for the 4th lane, which then keeps the image byte exactly).
 struct BlendTables {
     std::array<std::uint64_t, 256> colour{};
     std::array<std::uint64_t, 256> weight{};
@@ -40,10 +40,10 @@ BlendTables blend_tables(const OverlayOptions& options) {
         const double wa = options.alpha_from_cam ? options.alpha * static_cast<double>(q) / 255.0 : a;
         const double wb = options.alpha_from_cam ? 1.0 - wa : b;
         const auto premul = [&](std::uint8_t c) {
-            return static_cast<std::uint16_t>(std::lround(256.0 * wa * c));
+            return static_cast<std::uint16_t>(std::lround(256.0 * wa * c) + detail::kRoundingBias);
         };
         const auto image_weight = static_cast<std::uint16_t>(std::min<long>(65535, std::lround(65536.0 * wb)));
-        t.colour[q] = lanes(premul(table[q][0]), premul(table[q][1]), premul(table[q][2]), 0);
+        t.colour[q] = lanes(premul(table[q][0]), premul(table[q][1]), premul(table[q][2]), premul(0));
         t.weight[q] = lanes(image_weight, image_weight, image_weight, 65535);
     }
     return t;
