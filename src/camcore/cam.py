@@ -48,6 +48,9 @@ Feeds = Mapping[str, np.ndarray]
 #: pytorch-grad-cam's default test-time augmentation: ttach HorizontalFlip × Multiply
 AUG_FLIPS = (False, True)
 AUG_FACTORS = (0.9, 1.0, 1.1)
+#: a model cut after the target layer with at most this share of the nodes runs on one thread
+#: (see :meth:`BaseCAM.tail_forward`)
+SMALL_TAIL = 0.1
 
 __all__ = ["BaseCAM", "scale_cam_image", "tokens_to_grid"]
 
@@ -98,6 +101,37 @@ def _method_key(value: Any) -> str:
     if key:
         return str(key)
     raise CamcoreError(f"base_method must be a CAM class or a method name, not {value!r}")
+
+
+class _CallMemo:
+    """The last forward-only run inside one call, so that a pipeline and the method it calls
+    share it (Finer-CAM picks its classes from the outputs, then its base method's seeds
+    and activations come from the same run).
+
+    A run matches by the identity of the feed arrays (held here, so no id is reused) and
+    the layers it returned; the memo is emptied when a call starts and ends, so an array
+    changed in place between calls is never answered from it.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+        self.feeds: dict[str, np.ndarray] = {}
+        self.forward: Forward | None = None
+
+    def reset(self, active: bool) -> None:
+        self.active, self.feeds, self.forward = active, {}, None
+
+    def get(self, feeds: Feeds, layers: Sequence[str]) -> Forward | None:
+        fwd = self.forward
+        if fwd is None or feeds.keys() != self.feeds.keys() or any(feeds[k] is not v for k, v in self.feeds.items()):
+            return None
+        if not set(layers) <= fwd.activations.keys():
+            return None
+        return Forward(fwd.outputs, {k: fwd.activations[k] for k in layers}, {})
+
+    def put(self, feeds: Feeds, fwd: Forward) -> None:
+        if self.active:
+            self.feeds, self.forward = dict(feeds), fwd
 
 
 class BaseCAM:
@@ -159,6 +193,7 @@ class BaseCAM:
         self.reshape_transform = reshape_transform
         self._sessions: dict[tuple[object, ...], Any] = {}
         self._siblings: dict[str, BaseCAM] = {}
+        self._memo = _CallMemo()  # shared with the siblings (never reassigned)
         self.outputs: list[np.ndarray] = []
         self.activations: dict[str, np.ndarray] = {}
         self.gradients: dict[str, np.ndarray] = {}
@@ -265,10 +300,40 @@ class BaseCAM:
             self._sessions[key] = Session(with_outputs(self.model, self.info, layers), self.providers, self.threads)
         return self._sessions[key]  # type: ignore[no-any-return]
 
+    def _tail(self, feeds: Feeds, layer: str, act: np.ndarray, hvp: bool, guided_relu: bool) -> tuple[Any, ...]:
+        """The model cut at ``layer`` (now its input; see ``downstream_model``), differentiated
+        with a tensor seed: (augmented model, session, the original inputs it still needs)."""
+        key = ("tail", layer, hvp, guided_relu, *self._signature(feeds))
+        if key not in self._sessions:
+            cut, needed = downstream_model(self.model, self.info, layer, self.output)
+            shapes = {layer: [None, *act.shape[1:]], **{k: [None, *feeds[k].shape[1:]] for k in needed}}
+            aug = augment(cut, [layer], output=self.output, seed="tensor", input_shapes=shapes,
+                          guided_relu=guided_relu, hvp=hvp)  # fmt: skip
+            small = len(cut.graph.node) <= SMALL_TAIL * len(self.model.graph.node)
+            session = Session(aug.model, self.providers, 1 if small else self.threads)
+            self._sessions[key] = (aug, session, needed)
+        return self._sessions[key]  # type: ignore[no-any-return]
+
     # ------------------------------------------------------------------ the Runner protocol
+    @property
+    def output_index(self) -> int:
+        """The explained output's position in :attr:`outputs` and ``Forward.outputs``."""
+        return [o.name for o in self.model.graph.output].index(self.output)
+
     def outputs_of(self, feeds: Feeds) -> np.ndarray:
-        """Forward only: the explained output (onnxruntime runs only the nodes it needs)."""
-        return self._plain(feeds).run(feeds, [self.output])[self.output]
+        """Forward only: the explained output. The run also returns the target layers, so that a
+        method's forward-only run of the same arrays later in the call is free."""
+        return self._plain_forward(feeds, self.target_layers).outputs[self.output_index]
+
+    def _plain_forward(self, feeds: Feeds, layers: Sequence[str]) -> Forward:
+        """Forward only: every graph output and ``layers``; run once per feed arrays in a call."""
+        fwd = self._memo.get(feeds, layers)
+        if fwd is None:
+            names = [o.name for o in self.model.graph.output]
+            res = self._plain(feeds, layers).run(feeds, [*names, *layers])
+            fwd = Forward([res[k] for k in names], {k: res[k] for k in layers}, {})
+            self._memo.put(feeds, fwd)
+        return fwd
 
     def scores(self, feeds: Feeds, targets: Sequence[Target] | None, batch_size: int | None = None) -> np.ndarray:
         """Forward only, in batches of ``batch_size``: the target score per image, (N,).
@@ -343,13 +408,12 @@ class BaseCAM:
         layers = list(self.target_layers if layers is None else layers)
         extra = [e for e in extra if e not in layers]
         if not gradients and not extra and not hvp:
-            session = self._plain(feeds, layers)
-            res = session.run(feeds, [*(o.name for o in self.model.graph.output), *layers])
-            fwd = Forward([res[o.name] for o in self.model.graph.output], {k: res[k] for k in layers}, {})
-            return self._keep(fwd)
+            return self._keep(self._plain_forward(feeds, layers))
         n = self._batch(feeds)
         targets = self._targets(targets, n)
         class_mode = targets is None or all(t.class_index is not None for t in targets)
+        if targets is not None and not class_mode and not self._static_seed(targets) and len(layers) == 1 and not extra:
+            return self._keep(self.tail_forward(feeds, targets, layers[0], gradients, hvp, guided_relu))
         every = [*layers, *extra]
         aug, session = self.compiled(feeds, "class" if class_mode else "tensor", every, hvp, guided_relu)
         if class_mode and targets is not None:
@@ -364,6 +428,27 @@ class BaseCAM:
             {k: res[aug.gradient_outputs[k]] for k in extra},
         )
         return self._keep(fwd)
+
+    def tail_forward(
+        self, feeds: Feeds, targets: Sequence[Target], layer: str, gradients: bool, hvp: bool, guided_relu: bool
+    ) -> Forward:
+        """:meth:`run_augmented` for seeds that depend on the output (softmax, Finer-CAM's
+        weighting, similarity targets) and one layer: a forward-only run gives the outputs,
+        hence the seeds, and the layer's activation A; the model cut at the layer,
+        differentiated, then maps (A, seed) to ∂<seed, y>/∂A running only the nodes after
+        the layer. The network runs once, not twice (a forward for the seeds, then the full
+        augmented model). A cut with at most ``SMALL_TAIL`` of the nodes (a pooling and a
+        classifier) runs on one thread: a thread pool's idle workers would spin on the cores
+        the next forward pass needs."""
+        plain = self._plain_forward(feeds, [layer])
+        out = plain.outputs[self.output_index]
+        seed = np.stack([t.seed(out[i]) for i, t in enumerate(targets)]).astype(out.dtype)
+        act = plain.activations[layer]
+        aug, session, needed = self._tail(feeds, layer, act, hvp, guided_relu)
+        names = [aug.gradient_outputs[layer]] + ([aug.hvp_outputs[layer]] if hvp else [])
+        res = session.run({layer: act, **{k: feeds[k] for k in needed}, aug.seed_input: seed}, names)
+        grads = {layer: res[names[0]]} if gradients else {}
+        return Forward(plain.outputs, {layer: act}, grads, {layer: res[names[-1]]} if hvp else {})
 
     def _keep(self, fwd: Forward) -> Forward:
         self.outputs, self.activations, self.gradients, self.hvp = fwd.outputs, fwd.activations, fwd.gradients, fwd.hvp
@@ -401,11 +486,15 @@ class BaseCAM:
             return np.asarray([t.class_index for t in targets], dtype=np.int64)
         if targets is None:
             raise CamcoreError("this output needs explicit targets")
-        if all(t.linear for t in targets) and self._static_output_row() is not None:
+        if self._static_seed(targets):
             row = np.zeros(self._static_output_row(), np.float32)  # type: ignore[arg-type]
             return np.stack([t.seed(row) for t in targets]).astype(np.float32)
         out = self.outputs_of(feeds)
         return np.stack([t.seed(out[i]) for i, t in enumerate(targets)]).astype(out.dtype)
+
+    def _static_seed(self, targets: Sequence[Target] | None) -> bool:
+        """Whether the seeds are known before the forward pass (linear targets, static output)."""
+        return targets is not None and all(t.linear for t in targets) and self._static_output_row() is not None
 
     def _static_output_row(self) -> tuple[int, ...] | None:
         ti = self.info.get(self.output)
@@ -471,13 +560,10 @@ class BaseCAM:
 
     def _explained_classes(self, fwd: Forward, targets: Sequence[Target] | None) -> np.ndarray:
         if targets is None:
-            return np.asarray(np.argmax(fwd.outputs[self._output_index()], axis=-1)).reshape(-1)
+            return np.asarray(np.argmax(fwd.outputs[self.output_index], axis=-1)).reshape(-1)
         if any(t.class_index is None for t in targets):
             raise CamcoreError(f"{self.method.name} needs class targets (ClassifierOutputTarget)")
         return np.asarray([t.class_index for t in targets])
-
-    def _output_index(self) -> int:
-        return [o.name for o in self.model.graph.output].index(self.output)
 
     def _class_weights(self, layer: str, fwd: Forward, targets: Sequence[Target] | None) -> np.ndarray:
         key = ("classifier", layer)
@@ -551,9 +637,13 @@ class BaseCAM:
         """
         feeds = self._feeds(input_tensor)
         checked = self._targets(targets, self._batch(feeds))
-        if aug_smooth:
-            return self._aug_smooth(feeds, checked, eigen_smooth)
-        return self._explain(feeds, checked, eigen_smooth)
+        self._memo.reset(active=True)
+        try:
+            if aug_smooth:
+                return self._aug_smooth(feeds, checked, eigen_smooth)
+            return self._explain(feeds, checked, eigen_smooth)
+        finally:
+            self._memo.reset(active=False)
 
     def __enter__(self) -> BaseCAM:
         """``with GradCAM(...) as cam:`` works as in pytorch-grad-cam."""

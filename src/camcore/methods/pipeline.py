@@ -18,7 +18,7 @@ import numpy as np
 from camcore.errors import CamcoreError
 from camcore.methods.image import scale_across_batch_and_channels, scale_cam_image
 from camcore.methods.projection import project_2d
-from camcore.methods.registry import Runner, register_method
+from camcore.methods.registry import Runner, method_by_key, register_method
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -170,6 +170,54 @@ def _resize_short_side(x: np.ndarray, short: int) -> np.ndarray:
     return np.stack(planes).astype(x.dtype)
 
 
+#: a patch's place: (x1, y1, width, height of the scaled image it was cut from)
+Coord = tuple[int, int, int, int]
+
+
+def _patches(img: np.ndarray, sizes: Sequence[int], window: int, step: int) -> tuple[np.ndarray, list[Coord]]:
+    """Every scale's square windows of one (C, H, W) image, (P, C, window, window), and their places."""
+    patches, coords = [], []
+    for s in sizes:
+        if s < window:
+            raise CamcoreError(f"every SESS scale must be at least the window size {window}, got {s}")
+        scaled = _resize_short_side(img, s)
+        sh, sw = scaled.shape[1:]
+        for y1 in window_starts(sh, step, window):
+            for x1 in window_starts(sw, step, window):
+                patches.append(scaled[:, y1 : y1 + window, x1 : x1 + window])
+                coords.append((x1, y1, sw, sh))
+    return np.stack(patches), coords
+
+
+def _top_classes(runner: Runner, name: str, x: np.ndarray, window: int, base_method: str) -> list[int]:
+    """Each image's top-1 class. When the window covers the image and the base method is a
+    layer method, its own run gives the outputs: the patches then share that one session."""
+    base = method_by_key(base_method)
+    if base.kind == "layer" and x.shape[2:] == (window, window):
+        fwd = runner.run_augmented({name: x}, None, gradients=base.needs_gradients, hvp="hvp" in base.needs)
+        out = fwd.outputs[runner.output_index]
+    else:
+        out = runner.outputs_of({name: x})
+    return [int(k) for k in np.argmax(out.reshape(len(x), -1), axis=-1)]
+
+
+def _patch_scores(outs: np.ndarray, target: Any, use_softmax_scores: bool) -> np.ndarray:
+    """max(T(softmax(output)), 0) per patch (T on the raw output without ``use_softmax_scores``)."""
+    from camcore.targets import softmax
+
+    if use_softmax_scores:
+        outs = softmax(outs.astype(np.float64), axis=-1)
+    return np.maximum(np.asarray([float(target(row)) for row in outs]), 0)
+
+
+def _explain_patches(
+    runner: Runner, base_method: str, name: str, batch: np.ndarray, target: Any, eigen_smooth: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The base method's maps of ``batch`` for ``target``, and the explained output of that run."""
+    cams = runner.method_maps(base_method, {name: batch}, [target] * len(batch), eigen_smooth=eigen_smooth)
+    return cams, runner.outputs[runner.output_index]
+
+
 @register_method("SESS", "sess",
                  "SESS: a base method over multi-scale sliding-window patches, fused by patch score",
                  kind="pipeline", reference="https://arxiv.org/abs/2207.01769",
@@ -203,10 +251,15 @@ def sess(
     Patches are scored and explained ``batch_size`` at a time (the CAM's ``batch_size``,
     default 32 as pytorch-grad-cam's SESS).
 
+    pytorch-grad-cam scores every patch with a forward pass, then explains them. With a
+    layer base method and no ``pre_filter_ratio`` every patch is explained anyway, so
+    camcore scores the patches on the outputs of the base method's own runs: the network
+    runs once per patch, not twice. The pasting follows the score order either way.
+
     Example:
         >>> camcore.SESS(model, base_method=camcore.GradCAM, num_scales=3)(x)  # doctest: +SKIP
     """
-    from camcore.targets import ClassifierOutputTarget, Target, softmax
+    from camcore.targets import ClassifierOutputTarget
 
     if pool not in ("mean", "max"):
         raise CamcoreError(f"pool must be 'mean' or 'max', not {pool!r}")
@@ -219,51 +272,60 @@ def sess(
     step = step_size or window
     step_px = round(window * scale_step_ratio)
     sizes = list(scales) if scales is not None else [window + step_px * i for i in range(num_scales)]
+    if targets is None:
+        targets = [ClassifierOutputTarget(k) for k in _top_classes(runner, name, x, window, base_method)]
+    one_pass = pre_filter_ratio == 0 and method_by_key(base_method).kind == "layer"
     maps = []
     for i in range(n):
-        img = x[i]
-        target: Target
-        if targets is None:
-            target = ClassifierOutputTarget(int(np.argmax(runner.outputs_of({name: img[None]})[0])))
+        target = targets[i]
+        batch, coords = _patches(x[i], sizes, window, step)
+        chunks = range(0, len(batch), batch_size)
+        if one_pass:
+            done = [_explain_patches(runner, base_method, name, batch[j : j + batch_size], target, eigen_smooth)
+                    for j in chunks]  # fmt: skip
+            cams = np.concatenate([c for c, _ in done])
+            outs = np.concatenate([o for _, o in done])
         else:
-            target = targets[i]
-        patches, coords = [], []
-        for s in sizes:
-            if s < window:
-                raise CamcoreError(f"every SESS scale must be at least the window size {window}, got {s}")
-            scaled = _resize_short_side(img, s)
-            sh, sw = scaled.shape[1:]
-            for y1 in window_starts(sh, step, window):
-                for x1 in window_starts(sw, step, window):
-                    patches.append(scaled[:, y1 : y1 + window, x1 : x1 + window])
-                    coords.append((x1, y1, sw, sh))
-        batch = np.stack(patches)
-        outs = np.concatenate([runner.outputs_of({name: batch[j : j + batch_size]})
-                               for j in range(0, len(batch), batch_size)])  # fmt: skip
-        if use_softmax_scores:
-            outs = softmax(outs.astype(np.float64), axis=-1)
-        scores = np.maximum(np.asarray([float(target(row)) for row in outs]), 0)
+            outs = np.concatenate([runner.outputs_of({name: batch[j : j + batch_size]}) for j in chunks])
+        scores = _patch_scores(outs, target, use_softmax_scores)
         order = np.argsort(scores, kind="stable")[int(len(scores) * pre_filter_ratio) :]
         top = scores[order[-1]]
         weights = scores[order] / top if top > 0 else np.ones(len(order))
-        total = np.zeros((height, width), np.float32)
-        counts = np.zeros((height, width), np.float32)
+        fused = _Fusion((height, width), pool, theta)
         for j in range(0, len(order), batch_size):
             idx = order[j : j + batch_size]
-            cams = runner.method_maps(base_method, {name: batch[idx]}, [target] * len(idx), eigen_smooth=eigen_smooth)
-            for cam, wgt, k in zip(cams, weights[j : j + batch_size], idx):
-                x1, y1, sw, sh = coords[k]
-                full = np.zeros((sh, sw), np.float32)
-                full[y1 : y1 + cam.shape[0], x1 : x1 + cam.shape[1]] = cam * np.float32(wgt)
-                pasted = cv2.resize(full, (width, height))
-                if pool == "max":
-                    np.maximum(total, pasted, out=total)
-                else:
-                    mask = pasted > theta
-                    total[mask] += pasted[mask]
-                    counts += mask
-        fused = total if pool == "max" else np.divide(total, counts, out=np.zeros_like(total), where=counts > 0)
-        if smooth:
-            fused = cv2.GaussianBlur(fused, (11, 11), 5.0, 0)
-        maps.append(fused)
+            part = cams[idx] if one_pass else _explain_patches(runner, base_method, name, batch[idx], target,
+                                                               eigen_smooth)[0]  # fmt: skip
+            for cam, wgt, k in zip(part, weights[j : j + batch_size], idx):
+                fused.paste(cam, float(wgt), coords[k])
+        maps.append(fused.result(smooth))
     return scale_cam_image(np.asarray(maps, np.float32))
+
+
+class _Fusion:
+    """SESS's fusion of weighted patch maps into one (H, W) map: the mean of the pasted values
+    above ``theta`` (``pool="mean"``) or their maximum."""
+
+    def __init__(self, size: tuple[int, int], pool: str, theta: float) -> None:
+        self.size, self.pool, self.theta = size, pool, theta
+        self.total = np.zeros(size, np.float32)
+        self.counts = np.zeros(size, np.float32)
+
+    def paste(self, cam: np.ndarray, weight: float, coord: Coord) -> None:
+        """Paste ``cam × weight`` at its place in the scaled image, resized to the image."""
+        x1, y1, sw, sh = coord
+        full = np.zeros((sh, sw), np.float32)
+        full[y1 : y1 + cam.shape[0], x1 : x1 + cam.shape[1]] = cam * np.float32(weight)
+        pasted = cv2.resize(full, (self.size[1], self.size[0]))
+        if self.pool == "max":
+            np.maximum(self.total, pasted, out=self.total)
+        else:
+            mask = pasted > self.theta
+            self.total[mask] += pasted[mask]
+            self.counts += mask
+
+    def result(self, smooth: bool) -> np.ndarray:
+        """The fused map, blurred (Gaussian 11×11, σ = 5) with ``smooth``."""
+        t, c = self.total, self.counts
+        fused = t if self.pool == "max" else np.divide(t, c, out=np.zeros_like(t), where=c > 0)
+        return cv2.GaussianBlur(fused, (11, 11), 5.0, 0) if smooth else fused

@@ -62,6 +62,14 @@ class Runner(Protocol):
     input_names: list[str]
     #: the batch of the method's internal runs (masked inputs, ablated copies, patches)
     batch_size: int
+    #: the outputs of the last run on the inputs explained (``method_maps`` of a layer method,
+    #: ``run_augmented``)
+    outputs: list[np.ndarray]
+
+    @property
+    def output_index(self) -> int:
+        """The position of the explained output in ``outputs`` and ``Forward.outputs``."""
+        ...
 
     def run_augmented(
         self,

@@ -1,0 +1,151 @@
+"""The runs the methods share or skip give the maps the plain route gives: gradients of
+output-dependent targets from the model cut at the layer, SESS scoring its patches on the
+base method's own runs, one Score-CAM forward for identical masks, and numpy's BLAS on one
+thread for the projections."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import camcore
+from camcore.methods.blas import serial_blas
+from camcore.runtime import Session
+from camcore.targets import ClassifierOutputSoftmaxTarget, FinerWeightedTarget
+from tests.models import tiny_classifier
+
+
+def _x(seed: int, n: int = 2, size: int = 8) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
+
+
+def residual_classifier() -> onnx.ModelProto:
+    """x -> Conv ("conv") -> Relu ("feat") -> Conv -> + conv -> GAP -> Gemm: a path around "feat"."""
+    rng = np.random.default_rng(3)
+    inits = {
+        "w1": rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.5,
+        "w2": rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.5,
+        "fc_w": rng.standard_normal((5, 4)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["feat"]),
+        helper.make_node("Conv", ["feat", "w2"], ["conv2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["conv2", "conv"], ["sum"]),
+        helper.make_node("Tanh", ["sum"], ["act"]),
+        helper.make_node("GlobalAveragePool", ["act"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "residual",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Session]]:
+    """Every onnxruntime session run, in order."""
+    seen: list[Session] = []
+    run = Session.run
+
+    def spy(self: Session, feeds, outputs=None):  # type: ignore[no-untyped-def]
+        seen.append(self)
+        return run(self, feeds, outputs)
+
+    monkeypatch.setattr(Session, "run", spy)
+    yield seen
+
+
+def _kinds(cam: camcore.BaseCAM, seen: list[Session]) -> list[str]:
+    """The cache key kind ("plain", "aug", "tail", ...) of each session run."""
+    kind = {}
+    for key, value in cam._sessions.items():
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, Session):
+                kind[id(item)] = str(key[0])
+    return [kind[id(s)] for s in seen]
+
+
+@pytest.mark.parametrize("model", [tiny_classifier()[0], residual_classifier()], ids=["tiny", "residual"])
+def test_output_dependent_seeds_take_the_gradient_of_the_cut_model(model: onnx.ModelProto) -> None:
+    """Softmax and Finer-CAM targets: the gradient of the model cut at the layer, fed the layer's
+    activation and the seed, equals the full augmented model's gradient."""
+    x = _x(0)
+    cam = camcore.GradCAM(model, ["feat"], threads=1)
+    for targets in ([ClassifierOutputSoftmaxTarget(1), ClassifierOutputSoftmaxTarget(3)],
+                    [FinerWeightedTarget(0, [1, 2]), FinerWeightedTarget(4, [3])]):  # fmt: skip
+        got = cam.run_augmented({"x": x}, targets)
+        aug, session = cam.compiled({"x": x}, "tensor")
+        out = cam.outputs_of({"x": x})
+        seed = np.stack([t.seed(o) for t, o in zip(targets, out)]).astype(np.float32)
+        res = session.run({"x": x, aug.seed_input: seed})
+        np.testing.assert_allclose(got.gradients["feat"], res[aug.gradient_outputs["feat"]], rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(got.activations["feat"], res[aug.activation_outputs["feat"]])
+        np.testing.assert_allclose(got.outputs[0], res["logits"], rtol=1e-6)
+
+
+def test_finercam_runs_the_network_once(runs: list[Session]) -> None:
+    """Finer-CAM's class choice and its base method's seeds share one forward pass; the
+    gradient then comes from the cut model."""
+    model, _ = tiny_classifier()
+    cam = camcore.FinerCAM(model, ["feat"], threads=1)
+    cam(_x(1))
+    runs.clear()
+    cam(_x(2))
+    assert _kinds(cam, runs) == ["plain", "tail"]
+
+
+def test_the_call_memo_is_never_stale() -> None:
+    """An input changed in place between two calls is run again."""
+    model, _ = tiny_classifier()
+    cam = camcore.FinerCAM(model, ["feat"], threads=1)
+    x = _x(3)
+    cam(x)
+    x[:] = _x(4)
+    np.testing.assert_array_equal(cam(x), camcore.FinerCAM(model, ["feat"], threads=1)(x.copy()))
+
+
+def test_sess_scores_patches_on_the_base_methods_runs(runs: list[Session]) -> None:
+    """SESS with a layer base method explains every patch once and scores it on that run's
+    outputs; a pre-filter (here one dropping no patch) takes pytorch-grad-cam's route,
+    a forward pass per patch first. The maps agree."""
+    model, _ = tiny_classifier()
+    x = _x(5, n=2)
+    one = camcore.SESS(model, ["feat"], threads=1, num_scales=3)
+    two = camcore.SESS(model, ["feat"], threads=1, num_scales=3, pre_filter_ratio=1e-9)
+    one(x), two(x)
+    runs.clear()
+    a = one(x)
+    assert Counter(_kinds(one, runs)) == {"aug": 1 + 2}  # the top-1 classes, then each image's patches
+    runs.clear()
+    b = two(x)
+    assert Counter(_kinds(two, runs)) == {"aug": 1 + 2, "plain": 2}
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_serial_blas_gives_the_same_projection() -> None:
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((49, 64)).astype(np.float32)
+    want = np.linalg.svd(a, full_matrices=True)[2][0]
+    with serial_blas():
+        got = np.linalg.svd(a, full_matrices=False)[2][0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_serial_blas_uses_one_thread() -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with serial_blas():
+        infos = threadpoolctl.threadpool_info()
+    assert all(i["num_threads"] == 1 for i in infos if i["user_api"] == "blas")
