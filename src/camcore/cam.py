@@ -89,8 +89,12 @@ def _factor_grid(count: int, ratio: float) -> tuple[int, int] | None:
 
 
 @functools.cache
-def _parameters(fn: Callable[..., Any]) -> frozenset[str]:
-    return frozenset(inspect.signature(fn).parameters)
+def _parameters(fn: Callable[..., Any]) -> frozenset[str] | None:
+    """The parameter names of ``fn``; None when it takes ``**options`` (then every option)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params)
 
 
 def _method_key(value: Any) -> str:
@@ -527,7 +531,7 @@ class BaseCAM:
     def _fn_options(self) -> dict[str, Any]:
         """The options the method's function accepts (its signature, read once per function)."""
         accepted = _parameters(self.method.fn)
-        return {k: v for k, v in self.options.items() if k in accepted}
+        return {k: v for k, v in self.options.items() if accepted is None or k in accepted}
 
     def layer_maps(self, input_hw: tuple[int, int] | None, eigen_smooth: bool = False) -> list[np.ndarray]:
         """The raw (pre-ReLU) map (N, *spatial) of every target layer, from the last :meth:`forward`."""

@@ -15,8 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import camcore
 from camcore.methods.blas import serial_blas
+from camcore.methods.perturbation import masked_scores
 from camcore.runtime import Session
-from camcore.targets import ClassifierOutputSoftmaxTarget, FinerWeightedTarget
+from camcore.targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget, FinerWeightedTarget
 from tests.models import tiny_classifier
 
 
@@ -54,28 +55,42 @@ def residual_classifier() -> onnx.ModelProto:
     return model
 
 
+def dead_channel_classifier() -> onnx.ModelProto:
+    """The tiny classifier with 8 channels at "feat": 5-7 dead (zero filter, bias -1: all 0
+    after the Relu) and 4 a copy of 0, so 5 distinct channels."""
+    model, w = tiny_classifier(channels=8, seed=4)
+    conv_w, conv_b = w["conv_w"].copy(), w["conv_b"].copy()
+    conv_w[5:], conv_b[5:] = 0.0, -1.0
+    conv_w[4], conv_b[4] = conv_w[0], conv_b[0]
+    for i, init in enumerate(model.graph.initializer):
+        if init.name in ("conv_w", "conv_b"):
+            value = conv_w if init.name == "conv_w" else conv_b
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(value, init.name))
+    return model
+
+
 @pytest.fixture
-def runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Session]]:
-    """Every onnxruntime session run, in order."""
-    seen: list[Session] = []
+def runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[Session, int]]]:
+    """Every onnxruntime session run, in order, with the rows (batch) it ran."""
+    seen: list[tuple[Session, int]] = []
     run = Session.run
 
     def spy(self: Session, feeds, outputs=None):  # type: ignore[no-untyped-def]
-        seen.append(self)
+        seen.append((self, len(next(iter(feeds.values())))))
         return run(self, feeds, outputs)
 
     monkeypatch.setattr(Session, "run", spy)
     yield seen
 
 
-def _kinds(cam: camcore.BaseCAM, seen: list[Session]) -> list[str]:
+def _kinds(cam: camcore.BaseCAM, seen: list[tuple[Session, int]]) -> list[str]:
     """The cache key kind ("plain", "aug", "tail", ...) of each session run."""
     kind = {}
     for key, value in cam._sessions.items():
         for item in value if isinstance(value, tuple) else (value,):
             if isinstance(item, Session):
                 kind[id(item)] = str(key[0])
-    return [kind[id(s)] for s in seen]
+    return [kind[id(s)] for s, _ in seen]
 
 
 @pytest.mark.parametrize("model", [tiny_classifier()[0], residual_classifier()], ids=["tiny", "residual"])
@@ -96,7 +111,7 @@ def test_output_dependent_seeds_take_the_gradient_of_the_cut_model(model: onnx.M
         np.testing.assert_allclose(got.outputs[0], res["logits"], rtol=1e-6)
 
 
-def test_finercam_runs_the_network_once(runs: list[Session]) -> None:
+def test_finercam_runs_the_network_once(runs: list[tuple[Session, int]]) -> None:
     """Finer-CAM's class choice and its base method's seeds share one forward pass; the
     gradient then comes from the cut model."""
     model, _ = tiny_classifier()
@@ -117,7 +132,7 @@ def test_the_call_memo_is_never_stale() -> None:
     np.testing.assert_array_equal(cam(x), camcore.FinerCAM(model, ["feat"], threads=1)(x.copy()))
 
 
-def test_sess_scores_patches_on_the_base_methods_runs(runs: list[Session]) -> None:
+def test_sess_scores_patches_on_the_base_methods_runs(runs: list[tuple[Session, int]]) -> None:
     """SESS with a layer base method explains every patch once and scores it on that run's
     outputs; a pre-filter (here one dropping no patch) takes pytorch-grad-cam's route,
     a forward pass per patch first. The maps agree."""
@@ -133,6 +148,42 @@ def test_sess_scores_patches_on_the_base_methods_runs(runs: list[Session]) -> No
     b = two(x)
     assert Counter(_kinds(two, runs)) == {"aug": 1 + 2, "plain": 2}
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_scorecam_scores_each_distinct_channel_once(runs: list[tuple[Session, int]]) -> None:
+    """Dead and copied channels make equal masks: ScoreCAM scores 5 of the 8 channels per
+    image and gives the map of SS-CAM without noise, which scores all 8."""
+    model = dead_channel_classifier()
+    x = _x(7)
+    score = camcore.ScoreCAM(model, ["feat"], threads=1)
+    noiseless = camcore.SSCAM(model, ["feat"], threads=1, std=0.0, num_samples=1)
+    score(x), noiseless(x)
+    runs.clear()
+    want = noiseless(x)
+    assert sum(rows for _, rows in runs) == 2 + 2 * 8  # the top-1 forward, then every channel
+    runs.clear()
+    got = score(x)
+    assert sum(rows for _, rows in runs) == 2 + 2 * 5
+    np.testing.assert_array_equal(got, want)
+
+
+def test_distinct_masked_scores_equal_all_scores() -> None:
+    """IS-CAM's path of scaled masks: scoring the distinct channels and copying is exact."""
+    model = dead_channel_classifier()
+    x = _x(8)
+    cam = camcore.ISCAM(model, ["feat"], threads=1)
+    grid = cam.run_augmented({"x": x}, None, gradients=False).activations["feat"]
+    channels = np.tile(np.arange(8), (2, 1))[:, ::-1]
+    targets = [ClassifierOutputTarget(1), ClassifierOutputTarget(3)]
+    coeffs = (0.5, 1.5)
+
+    def path(m: np.ndarray, _hw: tuple[int, int]) -> list[np.ndarray]:
+        return [m * np.float32(k) for k in coeffs]
+
+    every = masked_scores(cam, {"x": x}, grid, channels, targets, path, 3)
+    once = masked_scores(cam, {"x": x}, grid, channels, targets, path, 3, distinct=True)
+    np.testing.assert_array_equal(once, every)
+    assert len(np.unique(every[0])) == 5
 
 
 def test_serial_blas_gives_the_same_projection() -> None:

@@ -3,8 +3,13 @@ exactly as pytorch-grad-cam 1.5 does them (OpenCV bilinear ``INTER_LINEAR``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import cv2
 import numpy as np
+
+from camcore.errors import CamcoreError
+from camcore.methods.registry import Runner
 
 
 def scale_cam_image(cams: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -31,3 +36,12 @@ def scale_across_batch_and_channels(x: np.ndarray, size: tuple[int, int]) -> np.
     n, c = x.shape[:2]
     planes = scale_cam_image(x.reshape(n * c, *x.shape[2:]), size)
     return planes.reshape(n, c, *size)
+
+
+def image_input(runner: Runner, feeds: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray]:
+    """The name and (N, C, H, W) array of the model's image input (its first input)."""
+    name = runner.input_names[0]
+    x = feeds[name]
+    if x.ndim != 4:
+        raise CamcoreError(f"this method needs a 4-D (N, C, H, W) image input; {name!r} has shape {x.shape}")
+    return name, x

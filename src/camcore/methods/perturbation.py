@@ -10,20 +10,25 @@ Memory: the masked inputs are generated per batch of ``batch_size`` (the CAM obj
 ``batch_size``), so the peak is O(batch_size · C_in · H · W), never O(channels · H · W) as in
 pytorch-grad-cam's ScoreCAM, which materialises every masked input at once.
 
-Speed: ``top_k`` scores only the k channels with the largest mean activation
-(``rank_by="activation"``) or Grad-CAM weight (``rank_by="gradient"``, one extra backward
-run); the others get weight 0. ``top_k=None`` (default) scores every channel.
+Speed: ScoreCAM and ISCAM score each distinct channel once: channels with equal
+activations (dead channels, all zero, are the common case) make equal masks, hence equal
+scores (exact; SSCAM's noise differs per channel, so it scores every one). ``top_k`` scores
+only the k channels with the largest mean activation (``rank_by="activation"``) or
+Grad-CAM weight (``rank_by="gradient"``, one extra backward run); the others get weight 0.
+``top_k=None`` (default) scores every channel.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from camcore.errors import CamcoreError
-from camcore.methods.image import scale_cam_image
+from camcore.methods.blas import serial_blas
+from camcore.methods.image import image_input, scale_cam_image
 from camcore.methods.projection import project_2d
 from camcore.methods.registry import Runner, register_method
 
@@ -34,6 +39,7 @@ _TOPK = {"top_k": None, "rank_by": "activation"}
 
 
 # ---------------------------------------------------------------------- helpers
+@functools.cache
 def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) bilinear weights with ``align_corners=True`` (torch ``UpsamplingBilinear2d``).
 
@@ -46,20 +52,25 @@ def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
     m = np.zeros((n_out, n_in), np.float64)
     if n_in == 1 or n_out == 1:
         m[:, 0] = 1.0
-        return m.astype(np.float32)
-    pos = np.arange(n_out) * (n_in - 1) / (n_out - 1)
-    lo = np.minimum(np.floor(pos).astype(int), n_in - 2)
-    frac = pos - lo
-    m[np.arange(n_out), lo] = 1.0 - frac
-    m[np.arange(n_out), lo + 1] += frac
-    return m.astype(np.float32)
+    else:
+        pos = np.arange(n_out) * (n_in - 1) / (n_out - 1)
+        lo = np.minimum(np.floor(pos).astype(int), n_in - 2)
+        frac = pos - lo
+        m[np.arange(n_out), lo] = 1.0 - frac
+        m[np.arange(n_out), lo + 1] += frac
+    out = m.astype(np.float32)
+    out.flags.writeable = False  # shared by every call (cached)
+    return out
 
 
 def upsample(planes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(B, h, w) -> (B, H, W), bilinear with aligned corners: :math:`R_y P R_x^T`."""
-    ry = interp_matrix(planes.shape[-2], size[0])
-    rx = interp_matrix(planes.shape[-1], size[1])
-    return np.matmul(np.matmul(ry, planes.astype(np.float32)), rx.T)
+    """(B, h, w) -> (B, H, W), bilinear with aligned corners: :math:`R_y P R_x^T`
+    (the second product as one (B·H, w) × (w, W) matrix product)."""
+    b, h, w = planes.shape
+    ry, rx = interp_matrix(h, size[0]), interp_matrix(w, size[1])
+    with serial_blas():
+        rows = np.matmul(ry, planes.astype(np.float32, copy=False))
+        return (rows.reshape(b * size[0], w) @ rx.T).reshape(b, *size)
 
 
 def normalise_channels(act: np.ndarray) -> np.ndarray:
@@ -67,15 +78,9 @@ def normalise_channels(act: np.ndarray) -> np.ndarray:
     flat = act.reshape(*act.shape[:2], -1)
     lo = flat.min(axis=-1)[..., None, None]
     hi = flat.max(axis=-1)[..., None, None]
-    return ((act - lo) / (hi - lo + 1e-8)).astype(np.float32)
-
-
-def _image(runner: Runner, feeds: Feeds) -> tuple[str, np.ndarray]:
-    name = runner.input_names[0]
-    x = feeds[name]
-    if x.ndim != 4:
-        raise CamcoreError(f"this method needs a 4-D (N, C, H, W) image input; {name!r} has shape {x.shape}")
-    return name, x
+    out = np.subtract(act, lo, dtype=np.float32)
+    out /= hi - lo + np.float32(1e-8)
+    return out
 
 
 def resolve_targets(runner: Runner, feeds: Feeds, targets: Sequence[Any] | None) -> list[Any]:
@@ -139,6 +144,22 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 MaskSamples = Callable[[np.ndarray, tuple[int, int]], Iterable[np.ndarray]]
 
 
+def distinct_planes(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first of each distinct plane of (k, ...), in order, and for every plane the
+    position of its distinct one among them.
+
+    Example:
+        >>> first, of = distinct_planes(np.array([[0.0, 0.0], [1.0, 2.0], [0.0, 0.0]]))
+        >>> first.tolist(), of.tolist()
+        ([0, 1], [0, 1, 0])
+    """
+    _, first, inverse = np.unique(planes.reshape(len(planes), -1), axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.reshape(-1)]
+
+
 def masked_scores(
     runner: Runner,
     feeds: Feeds,
@@ -147,6 +168,7 @@ def masked_scores(
     targets: list[Any],
     samples: MaskSamples,
     batch_size: int,
+    distinct: bool = False,
 ) -> np.ndarray:
     """Mean target score over ``samples`` of each channel's masked input, (N, k).
 
@@ -154,23 +176,48 @@ def masked_scores(
     size and min-max normalised; ``samples(mask_batch)`` yields perturbed versions of a
     batch of masks (one for ScoreCAM, noisy ones for SS-CAM, scaled ones for IS-CAM); each
     multiplies the image, :math:`x \\odot m`. Only ``batch_size`` masks exist at once.
+    With ``distinct`` (deterministic samples), equal channels give equal masks and inputs,
+    hence equal scores: each distinct channel is scored once and its score copied.
     """
-    name, x = _image(runner, feeds)
-    size = (int(x.shape[2]), int(x.shape[3]))
+    name, x = image_input(runner, feeds)
     out = np.zeros(channels.shape, np.float64)
     for i in range(x.shape[0]):
         side = {k: v[i : i + 1] for k, v in feeds.items() if k != name}
-        for s in range(0, channels.shape[1], batch_size):
-            idx = channels[i, s : s + batch_size]
-            masks = normalise_channels(upsample(grid[i, idx], size)[None])[0]
-            rep = {k: np.repeat(v, len(idx), 0) for k, v in side.items()}
-            total = np.zeros(len(idx), np.float64)
-            count = 0
-            for m in samples(masks, (int(grid.shape[-2]), int(grid.shape[-1]))):
-                batch = (x[i][None] * m[:, None]).astype(x.dtype)
-                total += runner.scores({name: batch, **rep}, [targets[i]] * len(idx), len(idx))
-                count += 1
-            out[i, s : s + batch_size] = total / count
+        planes = grid[i, channels[i]]
+        first, of = distinct_planes(planes) if distinct else (np.arange(len(planes)), np.arange(len(planes)))
+        scores = _image_scores(runner, name, x[i], side, planes[first], targets[i], samples, batch_size)
+        out[i] = scores[of]
+    return out
+
+
+def _image_scores(
+    runner: Runner,
+    name: str,
+    img: np.ndarray,
+    side: Feeds,
+    planes: np.ndarray,
+    target: Any,
+    samples: MaskSamples,
+    batch_size: int,
+) -> np.ndarray:
+    """Mean target score over ``samples`` of each plane's mask on one (C, H, W) image, (k,).
+    The masked images of a batch are written into one buffer, reused by every batch."""
+    size = (int(img.shape[1]), int(img.shape[2]))
+    grid_hw = (int(planes.shape[1]), int(planes.shape[2]))
+    buf = np.empty((min(batch_size, len(planes)), *img.shape), img.dtype)
+    rep = {k: np.repeat(v, len(buf), 0) for k, v in side.items()}
+    out = np.empty(len(planes), np.float64)
+    for s in range(0, len(planes), batch_size):
+        masks = normalise_channels(upsample(planes[s : s + batch_size], size)[None])[0]
+        b = len(masks)
+        batch = {name: buf[:b], **{k: v[:b] for k, v in rep.items()}}
+        total = np.zeros(b, np.float64)
+        count = 0
+        for m in samples(masks, grid_hw):
+            np.multiply(img, m[:, None], out=buf[:b])
+            total += runner.scores(batch, [target] * b, b)
+            count += 1
+        out[s : s + b] = total / count
     return out
 
 
@@ -182,9 +229,10 @@ def _score_family(
     samples: MaskSamples,
     top_k: int | None,
     rank_by: str,
+    distinct: bool,
 ) -> np.ndarray:
     """w = softmax over the scored channels of their mean masked scores; the rest get 0."""
-    _, x = _image(runner, feeds)
+    _, x = image_input(runner, feeds)
     size = (int(x.shape[2]), int(x.shape[3]))
     ts = resolve_targets(runner, feeds, targets)
     batch_size = runner.batch_size
@@ -193,25 +241,50 @@ def _score_family(
     for layer in runner.target_layers:
         grid = runner.layer_grid(fwd.activations[layer], size)
         channels = _ranked_channels(runner, feeds, ts, layer, grid, top_k, rank_by)
-        scores = masked_scores(runner, feeds, grid, channels, ts, samples, batch_size)
+        scores = masked_scores(runner, feeds, grid, channels, ts, samples, batch_size, distinct)
         weights = np.zeros(grid.shape[:2], np.float64)
         np.put_along_axis(weights, channels, _softmax(scores), axis=1)
         raws.append(_weighted_map(weights, grid, eigen_smooth))
     return combine(raws, size)
 
 
+def score_variant(*, deterministic: bool) -> Callable[[Callable[..., MaskSamples]], Callable[..., np.ndarray]]:
+    """A Score-CAM variant's pipeline from its mask perturbation: ``perturb(**options)`` gives
+    the :data:`MaskSamples` whose scores are averaged. The pipeline also takes ``top_k`` and
+    ``rank_by``; ``deterministic`` perturbations (equal masks give equal samples) score each
+    distinct channel once. The pipeline carries the perturbation's name and docstring."""
+
+    def wrap(perturb: Callable[..., MaskSamples]) -> Callable[..., np.ndarray]:
+        def pipeline(
+            runner: Runner,
+            feeds: Feeds,
+            targets: Sequence[Any] | None,
+            eigen_smooth: bool,
+            top_k: int | None = None,
+            rank_by: str = "activation",
+            **options: Any,
+        ) -> np.ndarray:
+            samples = perturb(**options)
+            return _score_family(runner, feeds, targets, eigen_smooth, samples, top_k, rank_by, deterministic)
+
+        for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+            setattr(pipeline, attr, getattr(perturb, attr))
+        return pipeline
+
+    return wrap
+
+
+def _check_samples(num_samples: int) -> None:
+    if num_samples < 1:
+        raise CamcoreError(f"num_samples must be >= 1, got {num_samples}")
+
+
 @register_method("ScoreCAM", "scorecam",
                  "Score-CAM: softmax over channels of the target score of the image masked by each channel",
                  kind="pipeline", needs_gradients=False, options=_TOPK,
                  reference="https://arxiv.org/abs/1910.01279")  # fmt: skip
-def scorecam(
-    runner: Runner,
-    feeds: Feeds,
-    targets: Sequence[Any] | None,
-    eigen_smooth: bool,
-    top_k: int | None = None,
-    rank_by: str = "activation",
-) -> np.ndarray:
+@score_variant(deterministic=True)
+def scorecam() -> MaskSamples:
     """Score-CAM (Wang et al. 2020), as pytorch-grad-cam 1.5.7:
 
     .. math:: M_c = \\frac{U(A_c) - \\min U(A_c)}{\\max U(A_c) - \\min U(A_c) + 10^{-8}},\\quad
@@ -219,14 +292,15 @@ def scorecam(
 
     with U the bilinear upsampling to the input size (aligned corners, as torch's
     ``UpsamplingBilinear2d``) and T the target on the raw output (top-1 logit by default).
-    Masked inputs exist ``batch_size`` at a time. ``top_k``: score only the k channels with
-    the largest mean activation (``rank_by="activation"``) or Grad-CAM weight
+    Masked inputs exist ``batch_size`` at a time; equal channels (dead, all-zero ones) are
+    scored once, as their masks are equal. ``top_k``: score only the k channels with the
+    largest mean activation (``rank_by="activation"``) or Grad-CAM weight
     (``rank_by="gradient"``); the softmax runs over those, the others get weight 0.
 
     Example:
         >>> camcore.ScoreCAM("resnet18.onnx", batch_size=64, top_k=128)(x)  # doctest: +SKIP
     """
-    return _score_family(runner, feeds, targets, eigen_smooth, lambda m, _hw: [m], top_k, rank_by)
+    return lambda masks, _hw: [masks]
 
 
 @register_method("SSCAM", "sscam",
@@ -234,17 +308,8 @@ def scorecam(
                  kind="pipeline", needs_gradients=False, random=True,
                  options={"num_samples": 35, "std": 2.0, "seed": None, **_TOPK},
                  reference="https://arxiv.org/abs/2006.14255")  # fmt: skip
-def sscam(
-    runner: Runner,
-    feeds: Feeds,
-    targets: Sequence[Any] | None,
-    eigen_smooth: bool,
-    num_samples: int = 35,
-    std: float = 2.0,
-    seed: int | None = None,
-    top_k: int | None = None,
-    rank_by: str = "activation",
-) -> np.ndarray:
+@score_variant(deterministic=False)
+def sscam(num_samples: int = 35, std: float = 2.0, seed: int | None = None) -> MaskSamples:
     """SS-CAM (Wang et al. 2020), torchcam's definition (defaults ``num_samples=35, std=2.0``):
 
     .. math:: w_c = \\mathrm{softmax}_c\\Big(\\frac{1}{S}\\sum_{s=1}^{S}
@@ -255,13 +320,12 @@ def sscam(
     and upsampled (torchcam adds it to the normalised channel before upsampling; with a
     linear upsampling the only difference is that camcore normalises after it, as Score-CAM).
     ``std=0`` gives :class:`ScoreCAM` exactly. torchcam upsamples with half-pixel centres;
-    camcore shares Score-CAM's aligned corners.
+    camcore shares Score-CAM's aligned corners. Every channel is scored (the noise differs).
 
     Example:
         >>> camcore.SSCAM("resnet18.onnx", num_samples=8, seed=0)(x)  # doctest: +SKIP
     """
-    if num_samples < 1:
-        raise CamcoreError(f"num_samples must be >= 1, got {num_samples}")
+    _check_samples(num_samples)
     rng = np.random.default_rng(seed)
 
     def noisy(m: np.ndarray, grid_hw: tuple[int, int]) -> Iterable[np.ndarray]:
@@ -272,22 +336,15 @@ def sscam(
             small = (*m.shape[:1], *grid_hw)
             yield m + upsample(rng.normal(0.0, std, small).astype(np.float32), (m.shape[1], m.shape[2]))
 
-    return _score_family(runner, feeds, targets, eigen_smooth, noisy, top_k, rank_by)
+    return noisy
 
 
 @register_method("ISCAM", "iscam",
                  "IS-CAM: Score-CAM with the scores integrated along a path of growing masks",
                  kind="pipeline", needs_gradients=False, options={"num_samples": 10, **_TOPK},
                  reference="https://arxiv.org/abs/2010.03023")  # fmt: skip
-def iscam(
-    runner: Runner,
-    feeds: Feeds,
-    targets: Sequence[Any] | None,
-    eigen_smooth: bool,
-    num_samples: int = 10,
-    top_k: int | None = None,
-    rank_by: str = "activation",
-) -> np.ndarray:
+@score_variant(deterministic=True)
+def iscam(num_samples: int = 10) -> MaskSamples:
     """IS-CAM (Naidu et al. 2020), torchcam 0.5's definition (default ``num_samples=10``):
 
     .. math:: w_c = \\mathrm{softmax}_c\\Big(\\frac{1}{S}\\sum_{s=1}^{S}
@@ -298,14 +355,9 @@ def iscam(
     Example:
         >>> camcore.ISCAM("resnet18.onnx", num_samples=4)(x)  # doctest: +SKIP
     """
-    if num_samples < 1:
-        raise CamcoreError(f"num_samples must be >= 1, got {num_samples}")
+    _check_samples(num_samples)
     coeffs = np.cumsum(np.arange(1, num_samples + 1) / num_samples)
-
-    def path(m: np.ndarray, _hw: tuple[int, int]) -> Iterable[np.ndarray]:
-        return (m if k == 1.0 else (m * np.float32(k)) for k in coeffs)
-
-    return _score_family(runner, feeds, targets, eigen_smooth, path, top_k, rank_by)
+    return lambda m, _hw: (m if k == 1.0 else (m * np.float32(k)) for k in coeffs)
 
 
 # ---------------------------------------------------------------------- Ablation-CAM
@@ -368,7 +420,7 @@ def ablationcam(
     Example:
         >>> camcore.AblationCAM("resnet18.onnx", batch_size=64)(x)  # doctest: +SKIP
     """
-    _, x = _image(runner, feeds)
+    _, x = image_input(runner, feeds)
     size = (int(x.shape[2]), int(x.shape[3]))
     ts = resolve_targets(runner, feeds, targets)
     batch_size = runner.batch_size

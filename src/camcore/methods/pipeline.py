@@ -16,19 +16,11 @@ import cv2
 import numpy as np
 
 from camcore.errors import CamcoreError
-from camcore.methods.image import scale_across_batch_and_channels, scale_cam_image
+from camcore.methods.image import image_input, scale_across_batch_and_channels, scale_cam_image
 from camcore.methods.projection import project_2d
 from camcore.methods.registry import Runner, method_by_key, register_method
 
 Feeds = Mapping[str, np.ndarray]
-
-
-def _image(runner: Runner, feeds: Feeds) -> tuple[str, np.ndarray]:
-    name = runner.input_names[0]
-    x = feeds[name]
-    if x.ndim != 4:
-        raise CamcoreError(f"this method needs a 4-D (N, C, H, W) image input; {name!r} has shape {x.shape}")
-    return name, x
 
 
 @register_method("FullGrad", "fullgrad",
@@ -51,7 +43,7 @@ def fullgrad(runner: Runner, feeds: Feeds, targets: Sequence[Any] | None, eigen_
     Example:
         >>> maps = camcore.FullGrad("resnet18.onnx")(x)  # doctest: +SKIP
     """
-    name, x = _image(runner, feeds)
+    name, x = image_input(runner, feeds)
     terms = runner.bias_terms()
     size = (int(x.shape[2]), int(x.shape[3]))
     fwd = runner.run_augmented(feeds, targets, layers=[], gradients=False, extra=[name, *(t for t, _ in terms)])
@@ -140,7 +132,7 @@ def guided_gradcam(runner: Runner, feeds: Feeds, targets: Sequence[Any] | None, 
     Example:
         >>> camcore.GuidedGradCAM(model)(x)  # doctest: +SKIP
     """
-    name, _ = _image(runner, feeds)
+    name, _ = image_input(runner, feeds)
     gb = runner.run_augmented(feeds, targets, layers=[], gradients=False, extra=[name], guided_relu=True).extra[name]
     grad_cam = runner.method_maps("gradcam", feeds, targets, eigen_smooth=eigen_smooth)
     attribution = gb * grad_cam[:, None]
@@ -263,7 +255,7 @@ def sess(
 
     if pool not in ("mean", "max"):
         raise CamcoreError(f"pool must be 'mean' or 'max', not {pool!r}")
-    name, x = _image(runner, feeds)
+    name, x = image_input(runner, feeds)
     if len(feeds) != 1:
         raise CamcoreError("SESS needs a model with a single image input")
     n, _, height, width = x.shape
