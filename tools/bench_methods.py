@@ -19,6 +19,10 @@ or allocator state can affect the other, and peak memory is comparable across en
     python tools/bench_methods.py [--repeats 3] [--methods scorecam ablationcam] [--batches 1 8]
         [--model resnet18.onnx] [--full]
 
+camcore runs numpy's BLAS on one thread inside its methods' small linear algebra (SVDs, kernel
+eigenvectors, mask upsampling) when threadpoolctl is installed, as it is beside pytorch-grad-cam
+(scikit-learn needs it); the header says whether it was (``numpy BLAS:``).
+
 ``--full`` also runs batch 8 of the rival's slowest methods (ScoreCAM, AblationCAM: minutes).
 Needs torch + torchvision (for the export and the rival) unless ``--model`` is given (then
 camcore only; its input must be named ``input``).
@@ -183,7 +187,7 @@ def main() -> None:
     import onnxruntime as ort
 
     import camcore
-    from camcore.methods import METHODS, method_by_key
+    from camcore.methods import METHODS, blas, method_by_key
 
     tmp = tempfile.TemporaryDirectory()
     model = args.model
@@ -208,6 +212,7 @@ def main() -> None:
     print(f"machine: {platform.machine()} cpus={os.cpu_count()} threads={args.threads}; "
           f"load average {os.getloadavg()[0]:.2f} at the start")  # fmt: skip
     print(f"camcore {camcore.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}")
+    print(f"numpy BLAS: {blas.describe()}")
     print(f"rival: {rival_version}")
     print("model: ResNet-18 random weights (seed 0), 224x224, top-1 targets, layer4 (RefineCAM: layer3 + layer4)")
     print(f"time: median of {args.repeats} calls after a warm-up (slow methods {sorted(SLOW)}: one call, no warm-up)")

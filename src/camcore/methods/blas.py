@@ -39,3 +39,14 @@ def serial_blas() -> AbstractContextManager[Any]:
     """
     controller = _blas_controller()
     return nullcontext() if controller is None else controller.limit(limits=1)
+
+
+def describe() -> str:
+    """One line for benchmark headers: whether :func:`serial_blas` limits the BLAS threads."""
+    controller = _blas_controller()
+    if controller is None:
+        return "threads not limited (threadpoolctl not installed)"
+    import threadpoolctl
+
+    libs = ", ".join(f"{i['internal_api']} ({i['num_threads']} threads elsewhere)" for i in controller.info())
+    return f"one thread in the methods' linear algebra through threadpoolctl {threadpoolctl.__version__}: {libs}"
