@@ -20,8 +20,7 @@ or allocator state can affect the other, and peak memory is comparable across en
         [--model resnet18.onnx] [--full]
 
 camcore runs numpy's BLAS on one thread inside its methods' small linear algebra (SVDs, kernel
-eigenvectors, mask upsampling) when threadpoolctl is installed, as it is beside pytorch-grad-cam
-(scikit-learn needs it); the header says whether it was (``numpy BLAS:``).
+eigenvectors, mask upsampling) through threadpoolctl; the header says so (``numpy BLAS:``).
 
 ``--full`` also runs batch 8 of the rival's slowest methods (ScoreCAM, AblationCAM: minutes).
 Needs torch + torchvision (for the export and the rival) unless ``--model`` is given (then

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import onnx
 import pytest
+import threadpoolctl
 from onnx import TensorProto, helper, numpy_helper
 
 import camcore
@@ -196,7 +197,6 @@ def test_serial_blas_gives_the_same_projection() -> None:
 
 
 def test_serial_blas_uses_one_thread() -> None:
-    threadpoolctl = pytest.importorskip("threadpoolctl")
     with serial_blas():
         infos = threadpoolctl.threadpool_info()
     assert all(i["num_threads"] == 1 for i in infos if i["user_api"] == "blas")

@@ -9,44 +9,36 @@ wait for. On 2 cores, right after a ResNet-18 forward pass, an ``eigh`` of 49×4
 workers then spin in turn and the next forward pass took 21 ms instead of 12 ms.
 
 :func:`serial_blas` limits numpy's BLAS to one thread inside its block through
-threadpoolctl when it is installed (scikit-learn depends on it); without it, the block
-runs unchanged.
+threadpoolctl (a dependency of camcore, as of scikit-learn).
 """
 
 from __future__ import annotations
 
 import functools
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import Any
+
+import threadpoolctl
 
 
 @functools.cache
 def _blas_controller() -> Any:
-    """threadpoolctl's controller of the loaded BLAS libraries, or None without threadpoolctl."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    return ThreadpoolController().select(user_api="blas")
+    """threadpoolctl's controller of the BLAS libraries numpy loaded."""
+    return threadpoolctl.ThreadpoolController().select(user_api="blas")
 
 
 def serial_blas() -> AbstractContextManager[Any]:
-    """A context in which numpy's BLAS uses one thread (a no-op without threadpoolctl).
+    """A context in which numpy's BLAS uses one thread.
 
     Example:
         >>> with serial_blas():
         ...     _ = np.linalg.svd(np.eye(3))  # doctest: +SKIP
     """
-    controller = _blas_controller()
-    return nullcontext() if controller is None else controller.limit(limits=1)
+    return _blas_controller().limit(limits=1)
 
 
 def describe() -> str:
     """One line for benchmark headers: whether :func:`serial_blas` limits the BLAS threads."""
     controller = _blas_controller()
-    if controller is None:
-        return "threads not limited (threadpoolctl not installed)"
-    import threadpoolctl
-
     libs = ", ".join(f"{i['internal_api']} ({i['num_threads']} threads elsewhere)" for i in controller.info())
     return f"one thread in the methods' linear algebra through threadpoolctl {threadpoolctl.__version__}: {libs}"
