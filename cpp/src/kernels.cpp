@@ -142,6 +142,30 @@ CAMCORE_TARGET_AVX2 void levels_avx2(const float* diff, const float* base, float
 
 /// 16 bytes of blend_of() in the order in which unpack/pack work on 256-bit registers: the image
 /// bytes of each 128-bit lane's low (or high) half, p << 8, and their biased colour lanes.
+/// avx2_levels8() without the clamps: NaN cannot occur and the packs saturate to [0, 255].
+CAMCORE_TARGET_AVX2 inline __m256i avx2_bounded_levels8(const float* diff, const float* base, __m256 fy) noexcept {
+    const __m256 t = _mm256_fmadd_ps(_mm256_loadu_ps(diff), fy, _mm256_loadu_ps(base));
+    return _mm256_cvttps_epi32(_mm256_mul_ps(t, _mm256_set1_ps(255.0f)));
+}
+
+CAMCORE_TARGET_AVX2 void levels_bounded_avx2(const float* diff, const float* base, float fy, std::uint8_t* out,
+                                             int n) {
+    const __m256 f = _mm256_set1_ps(fy);
+    int x = 0;
+    for (; x + 32 <= n; x += 32) {
+        // packs and packus work per 128-bit lane: 32 levels come out with their 32-bit quarters
+        // in the order 0 2 4 6 1 3 5 7, which one cross-lane permute undoes.
+        const __m256i a = _mm256_packs_epi32(avx2_bounded_levels8(diff + x, base + x, f),
+                                             avx2_bounded_levels8(diff + x + 8, base + x + 8, f));
+        const __m256i b = _mm256_packs_epi32(avx2_bounded_levels8(diff + x + 16, base + x + 16, f),
+                                             avx2_bounded_levels8(diff + x + 24, base + x + 24, f));
+        const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + x),
+                            _mm256_permutevar8x32_epi32(_mm256_packus_epi16(a, b), order));
+    }
+    levels_avx2(diff + x, base + x, fy, out + x, n - x);
+}
+
 CAMCORE_TARGET_AVX2 inline __m256i avx2_blend16(__m256i ca, __m256i w, __m256i p_shifted) noexcept {
     const __m256i t = _mm256_add_epi16(ca, _mm256_mulhi_epu16(p_shifted, w));
     const __m256i bit8 = _mm256_and_si256(_mm256_srli_epi16(t, 8), _mm256_set1_epi16(1));
@@ -189,12 +213,12 @@ bool cpu_has_avx2() noexcept {
 
 #endif  // CAMCORE_HAVE_AVX2
 
-constexpr Kernels kScalar{Simd::Scalar, levels_scalar, blend_scalar, blend_const_scalar};
+constexpr Kernels kScalar{Simd::Scalar, levels_scalar, levels_scalar, blend_scalar, blend_const_scalar};
 #if defined(CAMCORE_HAVE_SSE2)
-constexpr Kernels kSse2{Simd::SSE2, levels_sse2, blend_sse2, blend_const_sse2};
+constexpr Kernels kSse2{Simd::SSE2, levels_sse2, levels_sse2, blend_sse2, blend_const_sse2};
 #endif
 #if defined(CAMCORE_HAVE_AVX2)
-constexpr Kernels kAvx2{Simd::AVX2, levels_avx2, blend_avx2, blend_const_avx2};
+constexpr Kernels kAvx2{Simd::AVX2, levels_avx2, levels_bounded_avx2, blend_avx2, blend_const_avx2};
 #endif
 
 Simd best_supported() noexcept {

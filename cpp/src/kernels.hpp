@@ -45,10 +45,16 @@ inline std::uint8_t blend_of(std::uint16_t biased, std::uint16_t b, std::uint8_t
     return static_cast<std::uint8_t>(r > 255u ? 255u : r);
 }
 
+/// See Kernels::levels_bounded.
+constexpr float kBoundedLevels = 1 << 20;
+
 struct Kernels {
     Simd level;
     /// out[x] = level_of(diff[x], base[x], fy) for x < n.
     void (*levels)(const float* diff, const float* base, float fy, std::uint8_t* out, int n);
+    /// The same for rows of a map whose values are finite and below kBoundedLevels in magnitude
+    /// (so is every interpolated value, and 255 * value fits an int32: saturating packs clamp).
+    void (*levels_bounded)(const float* diff, const float* base, float fy, std::uint8_t* out, int n);
     /// out[i] = blend_of(ca[i], b[i], img[i]) for i < n (n bytes; ca biased; out may alias img).
     void (*blend)(const std::uint16_t* ca, const std::uint16_t* b, const std::uint8_t* img, std::uint8_t* out,
                   int n);

@@ -100,7 +100,13 @@ struct Frame {
     View<const std::uint8_t, C> image;
     View<std::uint8_t, C> out;
     BilinearSampler sampler;
+    bool bounded;  // the prepared map qualifies for Kernels::levels_bounded
 };
+
+bool bounded(const std::vector<float>& prepared) noexcept {
+    return std::all_of(prepared.begin(), prepared.end(),
+                       [](float v) { return std::fabs(v) < detail::kBoundedLevels; });  // prepared: finite
+}
 
 template <int C>
 void run(std::size_t count, const View<const std::uint8_t, C>* images, const ConstMapView* cams,
@@ -128,7 +134,8 @@ void run(std::size_t count, const View<const std::uint8_t, C>* images, const Con
         if (images[i].empty()) continue;
         prepared.push_back(prepare_cam(cams[i], options.normalize, options.value_range));
         const ConstMapView cam = ConstMapView::contiguous(prepared.back().data(), cams[i].height, cams[i].width);
-        frames.push_back({images[i], outs[i], BilinearSampler(cam, images[i].height, images[i].width)});
+        frames.push_back({images[i], outs[i], BilinearSampler(cam, images[i].height, images[i].width),
+                          bounded(prepared.back())});
         pixels += static_cast<std::size_t>(images[i].height) * static_cast<std::size_t>(images[i].width);
         widest = std::max(widest, images[i].width);
     }
@@ -176,7 +183,7 @@ void run(std::size_t count, const View<const std::uint8_t, C>* images, const Con
             // Rows equal to the one before (the clamped edge rows) keep its colour lanes.
             if (s.coloured != g - 1 || y == 0 || !frame.sampler.same_row(y - 1, y)) {
                 const auto p = frame.sampler.pair(y, s.cache);
-                k.levels(p.diff, p.base, p.fy, s.level.data(), width);
+                (frame.bounded ? k.levels_bounded : k.levels)(p.diff, p.base, p.fy, s.level.data(), width);
                 lookup<C>(s.level.data(), tables, s.colour.data(), s.weight.data(), width,
                           frame.sampler.same_columns_left(), frame.sampler.same_columns_right());
             }

@@ -72,6 +72,24 @@ def test_simd_levels_agree(simd):
     np.testing.assert_array_equal(got4, want4)
 
 
+@pytest.mark.parametrize("scale", [1.0, 9.9e5, 1.1e6, 3e9])
+def test_large_map_values_clip_like_opencv_on_every_kernel_set(scale):
+    """Maps beyond [0, 1] by a little or by a lot (AVX2 drops the clamps below 2^20 and lets
+    saturating packs clip): every kernel set gives OpenCV's pixels."""
+    rng = np.random.default_rng(int(scale) % 1000)
+    image = rng.integers(0, 256, (61, 97, 3), dtype=np.uint8)
+    cam = (rng.random((5, 6), dtype=np.float32) * 2 - 0.5) * np.float32(scale)
+    cam[0, :3] = [1.0, np.nextafter(np.float32(1), np.float32(2)), -np.float32(scale)]
+    want = overlay_reference(image, cam, 0.5)
+    previous = _core.simd()
+    try:
+        for simd in ("scalar", "sse2", "avx2"):
+            if _core._set_simd(simd) == simd:
+                np.testing.assert_array_equal(overlay(image, cam, 0.5), want, err_msg=simd)
+    finally:
+        _core._set_simd(previous)
+
+
 @pytest.mark.parametrize("size", SIZES[:2], ids=lambda s: "cam{}x{}-img{}x{}".format(*s))
 def test_normalize_matches_reference(size):
     image, cam = _data(1, *size)
