@@ -11,6 +11,10 @@ namespace {
 
 using detail::fma_emulated;
 
+constexpr int kEmpty = 0;
+constexpr int kBusy = 1;
+constexpr int kReady = 2;
+
 }  // namespace
 
 LinearAxis LinearAxis::make(int src_size, int dst_size) {
@@ -51,6 +55,41 @@ BilinearSampler::BilinearSampler(ConstMapView src, int dst_height, int dst_width
     };
     while (same_left_ < dst_width && same(0, same_left_)) ++same_left_;
     while (same_right_ < dst_width - same_left_ && same(dst_width - 1, dst_width - 1 - same_right_)) ++same_right_;
+    // Upsampling: each source row serves many destination rows, on whichever threads take them;
+    // resample it once. Bounded at 2^21 floats (8 MB).
+    constexpr std::size_t kSharedLimit = std::size_t{1} << 21;
+    if (src.height <= dst_height &&
+        static_cast<std::size_t>(src.height) * static_cast<std::size_t>(dst_width) <= kSharedLimit) {
+        shared_ = std::make_shared<SharedRows>();
+        shared_->rows.resize(static_cast<std::size_t>(src.height) * static_cast<std::size_t>(dst_width));
+        shared_->state = std::make_unique<std::atomic<int>[]>(static_cast<std::size_t>(src.height));
+        for (int r = 0; r < src.height; ++r) shared_->state[static_cast<std::size_t>(r)].store(kEmpty);
+    }
+}
+
+void BilinearSampler::resample_row(int r, float* out) const noexcept {
+    const float* s = src_.row(r);
+    const int* i0 = x_.i0.data();
+    const int* i1 = x_.i1.data();
+    const float* fx = x_.frac.data();
+    const int w = dst_width();
+    for (int x = 0; x < w; ++x) {
+        const float a = s[i0[x]];
+        out[x] = fma_emulated(s[i1[x]] - a, fx[x], a);
+    }
+}
+
+const float* BilinearSampler::shared_row(int r, int keep, Cache& cache) const {
+    float* row = shared_->rows.data() + static_cast<std::size_t>(r) * x_.i0.size();
+    std::atomic<int>& state = shared_->state[static_cast<std::size_t>(r)];
+    int expected = kEmpty;
+    if (state.load(std::memory_order_acquire) == kReady) return row;
+    if (state.compare_exchange_strong(expected, kBusy, std::memory_order_acquire)) {
+        resample_row(r, row);
+        state.store(kReady, std::memory_order_release);
+        return row;
+    }
+    return expected == kReady ? row : horizontal(r, keep, cache);  // another thread is on it
 }
 
 const float* BilinearSampler::horizontal(int r, int keep, Cache& cache) const {
@@ -60,15 +99,7 @@ const float* BilinearSampler::horizontal(int r, int keep, Cache& cache) const {
     const int k = cache.source_row[0] == keep ? 1 : 0;
     auto& buf = cache.rows[k];
     buf.resize(x_.i0.size());
-    const float* s = src_.row(r);
-    const int* i0 = x_.i0.data();
-    const int* i1 = x_.i1.data();
-    const float* fx = x_.frac.data();
-    const int w = dst_width();
-    for (int x = 0; x < w; ++x) {
-        const float a = s[i0[x]];
-        buf[static_cast<std::size_t>(x)] = fma_emulated(s[i1[x]] - a, fx[x], a);
-    }
+    resample_row(r, buf.data());
     cache.source_row[k] = r;
     return buf.data();
 }
@@ -78,6 +109,19 @@ BilinearSampler::RowPair BilinearSampler::pair(int y, Cache& cache) const {
     const int r0 = y_.i0[yi];
     const int r1 = y_.i1[yi];
     const float fy = y_.frac[yi];
+    if (shared_) {
+        if (cache.pair[0] != r0 || cache.pair[1] != r1) {
+            const float* h0 = shared_row(r0, r1, cache);
+            const float* h1 = shared_row(r1, r0, cache);
+            const std::size_t w = x_.i0.size();
+            cache.diff.resize(w);
+            for (std::size_t x = 0; x < w; ++x) cache.diff[x] = h1[x] - h0[x];
+            cache.shared_base = h0;
+            cache.pair[0] = r0;
+            cache.pair[1] = r1;
+        }
+        return {cache.diff.data(), cache.shared_base, fy};
+    }
     if (cache.pair[0] != r0 || cache.pair[1] != r1) {
         const float* h0 = horizontal(r0, r1, cache);
         const float* h1 = horizontal(r1, r0, cache);

@@ -163,6 +163,32 @@ void batches() {
     }
 }
 
+// Frames big enough to be split over threads: the rows of a map shared between threads, the
+// reused edge rows and the filled edge columns give the pixels of one thread, for any count.
+void threads_agree() {
+    const int h = 480, w = 640;
+    const auto image = random_bytes(static_cast<std::size_t>(h) * w * 3);
+    const int shapes[][2] = {{7, 7}, {14, 14}, {1, 5}, {5, 1}, {600, 3}, {3, 900}};
+    for (const auto& shape : shapes) {
+        const auto cam = random_map(shape[0], shape[1], false);
+        const camcore::ConstMapView map = camcore::ConstMapView::contiguous(cam.data(), shape[0], shape[1]);
+        camcore::OverlayOptions o;
+        o.threads = 1;
+        std::vector<std::uint8_t> want(image.size());
+        camcore::overlay(camcore::ConstImageView::contiguous(image.data(), h, w), map,
+                         camcore::ImageView::contiguous(want.data(), h, w), o);
+        for (int threads : {2, 3, 8}) {
+            for (int repeat = 0; repeat < 3; ++repeat) {
+                o.threads = threads;
+                std::vector<std::uint8_t> got(image.size());
+                camcore::overlay(camcore::ConstImageView::contiguous(image.data(), h, w), map,
+                                 camcore::ImageView::contiguous(got.data(), h, w), o);
+                CHECK(got == want);
+            }
+        }
+    }
+}
+
 void simd_levels_agree() {
     const int h = 41, w = 333;
     const auto image = random_bytes(static_cast<std::size_t>(h) * w * 3);
@@ -236,6 +262,7 @@ int main() {
     random_overlays<3>(120);
     random_overlays<4>(60);
     batches();
+    threads_agree();
     simd_levels_agree();
     errors_and_empty();
     masks_and_outlines();

@@ -1,6 +1,8 @@
 // Bilinear resizing with OpenCV's INTER_LINEAR sampling grid.
 #pragma once
 
+#include <atomic>
+#include <memory>
 #include <vector>
 
 #include "camcore/view.hpp"
@@ -43,6 +45,7 @@ public:
         std::vector<float> rows[2];
         int source_row[2] = {-1, -1};
         std::vector<float> diff, base;  // h_{j1} - h_{j0}, h_{j0}
+        const float* shared_base = nullptr;  // h_{j0} when the sampler shares its rows
         int pair[2] = {-1, -1};
 
         /// Drop the cached rows (keeps the buffers) before sampling another map.
@@ -71,12 +74,23 @@ public:
 
 private:
     const float* horizontal(int source_row, int keep, Cache& cache) const;
+    void resample_row(int source_row, float* out) const noexcept;
+    const float* shared_row(int source_row, int keep, Cache& cache) const;
+
+    /// Source rows resampled horizontally once for all threads (when upsampling a map with few
+    /// rows): the first thread to need a row computes it here; a thread that finds it being
+    /// computed makes its own copy in its Cache instead of waiting.
+    struct SharedRows {
+        std::vector<float> rows;                   // src.height x dst_width
+        std::unique_ptr<std::atomic<int>[]> state;  // per source row: kEmpty, kBusy or kReady
+    };
 
     ConstMapView src_;
     LinearAxis x_;
     LinearAxis y_;
     int same_left_ = 0;
     int same_right_ = 0;
+    std::shared_ptr<SharedRows> shared_;
 };
 
 /// Resize `src` into `dst` (any sizes >= 1), splitting rows over `threads` (0 = all cores).
