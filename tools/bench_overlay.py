@@ -35,9 +35,18 @@ FRAMES = [(224, 224), (720, 1280), (1080, 1920), (2160, 3840)]
 CAMS = [7, 14]
 
 
+#: every engine's warm-up: at least this many calls and this long (caches, page faults, thread
+#: start, and idle cores waking up: a 0.5 ms kernel timed right after a single-threaded phase
+#: otherwise measures the second core's wake-up)
+WARM_UP_CALLS = 3
+WARM_UP_S = 0.1
+
+
 def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    for _ in range(3):  # warm-up: caches, page faults, thread start
+    start, calls = time.perf_counter(), 0
+    while calls < WARM_UP_CALLS or time.perf_counter() - start < WARM_UP_S:
         fn()
+        calls += 1
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -67,7 +76,7 @@ def show_cam_times(repeat: int) -> dict[str, float]:
                 mask = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
                 return show_cam_on_image(rgb, mask, use_rgb=True)
 
-            times[f"{height}x{width}/{side}"] = median_ms(run, max(5, repeat // 5))
+            times[f"{height}x{width}/{side}"] = median_ms(run, max(5, repeat // 2))
     return times
 
 
@@ -102,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{cv2.getNumThreads()} threads) | numpy {np.__version__} | Python {platform.python_version()}"
     )
     print(f"CPU: {platform.processor() or platform.machine()}, {cores} logical cores")
-    print(f"median of {args.repeat} runs (show_cam_on_image: {max(5, args.repeat // 5)}, {where});")
+    print(f"median of {args.repeat} runs (show_cam_on_image: {max(5, args.repeat // 2)}, {where});")
     print("alpha=0.5, colormap=jet, RGB frames; OpenCV at its default threads\n")
     print(
         "| cam | frame | copy ms | OpenCV ms | show_cam ms | camcore 1T ms | camcore all ms"
