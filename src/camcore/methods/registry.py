@@ -54,8 +54,10 @@ class Forward:
 class Runner(Protocol):
     """What a pipeline method may ask of the CAM object running it (the extension point).
 
-    Implemented by :class:`camcore.cam.BaseCAM`. Feeds map input names to arrays;
-    targets are one :class:`camcore.targets.Target` per image or None (top-1).
+    Implemented by :class:`camcore.cam.BaseCAM`: the runs and scores by the engine it
+    inherits, :class:`camcore.runner.OnnxRunner`, ``method_maps`` by the API class itself.
+    Feeds map input names to arrays; targets are one :class:`camcore.targets.Target` per
+    image or None (top-1).
     """
 
     target_layers: list[str]
