@@ -189,6 +189,7 @@ class OnnxRunner:
                 input_shapes=shapes,
                 guided_relu=guided_relu,
                 hvp=hvp,
+                check=False,  # onnxruntime validates it on loading (the checker took ~0.15 s of a cold call)
             )
             self._sessions[key] = (aug, Session(aug.model, self.providers, self.threads))
         return self._sessions[key]  # type: ignore[no-any-return]
@@ -208,7 +209,7 @@ class OnnxRunner:
             cut, needed = downstream_model(self.model, self.info, layer, self.output)
             shapes = {layer: [None, *act.shape[1:]], **{k: [None, *feeds[k].shape[1:]] for k in needed}}
             aug = augment(cut, [layer], output=self.output, seed="tensor", input_shapes=shapes,
-                          guided_relu=guided_relu, hvp=hvp)  # fmt: skip
+                          guided_relu=guided_relu, hvp=hvp, check=False)  # fmt: skip
             small = len(cut.graph.node) <= SMALL_TAIL * len(self.model.graph.node)
             session = Session(aug.model, self.providers, 1 if small else self.threads)
             self._sessions[key] = (aug, session, needed)

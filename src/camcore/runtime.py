@@ -85,6 +85,17 @@ def select_providers(requested: Sequence[str] | None = None) -> ProviderChoice:
     return ProviderChoice(["CPUExecutionProvider"], why)
 
 
+def _inline_bytes(model: onnx.ModelProto) -> bytes | None:
+    """The serialised model, or None when it is too big to pass as bytes (over
+    ``_MAX_INLINE_BYTES``, or over protobuf's 2 GB limit, which makes serialising fail).
+    Serialising directly spares a ``ByteSize()`` walk of the whole model first."""
+    try:
+        data = model.SerializeToString()
+    except ValueError:  # "Message onnx.ModelProto exceeds maximum protobuf size of 2GB"
+        return None
+    return data if len(data) <= _MAX_INLINE_BYTES else None
+
+
 class Session:
     """An inference session that takes and returns tensors by name.
 
@@ -107,23 +118,30 @@ class Session:
             if threads < 1:
                 raise CamcoreError(f"threads must be >= 1, got {threads}")
             options.intra_op_num_threads = threads
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         source: str | bytes
-        if isinstance(model, onnx.ModelProto):
-            if model.ByteSize() > _MAX_INLINE_BYTES:
-                self._tmp = tempfile.TemporaryDirectory(prefix="camcore-")
-                path = os.path.join(self._tmp.name, "model.onnx")
-                onnx.save(model, path, save_as_external_data=True, location="weights.bin")
-                source = path
-            else:
-                source = model.SerializeToString()
-        else:
+        scratch: tempfile.TemporaryDirectory[str] | None = None
+        if not isinstance(model, onnx.ModelProto):
             source = str(model)
+        elif (inline := _inline_bytes(model)) is not None:
+            source = inline
+        else:
+            # Too big for bytes: a file with external weights, removed once the session has
+            # loaded them (where a platform keeps the file open, it stays until exit).
+            scratch = tempfile.TemporaryDirectory(prefix="camcore-", ignore_cleanup_errors=True)
+            source = os.path.join(scratch.name, "model.onnx")
+            onnx.save(model, source, save_as_external_data=True, location="weights.bin")
+        #: whether the model went to onnxruntime as bytes (else as a file with external weights)
+        self.inline = scratch is None
         try:
             self.session = ort.InferenceSession(source, options, providers=self.choice.providers)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"onnxruntime cannot load the model: {first[:300]}") from None
+        finally:
+            if scratch is not None:
+                # onnx.save moved the weights out of `model`: read them back, then drop the file.
+                onnx.load_external_data_for_model(model, scratch.name)  # type: ignore[arg-type]
+                scratch.cleanup()
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
 

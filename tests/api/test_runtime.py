@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
+from onnx.external_data_helper import uses_external_data
 
 from camcore import runtime
 from camcore.errors import CamcoreError
@@ -41,3 +44,23 @@ def test_bad_thread_count() -> None:
 
     with pytest.raises(CamcoreError, match="threads must be >= 1"):
         runtime.Session(tiny_classifier()[0], threads=0)
+
+
+@pytest.mark.parametrize("limit", [None, 0])
+def test_models_too_big_to_pass_inline_go_through_external_data(monkeypatch: pytest.MonkeyPatch, limit) -> None:
+    """Bytes when the model fits, else a temporary file with external weights: same outputs."""
+    from tests.models import tiny_classifier
+
+    model = tiny_classifier(channels=32)[0]  # weights over onnx.save's 1 KB external-data threshold
+    before = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    want = runtime.Session(model).run({"x": x})
+    if limit is not None:
+        monkeypatch.setattr(runtime, "_MAX_INLINE_BYTES", limit)
+    session = runtime.Session(model)
+    assert session.inline == (limit is None)
+    for t in model.graph.initializer:  # the caller's model keeps its weights
+        assert not uses_external_data(t)
+        np.testing.assert_array_equal(numpy_helper.to_array(t), before[t.name])
+    for name, value in session.run({"x": x}).items():
+        np.testing.assert_array_equal(value, want[name])
