@@ -31,7 +31,7 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -72,6 +72,9 @@ def _method_key(value: Any) -> str:
     if key:
         return str(key)
     raise CamcoreError(f"base_method must be a CAM class or a method name, not {value!r}")
+
+
+_Cam = TypeVar("_Cam", bound="BaseCAM")
 
 
 class BaseCAM(OnnxRunner):
@@ -300,7 +303,7 @@ class BaseCAM(OnnxRunner):
         finally:
             self._memo.reset(active=False)
 
-    def __enter__(self) -> BaseCAM:
+    def __enter__(self: _Cam) -> _Cam:
         """``with GradCAM(...) as cam:`` works as in pytorch-grad-cam."""
         return self
 
