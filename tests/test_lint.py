@@ -1,4 +1,4 @@
-"""ruff (configured in pyproject.toml) passes on the whole tree."""
+"""ruff and mypy (both configured in pyproject.toml) pass on the whole tree."""
 
 from __future__ import annotations
 
@@ -13,4 +13,10 @@ def test_ruff_check_passes() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)], capture_output=True, text=True
     )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_passes() -> None:
+    # run from the root so mypy reads [tool.mypy] (files, options); its cache is .mypy_cache there
+    done = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

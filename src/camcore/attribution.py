@@ -98,7 +98,7 @@ class DeepFeatureFactorization:
         act = cam.layer_grid(cam.run_augmented(feeds, None, gradients=False).activations[layer], hw)
         concepts, explanations = dff(act, n_components)
         size = hw or act.shape[2:]
-        maps = np.stack([scale_cam_image(e, size) for e in explanations])  # type: ignore[arg-type]
+        maps = np.stack([scale_cam_image(e, size) for e in explanations])
         fn = self.computation_on_concepts
         if fn is None:
             return concepts, maps

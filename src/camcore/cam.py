@@ -131,7 +131,7 @@ class BaseCAM(OnnxRunner):
             proto, info, output, layers, reshape_transform, providers=providers, threads=threads, batch_size=batch_size
         )
         self._siblings: dict[str, BaseCAM] = {}
-        self._last: tuple[Feeds, list[Target] | None, Forward] = ({}, None, Forward([], {}, {}))
+        self._last: tuple[Feeds, Sequence[Target] | None, Forward] = ({}, None, Forward([], {}, {}))
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         known = self.method.options

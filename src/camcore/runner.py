@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -192,14 +192,14 @@ class OnnxRunner:
                 check=False,  # onnxruntime validates it on loading (the checker took ~0.15 s of a cold call)
             )
             self._sessions[key] = (aug, Session(aug.model, self.providers, self.threads))
-        return self._sessions[key]  # type: ignore[no-any-return]
+        return self._sessions[key]
 
     def _plain(self, feeds: Feeds, layers: Sequence[str] = ()) -> Session:
         """The unmodified model (plus ``layers`` as outputs): forward only, no gradients."""
         key = ("plain", tuple(layers), *self._signature(feeds))
         if key not in self._sessions:
             self._sessions[key] = Session(with_outputs(self.model, self.info, layers), self.providers, self.threads)
-        return self._sessions[key]  # type: ignore[no-any-return]
+        return self._sessions[key]
 
     def _tail(self, feeds: Feeds, layer: str, act: np.ndarray, hvp: bool, guided_relu: bool) -> tuple[Any, ...]:
         """The model cut at ``layer`` (now its input; see ``downstream_model``), differentiated
@@ -213,7 +213,7 @@ class OnnxRunner:
             small = len(cut.graph.node) <= SMALL_TAIL * len(self.model.graph.node)
             session = Session(aug.model, self.providers, 1 if small else self.threads)
             self._sessions[key] = (aug, session, needed)
-        return self._sessions[key]  # type: ignore[no-any-return]
+        return self._sessions[key]
 
     # ------------------------------------------------------------------ runs and scores (the Runner protocol)
     @property
@@ -364,7 +364,7 @@ class OnnxRunner:
         if targets is None:
             raise CamcoreError("this output needs explicit targets")
         if self._static_seed(targets):
-            row = np.zeros(self._static_output_row(), np.float32)  # type: ignore[arg-type]
+            row = np.zeros(cast("tuple[int, ...]", self._static_output_row()), np.float32)  # not None: _static_seed
             return np.stack([t.seed(row) for t in targets]).astype(np.float32)
         out = self.outputs_of(feeds)
         return np.stack([t.seed(out[i]) for i, t in enumerate(targets)]).astype(out.dtype)
@@ -403,7 +403,7 @@ class OnnxRunner:
         classes = self._explained_classes(fwd, targets)
         if classes.max() >= w.shape[0]:
             raise CamcoreError(f"class {classes.max()} is out of range for a classifier of {w.shape[0]} classes")
-        return w[classes]  # type: ignore[no-any-return]
+        return w[classes]
 
     def _grad_moments(
         self, feeds: Feeds, targets: Sequence[Target] | None, layer: str, clean: Forward, hw: tuple[int, int] | None

@@ -74,7 +74,8 @@ class ClassifierOutputTarget(Target):
         return int(self.category)
 
     def __call__(self, output: np.ndarray) -> float:
-        return output[..., self.category]
+        # ``[..., k]`` also takes a batch of rows (as pytorch-grad-cam): an array there, kept as is
+        return output[..., self.category]  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ class ClassifierOutputSoftmaxTarget(Target):
     category: int
 
     def __call__(self, output: np.ndarray) -> float:
-        return softmax(output)[..., self.category]
+        # ``[..., k]`` also takes a batch of rows (as pytorch-grad-cam): an array there, kept as is
+        return softmax(output)[..., self.category]  # type: ignore[return-value]
 
     def seed(self, output: np.ndarray) -> np.ndarray:
         _check_class(self.category, output)

@@ -74,7 +74,7 @@ class GraphBuilder:
         self.nodes.append(node)
         return out_names[0] if outputs == 1 else out_names
 
-    def const(self, value: np.ndarray | Sequence[int] | Sequence[float], dtype: Any = None) -> str:
+    def const(self, value: np.ndarray | np.generic | float | Sequence[int] | Sequence[float], dtype: Any = None) -> str:
         """An initializer holding ``value``; identical constants are shared."""
         arr = np.asarray(value, dtype=dtype)
         key = (arr.dtype.str, arr.shape, arr.tobytes())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import onnx
 from onnx import shape_inference
@@ -151,9 +152,10 @@ def probe_shapes(model: onnx.ModelProto, info: dict[str, TensorInfo], tensors: S
         runs = []
         for batch in (2, 3):
             feeds = {}
-            for name, elem, dims in shapes:
-                first = dims[0] if isinstance(dims[0], int) else batch
-                feeds[name] = np.zeros([first, *dims[1:]], onnx.helper.tensor_dtype_to_np_dtype(elem))
+            for name, elem, sizes in shapes:
+                first = sizes[0] if isinstance(sizes[0], int) else batch
+                rest = cast("list[int]", sizes[1:])  # all ints: checked above
+                feeds[name] = np.zeros([first, *rest], onnx.helper.tensor_dtype_to_np_dtype(elem))
             runs.append(session.run(wanted, feeds))
     except Exception:
         return {}

@@ -380,7 +380,7 @@ def svd_ranked_channels(grid: np.ndarray, ratio: float) -> np.ndarray:
         ch = ch - ch.min()
         ch = ch / np.max(ch)
         scores.append((mask * ch).sum() / ch.sum())
-    order = list(np.argsort(np.float32(scores)))
+    order = list(np.argsort(np.asarray(scores, dtype=np.float32)))
     k = int(len(order) * ratio)
     return np.asarray(order[::-1][:k] + order[:k], dtype=np.int64)
 

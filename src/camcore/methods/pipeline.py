@@ -319,5 +319,6 @@ class _Fusion:
     def result(self, smooth: bool) -> np.ndarray:
         """The fused map, blurred (Gaussian 11×11, σ = 5) with ``smooth``."""
         t, c = self.total, self.counts
-        fused = t if self.pool == "max" else np.divide(t, c, out=np.zeros_like(t), where=c > 0)
-        return cv2.GaussianBlur(fused, (11, 11), 5.0, 0) if smooth else fused
+        fused: np.ndarray = t if self.pool == "max" else np.divide(t, c, out=np.zeros_like(t), where=c > 0)
+        # cv2's stub types the positional 0 as ``dst``, not sigmaY; kept as is (same result as sigmaY=0)
+        return cv2.GaussianBlur(fused, (11, 11), 5.0, 0) if smooth else fused  # type: ignore[call-overload]

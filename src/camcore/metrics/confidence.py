@@ -69,7 +69,7 @@ class DropInConfidence(CamMultImageConfidenceChange):
     """:math:`\\max(-\\Delta, 0)` with Δ of :class:`CamMultImageConfidenceChange` (Grad-CAM++'s
     "average drop" per image, unnormalised, as pytorch-grad-cam)."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:  # type: ignore[override]
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
         return np.maximum(-np.asarray(super().__call__(*args, **kwargs)), 0)
 
 
@@ -78,5 +78,5 @@ class DropInConfidence(CamMultImageConfidenceChange):
 class IncreaseInConfidence(CamMultImageConfidenceChange):
     """:math:`[\\Delta > 0]` with Δ of :class:`CamMultImageConfidenceChange`, float32."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:  # type: ignore[override]
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
         return np.float32(np.asarray(super().__call__(*args, **kwargs)) > 0)

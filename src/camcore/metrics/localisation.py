@@ -5,6 +5,7 @@ point inside the annotated object?"""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -29,7 +30,7 @@ def region_masks(shape: tuple[int, int], boxes: Sequence[Box | Sequence[Box]] | 
     for item in boxes:  # type: ignore[union-attr]
         many = np.ndim(item) == 2
         region = np.zeros(shape, bool)
-        for x1, y1, x2, y2 in item if many else [item]:  # type: ignore[union-attr]
+        for x1, y1, x2, y2 in cast("Sequence[Box]", item if many else [item]):
             region[max(int(np.floor(y1)), 0) : int(np.ceil(y2)), max(int(np.floor(x1)), 0) : int(np.ceil(x2))] = True
         regions.append(region)
     return np.stack(regions)

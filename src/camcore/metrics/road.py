@@ -12,8 +12,8 @@ noise of std ``noise`` (0.01) is added to the imputed pixels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -110,7 +110,7 @@ def keep_mask(cam: np.ndarray, percentile: float | str) -> np.ndarray:
     if percentile == "auto":
         _, binary = cv2.threshold(np.uint8(cam * 255), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         return np.asarray(binary, np.float32)
-    return np.float32(cam < np.percentile(cam, percentile))
+    return np.float32(cam < np.percentile(cam, cast(float, percentile)))  # a number: "auto" returned above
 
 
 class _Remove:
@@ -147,16 +147,17 @@ class ROADLeastRelevantFirst(PerturbationConfidenceMetric):
 
 
 class _Average:
-    metric: type[PerturbationConfidenceMetric]
+    #: the metric class, called as metric(percentile, noise, seed)
+    metric: Callable[[float, float, int], PerturbationConfidenceMetric]
 
     def __init__(self, percentiles: Sequence[float] = PERCENTILES, noise: float = 0.01, seed: int | None = None):
         self.percentiles, self.noise, self.seed = list(percentiles), noise, seed
 
     def __call__(self, input_tensor: Any, cams: np.ndarray, targets: Any, model: Any) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
-        scores = [self.metric(p, self.noise, int(rng.integers(2**31)))(input_tensor, cams, targets, model)  # type: ignore[call-arg]
+        scores = [self.metric(p, self.noise, int(rng.integers(2**31)))(input_tensor, cams, targets, model)
                   for p in self.percentiles]  # fmt: skip
-        return np.mean(np.float32(scores), axis=0)
+        return np.mean(np.asarray(scores, dtype=np.float32), axis=0)
 
 
 @register_metric("ROAD most relevant first, averaged over percentiles 10…90", better="lower",

@@ -455,7 +455,7 @@ class _Run:
 
     def _overlay(self, frame: np.ndarray, cam_map: np.ndarray) -> np.ndarray:
         pipe = self.pipe
-        opts = {"alpha": pipe.alpha, "colormap": pipe.colormap, "rgb": pipe.channels == "rgb"}
+        opts: dict[str, Any] = {"alpha": pipe.alpha, "colormap": pipe.colormap, "rgb": pipe.channels == "rgb"}
         if not pipe.side_by_side:
             return draw_overlay(frame, cam_map, threads=pipe.overlay_threads, **opts)
         h, w = frame.shape[:2]

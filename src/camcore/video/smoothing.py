@@ -78,7 +78,7 @@ class TemporalSmoother:
             self._top = max(float(m.max()), self.decay * self._top)
             out = m / self._top if self._top > 0 else np.zeros_like(m)
         else:
-            lo, hi = self.normalize  # type: ignore[misc]
+            lo, hi = self.normalize
             out = (m - lo) / (hi - lo)
         self.current = np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
         return self.current

@@ -11,6 +11,7 @@ dilations and kernel, ``ek = (k−1)·d + 1``, ``pb`` the begin pads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from onnx import helper
@@ -144,7 +145,8 @@ def max_pool(ctx: GradContext) -> Grads:
     parts = b.Where(onehot, _fold(ctx, ctx.grad_output(), w.out), ctx.scalar(0.0, x))
     kernel = np.zeros((len(offsets), 1, *w.k), dtype)
     for j, kk in enumerate(offsets):
-        kernel[(j, 0, *kk)] = 1.0
+        at = (j, 0, *kk)  # not inline: mypy reads kernel[(j, 0, *kk)] as 3.11-only syntax
+        kernel[at] = 1.0
     return [_scatter(ctx, parts, kernel, w)]
 
 
@@ -153,7 +155,7 @@ def _count(ctx: GradContext, x: str, y: str, axes: list[int]) -> str:
     shape = ctx.shape(x)
     dims = [shape[a] for a in axes]
     if all(isinstance(dim, int) for dim in dims):
-        return ctx.scalar(float(np.prod(dims)), x)
+        return ctx.scalar(float(np.prod(cast("list[int]", dims))), x)
     b, t = ctx.b, ctx.elem_type(x)
     return b.Div(b.Cast(b.op("Size", x), t), b.Cast(b.op("Size", y), t))
 

@@ -12,6 +12,8 @@ dims must be static; axes left unscaled may be symbolic (a dynamic batch).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from onnx import helper
 
@@ -70,7 +72,7 @@ def _cubic_weights(t: float, a: float) -> np.ndarray:
     return np.array([far(1 + t), near(t), near(1 - t), far(2 - t)])
 
 
-def interpolation_matrix(n_out: int, n_in: int, scale: float, attrs: dict[str, object]) -> np.ndarray:
+def interpolation_matrix(n_out: int, n_in: int, scale: float, attrs: dict[str, Any]) -> np.ndarray:
     """The (n_out × n_in) matrix A with Resize(x) = A·x along one axis."""
     coords = _source_coords(str(attrs["coordinate_transformation_mode"]), n_out, n_in, scale)
     mode, a = str(attrs["mode"]), np.zeros((n_out, n_in))

@@ -8,6 +8,7 @@ batch dim never ends up baked into a constant.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, cast
 
 import numpy as np
 from onnx import helper
@@ -18,6 +19,8 @@ from camcore.graph.rules.common import const_ints, unbroadcast
 from camcore.graph.rules.resize import transpose_apply
 
 Grads = list[str | None]
+#: the ONNX Pad modes other than "constant", named as np.pad names them
+_CopyMode = Literal["reflect", "edge", "wrap"]
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -145,9 +148,9 @@ def _one_hot(ctx: GradContext, indices: str, depth: int | str) -> str:
     b, x = ctx.b, ctx.inputs[0]
     value = ctx.const_value(indices)
     if value is not None and isinstance(depth, int):
-        flat = np.asarray(value, dtype=np.int64).reshape(-1) % depth
+        idx = np.asarray(value, dtype=np.int64).reshape(-1) % depth
         dtype = helper.tensor_dtype_to_np_dtype(ctx.elem_type(x))
-        return b.const((flat[:, None] == np.arange(depth)[None, :]).astype(dtype))
+        return b.const((idx[:, None] == np.arange(depth)[None, :]).astype(dtype))
     flat = b.Cast(b.Reshape(indices, b.ints([-1])), 7)
     d = b.const(np.int64(depth)) if isinstance(depth, int) else depth
     flat = b.Where(b.op("Less", flat, b.const(np.int64(0))), b.Add(flat, d), flat)
@@ -208,7 +211,7 @@ def pad(ctx: GradContext) -> Grads:
         for k, axis in enumerate(a % rank for a in axes):
             if pads[k] or pads[n + k]:
                 dim = ctx.static_shape(x, [axis])[0]
-                src = np.pad(np.arange(dim), (pads[k], pads[n + k]), mode=mode)
+                src = np.pad(np.arange(dim), (pads[k], pads[n + k]), mode=cast(_CopyMode, mode))
                 g = transpose_apply(ctx, g, axis, (src[:, None] == np.arange(dim)).astype(float))
         return [g, None, None, None]
     sl_axes, starts, ends, back = [], [], [], [0] * (2 * rank)
