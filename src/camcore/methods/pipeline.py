@@ -321,4 +321,4 @@ class _Fusion:
         t, c = self.total, self.counts
         fused: np.ndarray = t if self.pool == "max" else np.divide(t, c, out=np.zeros_like(t), where=c > 0)
         # cv2's stub types the positional 0 as ``dst``, not sigmaY; kept as is (same result as sigmaY=0)
-        return cv2.GaussianBlur(fused, (11, 11), 5.0, 0) if smooth else fused  # type: ignore[call-overload]
+        return cv2.GaussianBlur(fused, (11, 11), 5.0, sigmaY=0) if smooth else fused
