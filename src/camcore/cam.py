@@ -37,8 +37,8 @@ import numpy as np
 import onnx
 
 from camcore.errors import CamcoreError, InputError
-from camcore.graph import prepare_model, resolve_layers
-from camcore.graph.layers import candidate_layers, default_layer
+from camcore.graph import prepare_model
+from camcore.graph.layers import explained_output_and_layers
 from camcore.graph.shapes import TensorInfo
 from camcore.methods import METHODS, CamMethod, method_by_key
 from camcore.methods.image import scale_cam_image
@@ -109,22 +109,7 @@ class BaseCAM(OnnxRunner):
         self.method: CamMethod = method_by_key(self.method_key)
         self.options = self._check_options(options)
         proto, info = prepare_model(model)
-        outputs = [o.name for o in proto.graph.output]
-        output = output or outputs[0]
-        if output not in outputs:
-            raise CamcoreError(f"unknown output {output!r}; the model's outputs are {outputs}")
-        if target_layers is None:
-            layer = default_layer(candidate_layers(proto, info, output))
-            if layer is None:
-                raise CamcoreError(
-                    "no default target layer (no 4-D activation with spatial extent); "
-                    "pass target_layers (see `camcore layers MODEL`)"
-                )
-            layers = [layer.tensor]
-        else:
-            if isinstance(target_layers, str):
-                target_layers = [target_layers]
-            layers = resolve_layers(proto, list(target_layers))
+        output, layers = explained_output_and_layers(proto, info, output, target_layers)
         if batch_size < 1:
             raise CamcoreError(f"batch_size must be >= 1, got {batch_size}")
         super().__init__(

@@ -31,7 +31,7 @@ from camcore.errors import CamcoreError, ModelError
 from camcore.graph import rules as _rules  # noqa: F401 - fills the registry
 from camcore.graph.autodiff import build_gradients, path_nodes
 from camcore.graph.builder import GraphBuilder
-from camcore.graph.layers import candidate_layers, default_layer, resolve_layers
+from camcore.graph.layers import explained_output_and_layers
 from camcore.graph.shapes import TensorInfo, fix_input_shapes, infer_tensor_info, probe_shapes
 
 SEED_CLASS_INPUT = "camcore_class"
@@ -183,20 +183,8 @@ def augment(
     """
     proto, info = prepare_model(model, input_shapes)
     graph = proto.graph
-    outputs = [o.name for o in graph.output]
-    output = output or outputs[0]
-    if output not in outputs:
-        raise CamcoreError(f"unknown output {output!r}; the model's outputs are {outputs}")
-    if target_layers is None:
-        layer = default_layer(candidate_layers(proto, info, output))
-        if layer is None:
-            raise CamcoreError(
-                "no default target layer: no 4-D activation with spatial extent leads to "
-                f"{output!r}; pass target_layers (see `camcore layers MODEL`)"
-            )
-        targets = [layer.tensor]
-    else:
-        targets = resolve_layers(proto, list(target_layers))
+    original_outputs = [o.name for o in graph.output]
+    output, targets = explained_output_and_layers(proto, info, output, target_layers)
     if len(set(targets)) != len(targets):
         raise CamcoreError(f"target layers repeat a tensor: {targets}")
 
@@ -216,7 +204,7 @@ def augment(
 
     _fill_unknown_shapes(proto, info, targets, output)
     grads = build_gradients(graph, info, b, targets, {output: seed_tensor}, {"guided_relu": guided_relu})
-    aug = Augmented(proto, output, seed_name, seed, targets, original_outputs=outputs)
+    aug = Augmented(proto, output, seed_name, seed, targets, original_outputs=original_outputs)
     new_outputs: list[onnx.ValueInfoProto] = []
     for i, target in enumerate(targets):
         grad = grads[target]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from camcore.errors import UnknownLayerError
+from camcore.errors import CamcoreError, UnknownLayerError
 from camcore.graph.autodiff import backward_reach, forward_reach
 from camcore.graph.builder import FLOAT_TYPES
 from camcore.graph.shapes import Dim, TensorInfo
@@ -78,3 +78,29 @@ def default_layer(candidates: Sequence[Layer]) -> Layer | None:
 
 
 __all__ = ["Layer", "candidate_layers", "default_layer", "resolve_layers"]
+
+
+def explained_output_and_layers(
+    model: onnx.ModelProto, info: dict[str, TensorInfo], output: str | None, target_layers: Sequence[str] | str | None
+) -> tuple[str, list[str]]:
+    """The output to explain (``output``, or the model's first) and the target tensors
+    (``target_layers`` as tensor or node names, or the default layer when None).
+
+    Example:
+        >>> explained_output_and_layers(model, info, None, None)  # doctest: +SKIP
+        ('logits', ['/layer4/layer4.1/relu_1/Relu_output_0'])
+    """
+    outputs = [o.name for o in model.graph.output]
+    output = output or outputs[0]
+    if output not in outputs:
+        raise CamcoreError(f"unknown output {output!r}; the model's outputs are {outputs}")
+    if target_layers is None:
+        layer = default_layer(candidate_layers(model, info, output))
+        if layer is None:
+            raise CamcoreError(
+                "no default target layer: no 4-D activation with spatial extent leads to "
+                f"{output!r}; pass target_layers (see `camcore layers MODEL`)"
+            )
+        return output, [layer.tensor]
+    names = [target_layers] if isinstance(target_layers, str) else list(target_layers)
+    return output, resolve_layers(model, names)
