@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from tests.tooling import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("update_readme", ROOT / "tools" / "update_readme.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_registry_sections_are_current() -> None:
     text = (ROOT / "README.md").read_text()
-    assert _tool().render(text) == text, "README.md is stale: run python tools/update_readme.py"
+    assert load_tool("update_readme").render(text) == text, "README.md is stale: run python tools/update_readme.py"
 
 
 def test_readme_opens_with_the_two_commands() -> None:

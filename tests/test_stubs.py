@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 from pathlib import Path
 
 import camcore
 from camcore.cam import BaseCAM
 from camcore.methods import METHODS
+from tests.tooling import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 STUB = ROOT / "src" / "camcore" / "__init__.pyi"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("make_stubs", ROOT / "tools" / "make_stubs.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _stub() -> ast.Module:
@@ -27,7 +19,8 @@ def _stub() -> ast.Module:
 
 
 def test_stub_is_current() -> None:
-    assert _tool().render() == STUB.read_text(), "src/camcore/__init__.pyi is stale: run python tools/make_stubs.py"
+    stale = "src/camcore/__init__.pyi is stale: run python tools/make_stubs.py"
+    assert load_tool("make_stubs").render() == STUB.read_text(), stale
 
 
 def test_stub_declares_all_of_all() -> None:

@@ -26,6 +26,7 @@ import pytest
 
 import camcore
 from tests.golden_models import GOLDEN_DIR, load_golden, load_manifest
+from tests.tooling import load_tool
 
 #: Largest |camcore - pytorch-grad-cam| allowed on maps scaled to [0, 1].
 ATOL = 3e-5
@@ -111,15 +112,7 @@ def test_torch_live_resnet18_top1() -> None:
     pytest.importorskip("torch")
     pytest.importorskip("torchvision")
     pytest.importorskip("pytorch_grad_cam")
-    import importlib.util
-    import sys
-
-    path = Path(__file__).resolve().parents[2] / "tools" / "make_gradcam_golden.py"
-    spec = importlib.util.spec_from_file_location("make_gradcam_golden", path)
-    assert spec is not None and spec.loader is not None
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = tool  # its dataclasses look their module up
-    spec.loader.exec_module(tool)
+    tool = load_tool("make_gradcam_golden")
 
     model, x = tool.build("resnet18")
     live, classes, _ = tool.run_gradcam(model, x, tool.CASES["resnet18"][0], None)
