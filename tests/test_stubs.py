@@ -43,7 +43,7 @@ def test_stub_declares_all_of_all() -> None:
 def test_stub_classes_take_the_registered_options() -> None:
     """Each CAM class's keyword-only parameters: BaseCAM's, then the method's options with their defaults."""
     classes = {n.name: n for n in _stub().body if isinstance(n, ast.ClassDef)}
-    base_kw = ["providers", "threads", "output", "batch_size"]
+    base_kw = ["providers", "threads", "output", "batch_size", "base_dir"]
     for m in METHODS.values():
         init = next(f for f in classes[m.name].body if isinstance(f, ast.FunctionDef) and f.name == "__init__")
         assert [a.arg for a in init.args.args] == ["self", "model", "target_layers", "reshape_transform"]

@@ -186,7 +186,8 @@ def main() -> None:
     import onnxruntime as ort
 
     import camcore
-    from camcore.methods import METHODS, blas, method_by_key
+    from camcore import blas
+    from camcore.methods import METHODS, method_by_key
 
     tmp = tempfile.TemporaryDirectory()
     model = args.model

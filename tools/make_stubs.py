@@ -10,7 +10,8 @@ import time, which type checkers and IDEs cannot see; the stub declares every na
   registered method's function, else its default's type (``_OPTION_TYPES`` widens the
   options ``BaseCAM`` converts);
 * every other name as a re-export from the module that defines it (``from camcore.cam
-  import BaseCAM as BaseCAM``), so the stub cannot drift from the code; ``__version__: str``.
+  import BaseCAM as BaseCAM``), or that ``camcore/__init__.py``'s table of lazily loaded names
+  (``_FIXED``) gives, so the stub cannot drift from the code; ``__version__: str``.
 
 ``--check`` exits 1 when the stub is stale (a test runs it).
 
@@ -32,7 +33,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STUB = ROOT / "src" / "camcore" / "__init__.pyi"
-INIT = ROOT / "src" / "camcore" / "__init__.py"
 
 #: the module an annotation's name comes from (None: ``import name``); other names are an error
 _ANNOTATION_IMPORTS: dict[str, str | None] = {
@@ -44,8 +44,8 @@ _ANNOTATION_IMPORTS: dict[str, str | None] = {
     "Path": "pathlib",
     "np": None,
     "onnx": None,
-    "ReshapeTransform": "camcore.runner",
-    "Feeds": "camcore.runner",
+    "ReshapeTransform": "camcore.maps",
+    "Feeds": "camcore.engine",
 }
 _IMPORT_AS = {"np": "numpy"}
 #: options BaseCAM accepts more widely than the method's function does (``cam._method_key``)
@@ -138,13 +138,10 @@ def _class(method: Any, base: list[tuple[str, str, str | None, bool]]) -> list[s
 
 
 def _init_imports() -> dict[str, str]:
-    """The module ``camcore/__init__.py`` imports each name from."""
-    found = {}
-    for node in ast.parse(INIT.read_text()).body:
-        if isinstance(node, ast.ImportFrom) and node.module:
-            for alias in node.names:
-                found[alias.asname or alias.name] = node.module
-    return found
+    """The module ``camcore/__init__.py`` loads each fixed name from (its ``_FIXED`` table)."""
+    import camcore
+
+    return dict(camcore._FIXED)
 
 
 def _source(name: str, obj: Any, imported: dict[str, str]) -> str:

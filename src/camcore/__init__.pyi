@@ -9,9 +9,13 @@ import onnx
 from camcore.attribution import DeepFeatureFactorization as DeepFeatureFactorization
 from camcore.attribution import GuidedBackpropReLUModel as GuidedBackpropReLUModel
 from camcore.cam import BaseCAM as BaseCAM
+from camcore.engine import Engine as Engine
 from camcore.errors import CamcoreError as CamcoreError
 from camcore.graph.augment import augment as augment
-from camcore.methods.image import scale_cam_image as scale_cam_image
+from camcore.maps import ReshapeTransform
+from camcore.maps import scale_cam_image as scale_cam_image
+from camcore.maps import tokens_to_grid as tokens_to_grid
+from camcore.methods import METHODS as METHODS
 from camcore.postprocess import COLORMAPS as COLORMAPS
 from camcore.postprocess import colorize as colorize
 from camcore.postprocess import contour_mask as contour_mask
@@ -19,8 +23,7 @@ from camcore.postprocess import draw_contour as draw_contour
 from camcore.postprocess import overlay as overlay
 from camcore.postprocess import resize_cam as resize_cam
 from camcore.postprocess import threshold_mask as threshold_mask
-from camcore.runner import ReshapeTransform
-from camcore.runner import tokens_to_grid as tokens_to_grid
+from camcore.targets import TARGETS as TARGETS
 from camcore.targets import BinaryClassifierOutputTarget as BinaryClassifierOutputTarget
 from camcore.targets import ClassifierOutputReST as ClassifierOutputReST
 from camcore.targets import ClassifierOutputSoftmaxTarget as ClassifierOutputSoftmaxTarget
@@ -41,8 +44,10 @@ __all__ = [
     "FEM",
     "ISCAM",
     "KPCA_CAM",
+    "METHODS",
     "SESS",
     "SSCAM",
+    "TARGETS",
     "AblationCAM",
     "BaseCAM",
     "BinaryClassifierOutputTarget",
@@ -54,6 +59,7 @@ __all__ = [
     "DetectionBoxTarget",
     "EigenCAM",
     "EigenGradCAM",
+    "Engine",
     "FinerCAM",
     "FinerWeightedTarget",
     "FullGrad",
@@ -93,7 +99,7 @@ class AblationCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -101,6 +107,7 @@ class AblationCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
         ratio_channels_to_ablate: float = 1.0,
         top_k: int | None = None,
         rank_by: str = "activation",
@@ -111,7 +118,7 @@ class CAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -119,6 +126,7 @@ class CAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
     ) -> None: ...
 
 class EigenCAM(BaseCAM):
@@ -126,7 +134,7 @@ class EigenCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -134,6 +142,7 @@ class EigenCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
     ) -> None: ...
 
 class EigenGradCAM(BaseCAM):
@@ -141,7 +150,7 @@ class EigenGradCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -149,6 +158,7 @@ class EigenGradCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
     ) -> None: ...
 
 class FEM(BaseCAM):
@@ -156,7 +166,7 @@ class FEM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -164,6 +174,7 @@ class FEM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
         k: float = 2.0,
     ) -> None: ...
 
@@ -172,7 +183,7 @@ class FinerCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -180,6 +191,7 @@ class FinerCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
         base_method: str | type[BaseCAM] = "gradcam",
         alpha: float = 1.0,
         comparison_categories: Sequence[int] = (1, 2, 3),
@@ -191,7 +203,7 @@ class FullGrad(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -199,6 +211,7 @@ class FullGrad(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
     ) -> None: ...
 
 class GradCAM(BaseCAM):
@@ -206,7 +219,7 @@ class GradCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -214,6 +227,7 @@ class GradCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
     ) -> None: ...
 
 class GradCAMElementWise(BaseCAM):
@@ -221,7 +235,7 @@ class GradCAMElementWise(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -229,6 +243,7 @@ class GradCAMElementWise(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
     ) -> None: ...
 
 class GradCAMPlusPlus(BaseCAM):
@@ -236,7 +251,7 @@ class GradCAMPlusPlus(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -244,6 +259,7 @@ class GradCAMPlusPlus(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
     ) -> None: ...
 
 class GuidedGradCAM(BaseCAM):
@@ -251,7 +267,7 @@ class GuidedGradCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -259,6 +275,7 @@ class GuidedGradCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
     ) -> None: ...
 
 class HiResCAM(BaseCAM):
@@ -266,7 +283,7 @@ class HiResCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -274,6 +291,7 @@ class HiResCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
     ) -> None: ...
 
 class ISCAM(BaseCAM):
@@ -281,7 +299,7 @@ class ISCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -289,6 +307,7 @@ class ISCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
         num_samples: int = 10,
         top_k: int | None = None,
         rank_by: str = "activation",
@@ -299,7 +318,7 @@ class KPCA_CAM(BaseCAM):  # noqa: N801
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -307,6 +326,7 @@ class KPCA_CAM(BaseCAM):  # noqa: N801
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
         kernel: str = "sigmoid",
         gamma: float | None = None,
     ) -> None: ...
@@ -316,7 +336,7 @@ class LayerCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -324,6 +344,7 @@ class LayerCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
     ) -> None: ...
 
 class RandomCAM(BaseCAM):
@@ -331,7 +352,7 @@ class RandomCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -339,6 +360,7 @@ class RandomCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
         seed: int | None = None,
     ) -> None: ...
 
@@ -347,7 +369,7 @@ class RefineCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -355,6 +377,7 @@ class RefineCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
         base_method: str | type[BaseCAM] = "gradcam++",
     ) -> None: ...
 
@@ -363,7 +386,7 @@ class ScoreCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -371,6 +394,7 @@ class ScoreCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
         top_k: int | None = None,
         rank_by: str = "activation",
     ) -> None: ...
@@ -380,7 +404,7 @@ class SegEigenCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -388,6 +412,7 @@ class SegEigenCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
     ) -> None: ...
 
 class SESS(BaseCAM):
@@ -395,7 +420,7 @@ class SESS(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -403,6 +428,7 @@ class SESS(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
         base_method: str | type[BaseCAM] = "gradcam",
         scales: Sequence[int] | None = None,
         num_scales: int = 12,
@@ -421,7 +447,7 @@ class ShapleyCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -429,6 +455,7 @@ class ShapleyCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
     ) -> None: ...
 
 class SmoothGradCAMpp(BaseCAM):
@@ -436,7 +463,7 @@ class SmoothGradCAMpp(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -444,6 +471,7 @@ class SmoothGradCAMpp(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
         num_samples: int = 4,
         std: float = 0.3,
         seed: int | None = 0,
@@ -454,7 +482,7 @@ class SSCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -462,6 +490,7 @@ class SSCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
         num_samples: int = 35,
         std: float = 2.0,
         seed: int | None = None,
@@ -474,7 +503,7 @@ class XGradCAM(BaseCAM):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -482,4 +511,5 @@ class XGradCAM(BaseCAM):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
     ) -> None: ...

@@ -1,6 +1,6 @@
 """Explainers beside the CAM pipeline: guided backpropagation and deep feature factorization.
 
-Both reuse a CAM object underneath (:mod:`camcore.cam`) for sessions, input checks and layer grids.
+Both run on an :class:`~camcore.engine.Engine` (its sessions, input checks and layouts).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from camcore.cam import _CLASSES, Feeds, ReshapeTransform, _first_input
-from camcore.graph.parts import classifier_weights
-from camcore.methods.image import scale_cam_image
+from camcore.engine import Engine, Feeds
+from camcore.errors import CamcoreError
+from camcore.maps import LayerLayout, ReshapeTransform, arrange, scale_cam_image
 from camcore.targets import ClassifierOutputTarget
 
 
@@ -42,22 +42,19 @@ class GuidedBackpropReLUModel:
     ) -> None:
         if device is not None and providers is None and device.startswith("cuda"):
             providers = ["CUDAExecutionProvider"]
-        self._cam = _CLASSES["GradCAM"](
-            model, target_layers=_first_input(model), providers=providers, threads=threads, output=output
-        )
+        self.engine = Engine(model, providers=providers, threads=threads, output=output)
 
     def __call__(self, input_img: np.ndarray, target_category: int | Sequence[int] | None = None) -> np.ndarray:
-        cam = self._cam
-        feeds = cam._feeds(input_img)
-        n = cam._batch(feeds)
+        engine = self.engine
+        feeds = engine.feeds(input_img)
+        n = engine.batch_of(feeds)
         targets = None
         if target_category is not None:
-            cats = [int(target_category)] * n if np.ndim(target_category) == 0 else list(target_category)  # type: ignore[arg-type]
-            targets = [ClassifierOutputTarget(int(k)) for k in cats]
-        name = cam.input_names[0]
-        fwd = cam.run_augmented(feeds, targets, layers=[], gradients=False, extra=[name], guided_relu=True)
-        grad = fwd.extra[name]
-        out = grad.transpose(0, 2, 3, 1) if grad.ndim == 4 else grad
+            cats = [target_category] * n if np.ndim(target_category) == 0 else list(target_category)  # type: ignore[arg-type]
+            targets = [ClassifierOutputTarget(k) for k in cats]  # type: ignore[arg-type]
+        name = engine.input_names[0]
+        grad = engine.run(feeds, targets, layers=[], gradients=False, extra=[name], guided_relu=True).extra[name]
+        out = grad.transpose(0, 2, 3, 1) if grad.ndim == 4 and engine.input_layout == "NCHW" else grad
         return out[0] if n == 1 else out
 
 
@@ -84,18 +81,22 @@ class DeepFeatureFactorization:
         computation_on_concepts: Callable[[np.ndarray], np.ndarray] | str | None = None,
         **kwargs: Any,
     ) -> None:
-        layers = None if target_layer is None else [target_layer]
-        self._cam = _CLASSES["EigenCAM"](model, layers, reshape_transform, **kwargs)
+        unknown = sorted(set(kwargs) - {"providers", "threads", "output", "base_dir"})
+        if unknown:
+            raise CamcoreError(f"DeepFeatureFactorization has no option {unknown[0]!r}")
+        self.engine = Engine(model, **kwargs)
+        self.layer = self.engine.resolve_layers(None if target_layer is None else [target_layer])[0]
+        self.reshape_transform = reshape_transform
         self.computation_on_concepts = computation_on_concepts
 
     def __call__(self, input_tensor: np.ndarray | Feeds, n_components: int = 16) -> tuple[np.ndarray, ...]:
         from camcore.methods.factorization import dff
 
-        cam = self._cam
-        feeds = cam._feeds(input_tensor)
-        layer = cam.target_layers[0]
-        hw = cam._input_hw(feeds)
-        act = cam.layer_grid(cam.run_augmented(feeds, None, gradients=False).activations[layer], hw)
+        engine, layer = self.engine, self.layer
+        feeds = engine.feeds(input_tensor)
+        hw = engine.input_size(feeds)
+        tensor = engine.forward(feeds, [layer]).activations[layer]
+        act = arrange(tensor, LayerLayout.of(tensor), hw, self.reshape_transform)
         concepts, explanations = dff(act, n_components)
         size = hw or act.shape[2:]
         maps = np.stack([scale_cam_image(e, size) for e in explanations])
@@ -103,6 +104,6 @@ class DeepFeatureFactorization:
         if fn is None:
             return concepts, maps
         if fn == "classifier":
-            w = classifier_weights(cam.model, cam.info, layer)
+            w = engine.classifier_weights(layer)
             return concepts, maps, concepts.T.astype(np.float32) @ w.T
         return concepts, maps, np.asarray(fn(concepts.T.astype(np.float32)))  # type: ignore[operator]

@@ -1,19 +1,12 @@
-"""The public CAM classes: one pipeline, the registered methods plug in.
+"""The public CAM classes: each owns an :class:`~camcore.engine.Engine` and runs one registered method.
 
-For a ``layer`` method the pipeline follows pytorch-grad-cam 1.5: one augmented run
-(outputs, activations, gradients and whatever else the method needs); per target
-layer the method's contributions, summed over channels (or projected on their first
-principal component with ``eigen_smooth``), ReLU, per-image min-max scaling and a
-bilinear resize to the input size; then the mean over target layers and a last
-min-max scaling. ``aug_smooth`` averages the maps over horizontal flips × brightness
-factors (0.9, 1, 1.1), as pytorch-grad-cam's default ttach transforms. A ``pipeline``
-method gets the CAM object itself as its :class:`~camcore.methods.registry.Runner`.
-
-What lives here is the API: :class:`BaseCAM` (construction, input and option checks,
-``__call__``, ``forward``, ``layer_maps``, ``aug_smooth``, ``method_maps``) and the
-generated classes. The execution engine it inherits (compiled sessions, augmented and
-forward-only runs, seeds, scores, layer grids) is :class:`camcore.runner.OnnxRunner`.
-``scale_cam_image`` and ``tokens_to_grid`` are re-exported from where they live.
+For a ``layer`` method a call is one run of the engine (outputs, activations, gradients and
+whatever the method's needs compute), the method's function per target layer, and the map
+assembly of :mod:`camcore.maps` (ReLU, per-layer scaling, resize to the input's spatial size
+in its own layout, mean over layers, a last scaling), as pytorch-grad-cam 1.5 does it.
+``aug_smooth`` averages the maps over horizontal flips × brightness factors (0.9, 1, 1.1), as
+pytorch-grad-cam's default ttach transforms. A ``pipeline`` method gets a per-call
+:class:`~camcore.methods.registry.MethodContext` and builds the maps itself.
 
 Every registered method has a class here, named as in pytorch-grad-cam (``GradCAM``,
 ``ScoreCAM``, ...), generated from :data:`camcore.methods.METHODS`.
@@ -27,41 +20,28 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import onnx
 
-from camcore.errors import CamcoreError, InputError
-from camcore.graph import prepare_model
-from camcore.graph.layers import explained_output_and_layers
-from camcore.graph.shapes import TensorInfo
+from camcore.engine import Engine, Feeds, Result
+from camcore.errors import CamcoreError
+from camcore.maps import LayerLayout, ReshapeTransform, arrange, assemble, assemble_unscaled, reduce_channels
 from camcore.methods import METHODS, CamMethod, method_by_key
-from camcore.methods.image import scale_cam_image
-from camcore.methods.projection import project_2d
-from camcore.methods.registry import Forward
-from camcore.runner import SMALL_TAIL as SMALL_TAIL  # the engine's constant, importable here as before
-from camcore.runner import Feeds, OnnxRunner, ReshapeTransform, tokens_to_grid
-from camcore.targets import Target
+from camcore.methods.registry import LEADING, LayerRun, MethodContext, keyword_options
+from camcore.targets import Target, per_image
 
 #: pytorch-grad-cam's default test-time augmentation: ttach HorizontalFlip × Multiply
 AUG_FLIPS = (False, True)
 AUG_FACTORS = (0.9, 1.0, 1.1)
 
-__all__ = ["BaseCAM", "scale_cam_image", "tokens_to_grid"]
+__all__ = ["BaseCAM", "as_engine", "cam_class", "cam_classes"]
 
-
-@functools.cache
-def _parameters(fn: Callable[..., Any]) -> frozenset[str] | None:
-    """The parameter names of ``fn``; None when it takes ``**options`` (then every option)."""
-    params = inspect.signature(fn).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return frozenset(p.name for p in params)
+_Cam = TypeVar("_Cam", bound="BaseCAM")
 
 
 def _method_key(value: Any) -> str:
@@ -74,21 +54,81 @@ def _method_key(value: Any) -> str:
     raise CamcoreError(f"base_method must be a CAM class or a method name, not {value!r}")
 
 
-_Cam = TypeVar("_Cam", bound="BaseCAM")
+class _Call:
+    """One explanation: the :class:`~camcore.methods.registry.MethodContext` a method runs in.
+
+    It records the last result made through it (the CAM's ``outputs``, ``activations`` and
+    ``gradients`` after the call) and what a method leaves behind (:meth:`keep`).
+    """
+
+    def __init__(self, cam: BaseCAM, feeds: Feeds, layers: Sequence[str] | None = None) -> None:
+        self.cam = cam
+        self.engine = cam.engine
+        self.layers = list(cam.target_layers if layers is None else layers)
+        self.batch_size = cam.batch_size
+        self.input_size = cam.engine.input_size(feeds)
+        self.last: Result | None = None
+        self.kept: dict[str, np.ndarray] = {}
+
+    def run(
+        self,
+        feeds: Feeds,
+        targets: Sequence[Target] | None,
+        *,
+        layers: Sequence[str] | None = None,
+        gradients: bool = True,
+        hvp: bool = False,
+        extra: Sequence[str] = (),
+        guided_relu: bool = False,
+    ) -> Result:
+        self.last = self.engine.run(feeds, targets, layers=self.layers if layers is None else layers,
+                                    gradients=gradients, hvp=hvp, extra=extra, guided_relu=guided_relu)  # fmt: skip
+        return self.last
+
+    def grid(self, array: np.ndarray, layer: str) -> np.ndarray:
+        return arrange(array, self.cam.layout(layer, array), self.input_size, self.cam.reshape_transform)
+
+    def channel_axis(self, layer: str, array: np.ndarray) -> int:
+        return self.cam.layout(layer, array).channel_axis
+
+    def method_maps(
+        self,
+        method: str,
+        feeds: Feeds,
+        targets: Sequence[Target] | None,
+        *,
+        layers: Sequence[str] | None = None,
+        eigen_smooth: bool = False,
+    ) -> np.ndarray:
+        helper = self.cam.helper(_method_key(method), self.layers if layers is None else layers)
+        maps, call = helper.explain_feeds(feeds, targets, eigen_smooth)
+        self.last = call.last or self.last
+        return maps
+
+    def last_outputs(self) -> np.ndarray:
+        if self.last is None:
+            raise CamcoreError("no run was made in this call yet")
+        return self.last.outputs[self.engine.output_index]
+
+    def keep(self, name: str, value: np.ndarray) -> None:
+        self.kept[name] = value
 
 
-class BaseCAM(OnnxRunner):
+class BaseCAM:
     """Explains an ONNX model with a registered method; see the generated classes.
 
     Args:
-        model: a path or a ModelProto.
+        model: a path, a ``ModelProto`` or an :class:`~camcore.engine.Engine` (shared: its
+            compiled sessions serve every CAM built on it).
         target_layers: ONNX tensor or node names (``camcore layers MODEL``); None picks the
             last spatial activation.
-        reshape_transform: turns a layer tensor into (N, C, *spatial); by default token
-            tensors (N, T, C) are arranged on the grid the token count and the input size imply.
+        reshape_transform: turns a layer tensor into (N, C, *spatial); by default the layer's
+            layout decides (token tensors (N, T, C) are laid on the grid their count and the
+            input size imply).
         providers, threads: onnxruntime execution providers and intra-op threads.
         output: the explained output, by name (default: the first).
         batch_size: the batch of the methods' internal runs (patches, masks, noise samples).
+        base_dir: the folder of an in-memory model's external data.
         **options: the method's options (``FEM(k=3)``, ``SESS(base_method=GradCAM)``, ...).
     """
 
@@ -96,7 +136,7 @@ class BaseCAM(OnnxRunner):
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto,
+        model: str | Path | onnx.ModelProto | Engine,
         target_layers: Sequence[str] | str | None = None,
         reshape_transform: ReshapeTransform | None = None,
         *,
@@ -104,19 +144,33 @@ class BaseCAM(OnnxRunner):
         threads: int | None = None,
         output: str | None = None,
         batch_size: int = 32,
+        base_dir: str | Path | None = None,
         **options: Any,
     ) -> None:
         self.method: CamMethod = method_by_key(self.method_key)
         self.options = self._check_options(options)
-        proto, info = prepare_model(model)
-        output, layers = explained_output_and_layers(proto, info, output, target_layers)
-        if batch_size < 1:
-            raise CamcoreError(f"batch_size must be >= 1, got {batch_size}")
-        super().__init__(
-            proto, info, output, layers, reshape_transform, providers=providers, threads=threads, batch_size=batch_size
-        )
-        self._siblings: dict[str, BaseCAM] = {}
-        self._last: tuple[Feeds, Sequence[Target] | None, Forward] = ({}, None, Forward([], {}, {}))
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise CamcoreError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if isinstance(model, Engine):
+            given = {"providers": providers, "threads": threads, "output": output, "base_dir": base_dir}
+            if any(v is not None for v in given.values()):
+                names = ", ".join(k for k, v in given.items() if v is not None)
+                raise CamcoreError(f"{names} belong to the engine: set them when building it, not with an Engine")
+            self.engine = model
+        else:
+            self.engine = Engine(model, output=output, providers=providers, threads=threads, base_dir=base_dir)
+        self.target_layers = self.engine.resolve_layers(target_layers)
+        self.reshape_transform = reshape_transform
+        self.batch_size = batch_size
+        m = self.method
+        #: the options of the method's function, and of each need's function
+        self._fn_options = self._options_of(m.fn, (*LEADING[m.kind], *m.needs))
+        self._need_options = {name: self._options_of(need.compute, ("run",)) for name, need in m.needs.items()}
+        self.outputs: list[np.ndarray] = []
+        self.activations: dict[str, np.ndarray] = {}
+        self.gradients: dict[str, np.ndarray] = {}
+        self.hvp: dict[str, np.ndarray] = {}
+        self._helpers: dict[tuple[str, tuple[str, ...]], BaseCAM] = {}
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         known = self.method.options
@@ -129,141 +183,127 @@ class BaseCAM(OnnxRunner):
             merged["base_method"] = _method_key(merged["base_method"])
         return merged
 
-    # ------------------------------------------------------------------ inputs
-    def _feeds(self, input_tensor: np.ndarray | Feeds) -> dict[str, np.ndarray]:
-        if isinstance(input_tensor, Mapping):
-            feeds = {k: np.asarray(v) for k, v in input_tensor.items()}
-        else:
-            if len(self.input_names) != 1:
-                raise InputError(f"the model has inputs {self.input_names}: pass a dict of arrays by name")
-            feeds = {self.input_names[0]: np.asarray(input_tensor)}
-        for name, value in feeds.items():
-            self._check_input(name, value)
-        return feeds
+    # ------------------------------------------------------------------ the engine's facts
+    @property
+    def model(self) -> onnx.ModelProto:
+        """The prepared model the engine runs."""
+        return self.engine.model
 
-    def _check_input(self, name: str, value: np.ndarray) -> None:
-        ti: TensorInfo | None = self.info.get(name)
-        if ti is None:
-            raise InputError(f"{name!r} is not a model input; inputs are {self.input_names}")
-        want = onnx.helper.tensor_dtype_to_np_dtype(ti.elem_type)
-        if value.dtype != want:
-            raise InputError(f"input {name!r} must be {want} (got {value.dtype}); convert and normalise it first")
-        if ti.shape is not None:
-            if value.ndim != len(ti.shape):
-                raise InputError(
-                    f"input {name!r} must have {len(ti.shape)} dims {list(ti.shape)}, got shape {value.shape}"
-                )
-            for axis, (want_dim, got) in enumerate(zip(ti.shape, value.shape)):
-                if isinstance(want_dim, int) and want_dim != got:
-                    raise InputError(
-                        f"input {name!r} needs size {want_dim} on axis {axis} (shape "
-                        f"{list(ti.shape)}), got shape {value.shape}"
-                    )
-        if value.size == 0:
-            raise InputError(f"input {name!r} is empty (shape {value.shape})")
-        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
-            raise InputError(f"input {name!r} contains NaN or Inf")
+    @property
+    def input_names(self) -> list[str]:
+        """The model's inputs."""
+        return self.engine.input_names
 
-    def _input_hw(self, feeds: Feeds) -> tuple[int, int] | None:
-        first = feeds[self.input_names[0]] if self.input_names[0] in feeds else next(iter(feeds.values()))
-        return (int(first.shape[-2]), int(first.shape[-1])) if first.ndim >= 4 else None
+    @property
+    def output(self) -> str:
+        """The explained output."""
+        return self.engine.output
 
-    # ------------------------------------------------------------------ maps of another method (the Runner protocol)
-    def method_maps(
-        self,
-        method: str,
-        feeds: Feeds,
-        targets: Sequence[Target] | None,
-        *,
-        layers: Sequence[str] | None = None,
-        eigen_smooth: bool = False,
-    ) -> np.ndarray:
-        """The final maps of another registered method, sharing this object's sessions."""
-        key = _method_key(method)
-        sibling = self._siblings.get(key)
-        if sibling is None:
-            sibling = object.__new__(_class_for(key))
-            sibling.__dict__.update(self.__dict__)
-            sibling.method = method_by_key(key)
-            sibling.options = dict(sibling.method.options)
-            sibling._siblings = {}
-            self._siblings[key] = sibling
-        sibling.target_layers = list(self.target_layers if layers is None else layers)
-        maps = sibling._explain(dict(feeds), self._targets(targets, self._batch(feeds)), eigen_smooth)
-        self._keep(Forward(sibling.outputs, sibling.activations, sibling.gradients, sibling.hvp))
-        return maps
+    # ------------------------------------------------------------------ copies
+    def fork(self: _Cam) -> _Cam:
+        """A CAM for another thread: the same method, options and layers; a forked engine
+        (shared compiled sessions, its own call state)."""
+        return type(self)(self.engine.fork(), self.target_layers, self.reshape_transform,
+                          batch_size=self.batch_size, **self.options)  # fmt: skip
 
-    # ------------------------------------------------------------------ the layer pipeline
-    def forward(self, input_tensor: np.ndarray | Feeds, targets: Sequence[Target] | None = None) -> dict[str, Any]:
-        """One augmented run with what the method needs: fills ``outputs``, ``activations``,
-        ``gradients`` (and ``hvp``); :meth:`layer_maps` then turns them into maps."""
-        feeds = self._feeds(input_tensor)
-        self._forward(feeds, self._targets(targets, self._batch(feeds)))
-        return feeds
+    def on_model(self: _Cam, model: str | Path | onnx.ModelProto) -> _Cam:
+        """The same method, options, layers, providers and threads on another model (e.g. one
+        with randomised weights, for the sanity check)."""
+        engine = Engine(model, output=self.engine.output, providers=self.engine.providers,
+                        threads=self.engine.threads)  # fmt: skip
+        return type(self)(engine, self.target_layers, self.reshape_transform, batch_size=self.batch_size,
+                          **self.options)  # fmt: skip
 
-    def _forward(self, feeds: Feeds, targets: Sequence[Target] | None) -> None:
-        """:meth:`forward` on inputs and targets already checked."""
+    def helper(self, method_key: str, layers: Sequence[str]) -> BaseCAM:
+        """A CAM of another method on the same engine and ``layers`` (default options)."""
+        key = (method_key, tuple(layers))
+        if key not in self._helpers:
+            self._helpers[key] = cam_class(method_key)(self.engine, list(layers), self.reshape_transform,
+                                                       batch_size=self.batch_size)  # fmt: skip
+        return self._helpers[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(outputs=[], activations={}, gradients={}, hvp={}, _helpers={})
+        return state
+
+    # ------------------------------------------------------------------ layouts
+    def layout(self, layer: str, array: np.ndarray) -> LayerLayout:
+        """The layout of ``layer``'s tensors (from its rank: tokens at rank 3, else channels first)."""
+        return LayerLayout.of(array)
+
+    # ------------------------------------------------------------------ explaining
+    def context(self, feeds: Feeds) -> MethodContext:
+        """The context a method runs in for ``feeds`` (checked feeds of one call)."""
+        return _Call(self, feeds)
+
+    def _options_of(self, fn: Any, skip: Sequence[str]) -> dict[str, Any]:
+        """This CAM's values of the options ``fn`` declares (read from its signature)."""
+        accepted = keyword_options(fn, skip)
+        return {k: v for k, v in self.options.items() if k in accepted}
+
+    def _layer_maps(self, call: _Call, feeds: Feeds, targets: Sequence[Target] | None, result: Result,
+                    eigen_smooth: bool) -> list[np.ndarray]:  # fmt: skip
+        """The layer map M (N, *spatial) of every target layer (before the ReLU)."""
         m = self.method
-        fwd = self.run_augmented(feeds, targets, gradients=m.needs_gradients, hvp="hvp" in m.needs)
-        self._last = (feeds, targets, fwd)
-
-    def _fn_options(self) -> dict[str, Any]:
-        """The options the method's function accepts (its signature, read once per function)."""
-        accepted = _parameters(self.method.fn)
-        return {k: v for k, v in self.options.items() if accepted is None or k in accepted}
-
-    def layer_maps(self, input_hw: tuple[int, int] | None, eigen_smooth: bool = False) -> list[np.ndarray]:
-        """The raw (pre-ReLU) map (N, *spatial) of every target layer, from the last :meth:`forward`."""
-        m = self.method
-        if m.kind != "layer":
-            raise CamcoreError(f"{m.name} is a pipeline method: call it, it has no per-layer maps")
-        feeds, targets, fwd = self._last
-        opts = self._fn_options()
         maps = []
-        for layer in self.target_layers:
-            act = self.layer_grid(fwd.activations[layer], input_hw)
+        for layer in call.layers:
+            act = call.grid(result.activations[layer], layer)
             if act.ndim < 3:
                 raise CamcoreError(
-                    f"layer {layer!r} has shape {act.shape}: it has no spatial extent; choose an earlier layer"
+                    f"layer {layer!r} has shape {tuple(act.shape)}: it has no spatial extent; choose an earlier layer"
                 )
-            grad = self.layer_grid(fwd.gradients[layer], input_hw) if layer in fwd.gradients else None
-            needs: dict[str, Any] = {}
-            if "hvp" in m.needs:
-                needs["hvp"] = self.layer_grid(fwd.hvp[layer], input_hw)
-            if "class_weights" in m.needs:
-                needs["class_weights"] = self._class_weights(layer, fwd, targets)
-            if "grad_moments" in m.needs:
-                needs["grad_moments"] = self._grad_moments(feeds, targets, layer, fwd, input_hw)
-            raw = m.fn(act, grad, **needs, **opts)
-            if m.output == "channels":
-                raw = project_2d(raw) if eigen_smooth else raw.sum(axis=1)
-            maps.append(raw)
-        self._keep(fwd)
+            grad = call.grid(result.gradients[layer], layer) if layer in result.gradients else None
+            run = LayerRun(call, feeds, targets, layer, result)
+            needs = {name: need.compute(run, **self._need_options[name]) for name, need in m.needs.items()}
+            raw = m.fn(act, grad, **needs, **self._fn_options)
+            maps.append(reduce_channels(raw, eigen_smooth) if m.output == "channels" else raw)
         return maps
 
-    def _explain(self, feeds: Feeds, targets: Sequence[Target] | None, eigen_smooth: bool) -> np.ndarray:
-        if self.method.kind == "pipeline":
-            opts = self._fn_options()
-            return np.asarray(self.method.fn(self, feeds, targets, eigen_smooth, **opts), dtype=np.float32)
-        size = self._input_hw(feeds)
-        self._forward(feeds, targets)
-        per_layer = [scale_cam_image(np.maximum(raw, 0), size)[:, None] for raw in self.layer_maps(size, eigen_smooth)]
-        stacked = np.maximum(np.concatenate(per_layer, axis=1), 0)
-        return scale_cam_image(stacked.mean(axis=1))
+    def explain_feeds(
+        self, feeds: Feeds, targets: Sequence[Target] | None, eigen_smooth: bool = False, scaled: bool = True
+    ) -> tuple[np.ndarray, _Call]:
+        """The maps of checked ``feeds`` (and the call they ran in); ``scaled=False`` gives the
+        unscaled maps of :func:`camcore.maps.assemble_unscaled` (pipeline methods: their own)."""
+        call = _Call(self, feeds)
+        m = self.method
+        if m.kind == "pipeline":
+            maps = np.asarray(m.fn(call, feeds, targets, eigen_smooth, **self._fn_options), dtype=np.float32)
+        else:
+            result = call.run(feeds, targets, gradients=m.needs_gradients, hvp=m.needs_hvp)
+            layer_maps = self._layer_maps(call, feeds, targets, result, eigen_smooth)
+            size = call.input_size
+            if scaled:
+                maps = assemble(layer_maps, size)
+            else:
+                maps = assemble_unscaled(layer_maps, size or tuple(layer_maps[0].shape[1:3]))
+        self._keep(call)
+        return maps, call
+
+    def _keep(self, call: _Call) -> None:
+        if call.last is not None:
+            last = call.last
+            self.outputs, self.activations, self.gradients, self.hvp = (
+                last.outputs, last.activations, last.gradients, last.hvp)  # fmt: skip
+        for name, value in call.kept.items():
+            setattr(self, name, value)
 
     def _aug_smooth(self, feeds: Feeds, targets: Sequence[Target] | None, eigen_smooth: bool) -> np.ndarray:
-        name = self.input_names[0]
-        x = feeds[name]
-        if x.ndim != 4:
-            raise CamcoreError(f"aug_smooth needs a 4-D image input; {name!r} has shape {x.shape}")
+        name, x = self.engine.image_input(feeds)
+        width_axis = -1 if self.engine.input_layout == "NCHW" else -2
         cams = []
         for flip in AUG_FLIPS:
             for factor in AUG_FACTORS:
-                t = x[..., ::-1] if flip else x
+                t = np.flip(x, axis=width_axis) if flip else x
                 t = np.ascontiguousarray(t * np.float32(factor), dtype=x.dtype)
-                cam = self._explain({**feeds, name: t}, targets, eigen_smooth)
+                cam, _ = self.explain_feeds({**feeds, name: t}, targets, eigen_smooth)
                 cams.append(cam[..., ::-1] if flip else cam)
         return np.mean(np.asarray(cams, np.float32), axis=0)
+
+    def _checked(self, input_tensor: np.ndarray | Feeds, targets: Any) -> tuple[dict[str, np.ndarray], Any]:
+        feeds = self.engine.feeds(input_tensor)
+        checked = None if targets is None else per_image(targets, self.engine.batch_of(feeds))
+        return feeds, checked
 
     def __call__(
         self,
@@ -278,31 +318,39 @@ class BaseCAM(OnnxRunner):
         ``aug_smooth``: average over flips and brightness factors (6 runs).
         ``eigen_smooth``: first principal component of the contributions instead of their sum.
         """
-        feeds = self._feeds(input_tensor)
-        checked = self._targets(targets, self._batch(feeds))
-        self._memo.reset(active=True)
-        try:
+        feeds, checked = self._checked(input_tensor, targets)
+        with self.engine.call():
             if aug_smooth:
                 return self._aug_smooth(feeds, checked, eigen_smooth)
-            return self._explain(feeds, checked, eigen_smooth)
-        finally:
-            self._memo.reset(active=False)
+            return self.explain_feeds(feeds, checked, eigen_smooth)[0]
+
+    def forward(
+        self, input_tensor: np.ndarray | Feeds, targets: Sequence[Target] | None = None, eigen_smooth: bool = False
+    ) -> np.ndarray:
+        """pytorch-grad-cam's ``forward``: :meth:`__call__` without test-time augmentation."""
+        return self(input_tensor, targets, eigen_smooth=eigen_smooth)
+
+    def unscaled(
+        self, input_tensor: np.ndarray | Feeds, targets: Sequence[Target] | None = None, eigen_smooth: bool = False
+    ) -> np.ndarray:
+        """Non-negative maps (N, H, W) left unscaled, for a range shared across images or frames:
+        :math:`\\frac{1}{L}\\sum_l R\\max(M_l, 0)` (:func:`camcore.maps.assemble_unscaled`).
+        Pipeline methods build whole maps: theirs come in [0, 1]."""
+        feeds, checked = self._checked(input_tensor, targets)
+        with self.engine.call():
+            return self.explain_feeds(feeds, checked, eigen_smooth, scaled=False)[0]
 
     def __enter__(self: _Cam) -> _Cam:
         """``with GradCAM(...) as cam:`` works as in pytorch-grad-cam."""
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._sessions.clear()
-        self._siblings.clear()
+        self.engine.close()
+        self._helpers.clear()
 
 
 # ---------------------------------------------------------------------- generated classes
 _CLASSES: dict[str, type[BaseCAM]] = {}
-
-
-def _class_for(key: str) -> type[BaseCAM]:
-    return _CLASSES[METHODS[key].name]
 
 
 def _make_class(m: CamMethod) -> type[BaseCAM]:
@@ -326,7 +374,19 @@ def cam_classes() -> dict[str, type[BaseCAM]]:
     return dict(_CLASSES)
 
 
-def _first_input(model: str | Path | onnx.ModelProto) -> list[str]:
-    proto, _ = prepare_model(model)
-    inits = {i.name for i in proto.graph.initializer}
-    return [next(i.name for i in proto.graph.input if i.name not in inits)]
+def cam_class(method: str) -> type[BaseCAM]:
+    """The public CAM class of a method, by CLI key or class name."""
+    return _CLASSES[method_by_key(method).name]
+
+
+def as_engine(model: str | Path | onnx.ModelProto | Engine | BaseCAM) -> Engine:
+    """The engine of a CAM object, an engine itself, or a new one for a path or ``ModelProto``."""
+    if isinstance(model, BaseCAM):
+        return model.engine
+    if isinstance(model, Engine):
+        return model
+    if isinstance(model, (str, Path, onnx.ModelProto)):
+        return Engine(model)
+    raise CamcoreError(
+        f"model must be a CAM object, an Engine, an ONNX path or a ModelProto, not {type(model).__name__}"
+    )

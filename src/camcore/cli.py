@@ -1,7 +1,10 @@
-"""The ``camcore`` command line: layers, augment, explain, demo, info.
+"""The ``camcore`` command line: layers, augment, explain, video, demo, info.
 
-Bad input (a model, an image, a layer, a shape) ends with a one-line error on stderr
-and exit code 2; a batch keeps going past bad images and reports them at the end.
+The commands parse and print; the work is the engine's, the batch service's
+(:mod:`camcore.batch`) and the video pipeline's. Every argument is checked before any work
+starts; bad input ends with one line on stderr and exit code 2. Outputs never overwrite an
+input and are written atomically; Ctrl-C (exit 130) and SIGTERM (exit 143) finish what is
+done: ``explain`` writes summary.json for the images it finished.
 """
 
 from __future__ import annotations
@@ -9,73 +12,71 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from camcore.arguments import (
+    EXIT_BAD_INPUT,
+    Parser,
+    add_model_options,
+    add_overlay_options,
+    add_preprocess_options,
+    add_target_options,
+    add_top_k_option,
+    positive_int,
+    say,
+)
 from camcore.errors import CamcoreError
-from camcore.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, parse_size
+from camcore.files import Terminated, terminate_as_interrupt
+from camcore.preprocess import parse_size
 
-EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+#: the image files ``explain`` takes from a folder
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2")
 
 
 def _parser() -> argparse.ArgumentParser:
-    from camcore.methods import METHODS
-    from camcore.targets import TARGET_TYPES
-
-    p = argparse.ArgumentParser(prog="camcore", description="Class activation maps for any ONNX model.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = Parser(prog="camcore", description="Class activation maps for any ONNX model.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     layers = sub.add_parser("layers", help="list candidate target layers (the default is marked *)")
-    layers.add_argument("model")
-    layers.add_argument("--output", help="differentiated output (default: the first)")
-    layers.add_argument("--size", type=parse_size, help="fix the input's spatial size HxW")
+    layers.add_argument("model", help="the .onnx model")
+    layers.add_argument("--output", metavar="NAME", help="the model output to explain (default: the first)")
+    layers.add_argument("--size", type=parse_size, metavar="HxW", help="fix the image input's spatial size")
 
     aug = sub.add_parser("augment", help="write the augmented model (outputs + activations + gradients)")
-    aug.add_argument("model")
-    aug.add_argument("-o", "--out", required=True, help="path of the augmented .onnx")
-    aug.add_argument("--layer", action="append", help="target layer (repeatable; default: automatic)")
-    aug.add_argument("--output", help="differentiated output (default: the first)")
-    aug.add_argument(
-        "--seed",
-        choices=("class", "tensor"),
-        default="class",
-        help="class: int64 class per row (-1 = top-1); tensor: a seed shaped like the output",
-    )
-    aug.add_argument("--size", type=parse_size, help="fix the input's spatial size HxW")
+    aug.add_argument("model", help="the .onnx model")
+    aug.add_argument("-o", "--out", required=True, help="path of the augmented .onnx (never the input)")
+    aug.add_argument("--layer", action="append", metavar="TENSOR",
+                     help="target layer (repeatable; default: the last spatial activation)")  # fmt: skip
+    aug.add_argument("--output", metavar="NAME", help="the output to differentiate (default: the first)")
+    aug.add_argument("--seed", choices=("class", "tensor"), default="class",
+                     help="class: an int64 class per image (-1: top-1); tensor: a seed shaped like "
+                          "the output")  # fmt: skip
+    aug.add_argument("--size", type=parse_size, metavar="HxW", help="fix the image input's spatial size")
 
     ex = sub.add_parser("explain", help="write an overlay PNG, the raw map and a JSON summary per image")
-    ex.add_argument("model")
-    ex.add_argument("images", nargs="+")
-    ex.add_argument("--out", required=True, help="output folder")
-    ex.add_argument("--method", choices=list(METHODS), default="gradcam", help="the CAM method (default: gradcam)")
-    ex.add_argument("--layer", action="append", help="target layer (repeatable; default: automatic)")
-    ex.add_argument("--target", type=int, help="class (or output index) to explain (default: the top-1 class)")
-    ex.add_argument(
-        "--target-type",
-        choices=list(TARGET_TYPES),
-        default="class",
-        help="what to explain: " + "; ".join(f"{k}: {v[1]}" for k, v in TARGET_TYPES.items()),
-    )
+    ex.add_argument("model", help="the .onnx model")
+    ex.add_argument("images", nargs="+", help="image files, or folders of images")
+    ex.add_argument("--out", required=True, help="output folder (created; never an input)")
+    add_model_options(ex)
+    add_target_options(ex)
     ex.add_argument("--aug-smooth", action="store_true", help="average over flips and brightness (6 runs)")
     ex.add_argument("--eigen-smooth", action="store_true", help="first principal component instead of the sum")
-    ex.add_argument("--size", type=parse_size, help="resize images to HxW (default: the model's input size)")
-    ex.add_argument("--mean", type=float, nargs=3, default=IMAGENET_MEAN, metavar=("R", "G", "B"))
-    ex.add_argument("--std", type=float, nargs=3, default=IMAGENET_STD, metavar=("R", "G", "B"))
-    ex.add_argument("--bgr", action="store_true", help="the model expects BGR channel order")
-    ex.add_argument("--nhwc", action="store_true", help="the model expects NHWC layout")
-    ex.add_argument("--batch-size", type=int, default=8)
-    ex.add_argument("--top-k", type=int, default=5)
-    ex.add_argument("--colormap", default="jet")
-    ex.add_argument("--alpha", type=float, default=0.5)
-    ex.add_argument("--providers", nargs="+", help="onnxruntime providers (default: CUDA if it works, else CPU)")
-    ex.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    add_preprocess_options(ex)
+    ex.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="images per run (default: 8)")
+    add_top_k_option(ex)
+    add_overlay_options(ex)
 
     demo = sub.add_parser("demo", help="explain the bundled demo model on fresh generated scenes")
     demo.add_argument("--out", default="camcore-demo", help="output folder (default: camcore-demo)")
-    demo.add_argument("-n", "--scenes", type=int, default=64)
-    demo.add_argument("--seed", type=int, default=1234)
+    demo.add_argument("-n", "--scenes", type=positive_int, default=64, metavar="N",
+                      help="how many scenes to generate and explain (default: 64)")  # fmt: skip
+    demo.add_argument("--seed", type=int, default=1234, help="the scenes' random seed (default: 1234)")
 
     from camcore.video.cli import add_video_parser
 
@@ -85,9 +86,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a bad argument already reported on one line (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     from camcore.video.cli import cmd_video
 
-    args = _parser().parse_args(argv)
     handler = {
         "video": cmd_video,
         "layers": cmd_layers,
@@ -97,22 +101,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "info": cmd_info,
     }[args.command]
     try:
-        return handler(args)
+        with terminate_as_interrupt():
+            return handler(args)
     except CamcoreError as exc:
         print(f"camcore: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Terminated:
+        print("camcore: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("camcore: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
-# ---------------------------------------------------------------------- layers
-def _input_shapes(
-    model_path: str, size: tuple[int, int] | None, nhwc: bool = False
-) -> dict[str, list[int | str | None]] | None:
+# ---------------------------------------------------------------------- layers, augment
+def _image_input_shapes(model_path: str, size: tuple[int, int] | None) -> dict[str, list[int | str | None]] | None:
+    """``--size`` as ``input_shapes`` for the model's image input, in its own layout."""
     if size is None:
         return None
     from camcore.graph import prepare_model
+    from camcore.graph.layouts import image_layout
 
     proto, info = prepare_model(model_path)
     inits = {i.name for i in proto.graph.initializer}
@@ -120,15 +128,16 @@ def _input_shapes(
     shape = info[name].shape
     if shape is None or len(shape) != 4:
         raise CamcoreError(f"--size needs a 4-D image input, but {name!r} has shape {shape}")
-    dims: list[int | str | None] = [None, None, *size] if not nhwc else [None, *size, None]
-    return {name: dims}
+    nhwc = image_layout(proto, info, name) == "NHWC"
+    return {name: [None, *size, None] if nhwc else [None, None, *size]}
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
     from camcore.graph import candidate_layers, default_layer, prepare_model
+    from camcore.graph.layers import explained_output
 
-    proto, info = prepare_model(args.model, _input_shapes(args.model, args.size))
-    output = args.output or proto.graph.output[0].name
+    proto, info = prepare_model(args.model, _image_input_shapes(args.model, args.size))
+    output = explained_output(proto, args.output)
     layers = candidate_layers(proto, info, output)
     default = default_layer(layers)
     if not layers:
@@ -144,19 +153,24 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------- augment
 def cmd_augment(args: argparse.Namespace) -> int:
     import onnx
 
+    from camcore.files import atomic_write, output_file
     from camcore.graph import augment
 
-    aug = augment(
-        args.model, args.layer, output=args.output, seed=args.seed, input_shapes=_input_shapes(args.model, args.size)
-    )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = output_file(args.out, [args.model], "-o")
+    aug = augment(args.model, args.layer, output=args.output, seed=args.seed,
+                  input_shapes=_image_input_shapes(args.model, args.size))  # fmt: skip
     big = aug.model.ByteSize() > 1_800_000_000
-    onnx.save(aug.model, str(out), save_as_external_data=big, location=out.name + ".data" if big else None)
+
+    def write(tmp: Path) -> None:
+        onnx.save(aug.model, str(tmp), save_as_external_data=big, location=out.name + ".data" if big else None)
+
+    try:
+        atomic_write(out, write)
+    except OSError as exc:
+        raise CamcoreError(f"cannot write {str(out)!r}: {exc.strerror or exc}") from None
     print(f"wrote {out}")
     print(f"  seed input: {aug.seed_input} ({aug.seed_mode})")
     for layer in aug.target_layers:
@@ -165,159 +179,149 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- explain
-def _read_image(path: str) -> np.ndarray:
+def image_paths(given: Sequence[str]) -> list[str]:
+    """The image files of the arguments: files as they are, folders' images sorted.
+
+    Raises:
+        CamcoreError: a path that does not exist, or a folder without images.
+    """
+    paths: list[str] = []
+    for arg in given:
+        p = Path(arg)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise CamcoreError(f"folder {arg!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            paths += found
+        elif not p.exists():
+            raise CamcoreError(f"image {arg!r} does not exist")
+        else:
+            paths.append(arg)
+    return paths
+
+
+def read_image(path: str) -> np.ndarray:
+    """An RGB uint8 image, or a one-line error naming the file."""
     import cv2
 
-    if not Path(path).is_file():
-        raise CamcoreError(f"image {path!r} does not exist")
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    data = np.fromfile(path, dtype=np.uint8) if Path(path).is_file() else None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
     if img is None:
-        raise CamcoreError(f"cannot decode image {path!r} (not an image OpenCV can read)")
+        raise CamcoreError(f"cannot decode image {path!r} (empty, or not an image OpenCV can read)")
+    if img.size == 0:
+        raise CamcoreError(f"image {path!r} is empty ({img.shape[1]}x{img.shape[0]})")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _model_size(cam: object, args: argparse.Namespace) -> tuple[int, int] | None:
-    """The size images are resized to: the model's, ``--size`` (checked against it), or None."""
-    from camcore.preprocess import model_input_size
-
-    fixed = model_input_size(cam, args.nhwc)
-    if args.size:
-        if fixed is not None and fixed != tuple(args.size):
-            raise CamcoreError(
-                f"--size {args.size[0]}x{args.size[1]} contradicts the model's input size {fixed[0]}x{fixed[1]}"
-            )
-        return args.size
-    return fixed  # None: each image keeps its own size
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max())
-    return e / e.sum()
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
-    import cv2
     from tqdm import tqdm
 
-    from camcore import overlay
-    from camcore.cam import cam_classes
-    from camcore.methods import METHODS
-    from camcore.targets import TARGET_TYPES
+    from camcore.arguments import preprocessing
+    from camcore.batch import BatchExplainer, Failed, Item, Names, TargetChoice
+    from camcore.cam import cam_class
+    from camcore.files import atomic_write, output_folder
+    from camcore.preprocess import read_model_metadata
 
-    if args.batch_size < 1:
-        raise CamcoreError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not 0.0 <= args.alpha <= 1.0:
-        raise CamcoreError(f"--alpha must be in [0, 1], got {args.alpha}")
-    method = METHODS[args.method]
-    cam = cam_classes()[method.name](args.model, args.layer, providers=args.providers, threads=args.threads)
-    make_target = TARGET_TYPES[args.target_type][0]
-    by_class = args.target_type in ("class", "softmax")
-    size = _model_size(cam, args)
-    preprocess = Preprocess(size, args.mean, args.std, bgr=args.bgr, nhwc=args.nhwc)
-    if args.target is not None and by_class:
-        out_shape = cam.info[cam.output].shape
-        classes = out_shape[-1] if out_shape else None
-        if args.target < 0 or (isinstance(classes, int) and args.target >= classes):
-            raise CamcoreError(f"--target {args.target} is out of range for {classes} classes")
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # every argument, before any inference
+    paths = image_paths(args.images)
+    out_dir = output_folder(args.out, [args.model, *paths], "--out")
+    cam = cam_class(args.method)(args.model, args.layer, output=args.output, providers=args.providers,
+                                 threads=args.threads)  # fmt: skip
+    choice = TargetChoice.parse(cam.engine, args.target_type, args.target)
+    preprocess, note = preprocessing(args, cam.engine, args.model)
+    class_names = read_model_metadata(cam.engine.model, args.model).class_names
+    explainer = BatchExplainer(cam, choice, batch_size=args.batch_size, top_k=args.top_k, aug_smooth=args.aug_smooth,
+                               eigen_smooth=args.eigen_smooth, class_names=class_names)  # fmt: skip
+    say(note)
 
-    records: list[dict[str, object]] = []
+    records: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
-    used_stems: set[str] = set()
-    pending: list[tuple[str, np.ndarray, np.ndarray]] = []
-
-    def stem_for(path: str) -> str:
-        stem, k = Path(path).stem, 1
-        while stem in used_stems:
-            k += 1
-            stem = f"{Path(path).stem}_{k}"
-        used_stems.add(stem)
-        return stem
-
-    def flush() -> None:
-        if not pending:
-            return
-        groups: dict[tuple[int, ...], list[tuple[str, np.ndarray, np.ndarray]]] = {}
-        for item in pending:
-            groups.setdefault(item[2].shape, []).append(item)
-        for items in groups.values():
-            try:
-                _explain_batch(items)
-            except CamcoreError:
-                for item in items:  # find the culprit, keep the rest
-                    try:
-                        _explain_batch([item])
-                    except CamcoreError as exc:
-                        failures.append({"image": item[0], "error": str(exc)})
-        pending.clear()
-
-    def _explain_batch(items: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
-        x = np.stack([item[2] for item in items])
-        targets, logits = None, None
-        if args.target is not None or args.target_type != "class" or args.aug_smooth or method.kind != "layer":
-            logits = cam.outputs_of({cam.input_names[0]: x})  # the last run may be of an augmented copy
-            if args.target is not None or args.target_type != "class":
-                targets = [make_target(args.target, row) for row in logits]
-        maps = cam(x, targets=targets, aug_smooth=args.aug_smooth, eigen_smooth=args.eigen_smooth)
-        if logits is None:
-            logits = cam.outputs[0]
-        for i, (path, rgb, _) in enumerate(items):
-            stem = stem_for(path)
-            row = logits[i].reshape(-1) if logits.ndim >= 2 else logits.reshape(-1)
-            probs = _softmax(row.astype(np.float64))
-            top = np.argsort(-row)[: args.top_k]
-            explained = (int(args.target if args.target is not None else top[0]) if by_class
-                         else args.target)  # fmt: skip
-            picture = overlay(rgb, maps[i], alpha=args.alpha, colormap=args.colormap, rgb=True)
-            png, npy = out_dir / f"{stem}_cam.png", out_dir / f"{stem}_cam.npy"
-            cv2.imwrite(str(png), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-            np.save(npy, maps[i])
-            records.append(
-                {
-                    "image": path,
-                    "overlay": str(png),
-                    "map": str(npy),
-                    "explained_class": explained,
-                    "top_k": [{"class": int(k), "logit": float(row[k]), "probability": float(probs[k])} for k in top],
-                }
-            )
-
-    for path in tqdm(args.images, desc="explain", unit="img", disable=None):
-        try:
-            rgb = _read_image(path)
-            pending.append((path, rgb, preprocess(rgb, channels="rgb")))
-        except CamcoreError as exc:
-            failures.append({"image": path, "error": str(exc)})
-        if len(pending) >= args.batch_size:
-            flush()
-    flush()
-
-    summary = {
+    names = Names()
+    summary: dict[str, Any] = {
         "model": args.model,
-        "method": method.name,
+        "method": cam.method.name,
         "target_type": args.target_type,
+        "target": args.target,
         "aug_smooth": args.aug_smooth,
         "eigen_smooth": args.eigen_smooth,
         "target_layers": cam.target_layers,
-        "input_size": list(size) if size else "per image",
-        "mean": list(args.mean),
-        "std": list(args.std),
+        "input_size": list(preprocess.size) if preprocess.size else "per image",
+        "mean": list(preprocess.mean),
+        "std": list(preprocess.std),
+        "preprocessing": note,
         "images": records,
         "failures": failures,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"explained {len(records)} image(s) into {out_dir} (layer {', '.join(cam.target_layers)})")
-    for f in failures:
-        print(f"camcore: skipped {f['image']}: {f['error']}", file=sys.stderr)
+    bar = tqdm(total=len(paths), desc="camcore explain", unit="img", disable=None, file=sys.stderr)
+
+    def items() -> Iterator[Item | Failed]:
+        for path in paths:
+            try:
+                rgb = read_image(path)
+                yield Item(path, rgb, preprocess(rgb, channels="rgb"))
+            except CamcoreError as exc:
+                yield Failed(path, str(exc))
+
+    interrupted = ""
+    t0 = time.perf_counter()
+    try:
+        for done in explainer.run(items()):
+            if isinstance(done, Failed):
+                failures.append({"image": done.key, "error": done.error})
+                tqdm.write(f"camcore: skipped {done.key}: {done.error}", file=sys.stderr)
+            else:
+                records.append(_write_explained(done, out_dir, names(done.key), args))
+            bar.update()
+    except KeyboardInterrupt as exc:
+        interrupted = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        raise
+    finally:
+        bar.close()
+        summary.update(interrupted=interrupted or False, seconds=round(time.perf_counter() - t0, 3),
+                       done=len(records), total=len(paths))  # fmt: skip
+        text = json.dumps(summary, indent=2)
+        atomic_write(out_dir / "summary.json", lambda tmp: tmp.write_text(text))
+    print(f"explained {len(records)} of {len(paths)} image(s) into {out_dir} (layer {', '.join(cam.target_layers)})")
+    if failures:
+        print(f"camcore: {len(failures)} image(s) failed; see {out_dir / 'summary.json'}", file=sys.stderr)
     return EXIT_BAD_INPUT if failures else 0
+
+
+def _write_explained(done: Any, out_dir: Path, stem: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Write one image's overlay PNG and map .npy (atomically); its summary record."""
+    import cv2
+
+    from camcore.files import atomic_write
+    from camcore.postprocess import overlay
+
+    picture = overlay(done.item.image, done.map, alpha=args.alpha, colormap=args.colormap, rgb=True)
+    png, npy = out_dir / f"{stem}_cam.png", out_dir / f"{stem}_cam.npy"
+
+    def write_png(tmp: Path) -> None:
+        ok, data = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise CamcoreError(f"cannot encode {str(png)!r}")
+        tmp.write_bytes(data.tobytes())
+
+    def write_npy(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            np.save(f, done.map)
+
+    try:
+        atomic_write(png, write_png)
+        atomic_write(npy, write_npy)
+    except OSError as exc:
+        raise CamcoreError(f"cannot write into {str(out_dir)!r}: {exc.strerror or exc}") from None
+    return {"image": done.key, "overlay": str(png), "map": str(npy), **done.record}
 
 
 # ---------------------------------------------------------------------- demo, info
 def cmd_demo(args: argparse.Namespace) -> int:
     from camcore.demo import format_report, run_demo
+    from camcore.files import output_folder
 
-    report = run_demo(args.out, n=args.scenes, seed=args.seed)
+    out = output_folder(args.out, option="--out")
+    report = run_demo(out, n=args.scenes, seed=args.seed)
     print(format_report(report))
     return 0
 

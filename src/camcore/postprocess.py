@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from camcore import _core
+from camcore.errors import CamcoreError
 
 __all__ = [
     "COLORMAPS",
@@ -48,6 +49,39 @@ __all__ = [
 COLORMAPS: tuple[str, ...] = tuple(_core.COLORMAPS)
 
 Range = tuple[float, float]
+
+
+def _check(fn: str, **values: object) -> None:
+    """One-line errors for scalar arguments of the wrong type, named by argument, before the
+    compiled function sees them (its own message lists every overload and dumps the arrays)."""
+    for name, value in values.items():
+        if name in ("alpha", "level"):
+            ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            want = "a number"
+        elif name in ("rgb", "normalize", "alpha_from_cam"):
+            ok, want = isinstance(value, (bool, np.bool_)), "True or False"
+        elif name == "colormap":  # a name: unknown names get the compiled module's message, with the choices
+            ok, want = isinstance(value, str), "a colormap name"
+        elif name == "threads":
+            ok = value is None or (isinstance(value, (int, np.integer)) and not isinstance(value, bool))
+            want = "None or a thread count"
+        elif name == "value_range":
+            ok = value is None or (
+                isinstance(value, (tuple, list))
+                and len(value) == 2
+                and all(isinstance(v, (int, float, np.integer, np.floating)) for v in value)
+            )
+            want = "None or (lo, hi)"
+        else:  # size
+            ok = value is None or (
+                isinstance(value, (tuple, list))
+                and len(value) == 2
+                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+            )
+            want = "(height, width)"
+        if not ok:
+            shown = repr(value) if len(repr(value)) <= 40 else f"a {type(value).__name__}"
+            raise CamcoreError(f"{fn}: {name} must be {want}; got {shown}")
 
 
 def overlay(
@@ -100,6 +134,8 @@ def overlay(
         >>> overlay(frame, cam, alpha=0.4, colormap="turbo").shape
         (224, 224, 3)
     """
+    _check("overlay", alpha=alpha, colormap=colormap, rgb=rgb, normalize=normalize, threads=threads,
+           value_range=value_range, alpha_from_cam=alpha_from_cam)  # fmt: skip
     return _core.overlay(
         image,
         cam,
@@ -126,6 +162,7 @@ def colorize(
         >>> colorize(np.linspace(0, 1, 256, dtype=np.float32)[None], "viridis").shape
         (1, 256, 3)
     """
+    _check("colorize", colormap=colormap, rgb=rgb, threads=threads)
     return _core.colorize(cam, colormap, rgb=rgb, threads=threads)
 
 
@@ -140,11 +177,13 @@ def resize_cam(cam: ArrayLike, size: tuple[int, int], *, threads: int | None = N
         >>> resize_cam(np.eye(7, dtype=np.float32), (224, 224)).shape
         (224, 224)
     """
+    _check("resize_cam", size=size, threads=threads)
     return _core.resize_cam(cam, size, threads=threads)
 
 
 def colormap_table(colormap: str, *, rgb: bool = True) -> NDArray[np.uint8]:
     """The 256 x 3 uint8 table of ``colormap`` (equal to ``cv2.applyColorMap`` on a 0..255 ramp)."""
+    _check("colormap_table", colormap=colormap, rgb=rgb)
     return _core.colormap_table(colormap, rgb=rgb)
 
 
@@ -165,6 +204,7 @@ def threshold_mask(
         >>> threshold_mask(np.eye(7, dtype=np.float32), 0.5, (70, 70)).sum() > 0
         True
     """
+    _check("threshold_mask", level=level, size=size, normalize=normalize, value_range=value_range, threads=threads)
     return _core.threshold_mask(cam, level, size, normalize=normalize, value_range=value_range, threads=threads)
 
 
@@ -182,6 +222,7 @@ def contour_mask(
     These are the pixels ``cv2.findContours`` traces (outer borders and holes); the frame's edge
     counts as outside.
     """
+    _check("contour_mask", level=level, size=size, normalize=normalize, value_range=value_range, threads=threads)
     return _core.contour_mask(cam, level, size, normalize=normalize, value_range=value_range, threads=threads)
 
 
@@ -201,6 +242,7 @@ def draw_contour(
     ``color`` is in the image's channel order (3 entries, or 4 for a 4-channel frame). Returns a
     new array, or ``out`` (which may be ``image``: ``draw_contour(pic, cam, 0.5, out=pic)``).
     """
+    _check("draw_contour", level=level, normalize=normalize, value_range=value_range, threads=threads)
     return _core.draw_contour(
         image, cam, level, list(color), normalize=normalize, value_range=value_range, out=out, threads=threads
     )

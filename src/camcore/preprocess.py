@@ -9,9 +9,12 @@ layout (NCHW unless ``nhwc``).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import ast
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -53,9 +56,10 @@ class Preprocess:
         mean = np.asarray(self.mean, np.float32).reshape(-1)
         std = np.asarray(self.std, np.float32).reshape(-1)
         if mean.shape != (3,) or std.shape != (3,):
-            raise CamcoreError(f"mean and std need 3 values each, got {list(mean)} and {list(std)}")
-        if np.any(std == 0):
-            raise CamcoreError(f"std must not contain 0, got {list(std)}")
+            raise CamcoreError(f"mean and std need 3 values each, got {mean.tolist()} and {std.tolist()}")
+        if np.any(std == 0) or not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+            raise CamcoreError(f"std must be finite and non-zero and mean finite, got mean {mean.tolist()}, "
+                               f"std {std.tolist()}")  # fmt: skip
         if self.bgr:
             mean, std = mean[::-1], std[::-1]
         # (x / 255 - mean) / std  ==  x * mul + add
@@ -69,6 +73,8 @@ class Preprocess:
 
     def __call__(self, frame: np.ndarray, channels: Channels = "bgr") -> np.ndarray:
         """The model input for ``frame`` (uint8 H x W x 3 in ``channels`` order)."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] == 0 or frame.shape[1] == 0:
+            raise CamcoreError(f"an image must be H x W x 3 with H, W > 0, got shape {tuple(frame.shape)}")
         if self.size is not None and frame.shape[:2] != self.size:
             frame = cv2.resize(frame, (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
         want_bgr = self.bgr
@@ -80,20 +86,114 @@ class Preprocess:
         return x if self.nhwc else np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def model_input_size(cam: object, nhwc: bool = False) -> tuple[int, int] | None:
-    """The (height, width) of a CAM's first model input, or ``None`` when it is dynamic.
+def model_input_size(engine: Any, nhwc: bool | None = None) -> tuple[int, int] | None:
+    """The (height, width) of an engine's image input (a CAM's engine), or ``None`` when it is
+    dynamic; ``nhwc`` None reads the layout from the graph (``engine.input_layout``).
 
     Raises:
         CamcoreError: the input is not 4-D.
     """
-    info = cam.info[cam.input_names[0]]  # type: ignore[attr-defined]
-    shape = info.shape
+    engine = getattr(engine, "engine", engine)
+    name = engine.input_names[0]
+    shape = engine.info[name].shape
     if shape is None or len(shape) != 4:
-        raise CamcoreError(f"images need a 4-D model input; the model's is {shape}")
+        raise CamcoreError(f"images need a 4-D model input; {name!r} is {None if shape is None else list(shape)}")
+    if nhwc is None:
+        nhwc = engine.input_layout == "NHWC"
     hw = (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
-    if all(isinstance(d, int) for d in hw):
+    if all(isinstance(d, int) and d > 0 for d in hw):
         return (int(hw[0]), int(hw[1]))
     return None
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a model says about its own preprocessing and classes, and where it said it.
+
+    Read from the ONNX ``metadata_props`` (``mean``, ``std``, ``scale``, ``color``, ``layout``,
+    ``class_names`` or Ultralytics' ``names``; Ultralytics models take [0, 1] pixels: mean 0,
+    std 1) and from a JSON file beside the model with the same stem (``model.json``) holding the
+    same keys. ``mean``/``std`` are given for pixels scaled to [0, 1] (a ``scale`` other than
+    1/255 is folded in). Anything absent is None.
+    """
+
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    bgr: bool | None = None
+    nhwc: bool | None = None
+    class_names: list[str] | None = None
+    source: str = ""
+
+
+def _values(raw: Any) -> list[float] | None:
+    if isinstance(raw, str):
+        text = raw.strip()
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            raw = [v for v in text.strip("[]()").replace(",", " ").split()]
+    try:
+        out = [float(v) for v in (raw if isinstance(raw, (list, tuple)) else [raw])]
+    except (TypeError, ValueError):
+        return None
+    if len(out) == 1:
+        out *= 3
+    return out if len(out) == 3 else None
+
+
+def _names(raw: Any) -> list[str] | None:
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            try:
+                raw = ast.literal_eval(raw)  # Ultralytics writes a Python dict: {0: 'person', ...}
+            except (ValueError, SyntaxError):
+                return None
+    if isinstance(raw, Mapping):
+        try:
+            return [str(raw[k]) for k in sorted(raw, key=int)]
+        except (TypeError, ValueError):
+            return None
+    if isinstance(raw, (list, tuple)):
+        return [str(v) for v in raw]
+    return None
+
+
+def read_model_metadata(model: Any, path: str | Path | None = None) -> ModelMetadata:
+    """The :class:`ModelMetadata` of a ``ModelProto`` (and of the JSON beside its ``path``)."""
+    found: dict[str, Any] = {}
+    sources = []
+    props = {p.key: p.value for p in getattr(model, "metadata_props", [])}
+    if props:
+        found.update(props)
+        if "Ultralytics" in props.get("author", "") and "mean" not in props:
+            found.update(mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0])
+        sources.append("the model's metadata")
+    if path is not None:
+        sidecar = Path(path).with_suffix(".json")
+        if sidecar.is_file():
+            try:
+                data = json.loads(sidecar.read_text())
+            except (OSError, ValueError):
+                data = None
+            if isinstance(data, dict):
+                found.update(data)
+                sources.append(sidecar.name)
+    mean, std = _values(found.get("mean")), _values(found.get("std"))
+    scale = found.get("scale")
+    if mean is not None and std is not None and isinstance(scale, (int, float)) and scale > 0:
+        k = 255.0 * float(scale)  # (u·scale − m)/s  ==  (u/255 − m/k)/(s/k)
+        mean, std = [m / k for m in mean], [v / k for v in std]
+    color, layout = str(found.get("color", "")).upper(), str(found.get("layout", "")).upper()
+    return ModelMetadata(
+        mean=None if mean is None or std is None else (mean[0], mean[1], mean[2]),
+        std=None if mean is None or std is None else (std[0], std[1], std[2]),
+        bgr={"BGR": True, "RGB": False}.get(color),
+        nhwc={"NHWC": True, "NCHW": False}.get(layout),
+        class_names=_names(found.get("class_names", found.get("names"))),
+        source=" and ".join(sources),
+    )
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -19,18 +19,112 @@ seed is ``dT/d output`` at the forward output:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
 from camcore.errors import CamcoreError
+
+__all__ = [
+    "TARGETS",
+    "TARGET_TYPES",
+    "Target",
+    "TargetType",
+    "per_image",
+    "register_target",
+    "softmax",
+    "top1_targets",
+]
 
 
 def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax."""
     e = np.exp(z - z.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+#: every public target class, by name (the package's ``__all__`` reads it)
+TARGETS: dict[str, type[Target]] = {}
+
+
+@dataclass(frozen=True)
+class TargetType:
+    """A target's command-line form: ``--target-type NAME [--target INDEX]``.
+
+    ``build(index, row)`` makes one image's target from ``--target`` (None when omitted) and,
+    when ``needs_output(index)``, the image's output row (None otherwise); a None target means
+    the top-1 class, chosen in the graph. ``check(index, shape)`` refuses, before any work, an
+    index or an output (its declared shape, batch axis included) that cannot work.
+    """
+
+    name: str
+    help: str
+    build: Callable[[int | None, np.ndarray | None], Target | None]
+    needs_output: Callable[[int | None], bool]
+    check: Callable[[int | None, tuple[Any, ...] | None], None]
+
+
+#: ``camcore explain --target-type``: name -> its :class:`TargetType`
+TARGET_TYPES: dict[str, TargetType] = {}
+_T = TypeVar("_T", bound=type)
+
+
+def register_target(cli: TargetType | None = None) -> Callable[[_T], _T]:
+    """Register a target class by its name, and its command-line form ``cli`` if it has one."""
+
+    def wrap(cls: _T) -> _T:
+        if cls.__name__ in TARGETS or (cli is not None and cli.name in TARGET_TYPES):
+            raise RuntimeError(f"two targets registered as {cls.__name__!r}")
+        TARGETS[cls.__name__] = cls
+        if cli is not None:
+            TARGET_TYPES[cli.name] = cli
+        return cls
+
+    return wrap
+
+
+def _int(value: Any, what: str) -> int:
+    """``value`` as an int, refusing floats, bools and strings with a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise CamcoreError(f"{what} must be an integer, got {value!r}")
+    return int(value)
+
+
+def per_image(targets: Any, n: int) -> list[Target]:
+    """``targets`` as one :class:`Target` per image: a list of n, or one for all.
+
+    Raises:
+        CamcoreError: not a sequence of targets, or a length that is neither 1 nor n.
+    """
+    if isinstance(targets, Target) or not isinstance(targets, Sequence) or isinstance(targets, str):
+        raise CamcoreError(
+            f"targets must be a list of Target objects (one per image, or one for all), e.g. "
+            f"[ClassifierOutputTarget(3)]; got {type(targets).__name__}"
+        )
+    bad = next((t for t in targets if not isinstance(t, Target)), None)
+    if bad is not None:
+        raise CamcoreError(
+            f"every target must be a Target (e.g. ClassifierOutputTarget(3)), got {type(bad).__name__} {bad!r}"
+        )
+    out = list(targets)
+    if len(out) == 1 and n > 1:
+        out = out * n
+    if len(out) != n:
+        raise CamcoreError(f"got {len(out)} targets for a batch of {n} images")
+    return out
+
+
+def top1_targets(outputs: np.ndarray) -> list[Target]:
+    """``ClassifierOutputTarget`` of each image's top-1 class, from an (N, classes) output."""
+    if outputs.ndim != 2:
+        raise CamcoreError(
+            f"the top-1 class needs an (N, classes) output, but it has shape {tuple(outputs.shape)}; pass targets "
+            "(or --target-type raw, regression, ... on the command line)"
+        )
+    return [ClassifierOutputTarget(int(k)) for k in np.argmax(outputs, axis=-1)]
 
 
 def _check_class(k: int, output: np.ndarray) -> None:
@@ -58,6 +152,34 @@ class Target:
         return s
 
 
+def _classes_of(shape: tuple[Any, ...] | None) -> int | None:
+    return shape[1] if shape is not None and len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 0 else None
+
+
+def _check_class_output(kind: str, index: int | None, shape: tuple[Any, ...] | None) -> None:
+    if shape is not None and len(shape) != 2:
+        raise CamcoreError(
+            f"--target-type {kind} needs an (N, classes) output, but the model's has shape {list(shape)}; "
+            "use --target-type raw (every score) or regression --target I (one value)"
+        )
+    classes = _classes_of(shape)
+    if index is not None and (index < 0 or (classes is not None and index >= classes)):
+        raise CamcoreError(f"--target {index} is out of range for {classes} classes (0..{(classes or 0) - 1})")
+
+
+def _class_target(index: int | None, row: np.ndarray | None) -> Target | None:
+    return None if index is None else ClassifierOutputTarget(index)
+
+
+@register_target(
+    TargetType(
+        "class",
+        "the logit of a class (default: each image's top-1)",
+        _class_target,
+        lambda index: False,
+        lambda index, shape: _check_class_output("class", index, shape),
+    )
+)
 @dataclass(frozen=True)
 class ClassifierOutputTarget(Target):
     """T = z[category]: the logit of ``category`` (pytorch-grad-cam's target).
@@ -69,6 +191,9 @@ class ClassifierOutputTarget(Target):
     category: int
     linear = True
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "category", _int(self.category, "ClassifierOutputTarget's category"))
+
     @property
     def class_index(self) -> int:  # type: ignore[override]
         return int(self.category)
@@ -78,6 +203,22 @@ class ClassifierOutputTarget(Target):
         return output[..., self.category]  # type: ignore[return-value]
 
 
+def _softmax_target(index: int | None, row: np.ndarray | None) -> Target:
+    if index is None:
+        assert row is not None, "needs_output: the row is given"
+        index = int(np.argmax(row))
+    return ClassifierOutputSoftmaxTarget(index)
+
+
+@register_target(
+    TargetType(
+        "softmax",
+        "the softmax probability of a class (default: the top-1)",
+        _softmax_target,
+        lambda index: index is None,
+        lambda index, shape: _check_class_output("softmax", index, shape),
+    )
+)
 @dataclass(frozen=True)
 class ClassifierOutputSoftmaxTarget(Target):
     """T = softmax(z)[k]; seed p_k (e_k − p).
@@ -88,6 +229,9 @@ class ClassifierOutputSoftmaxTarget(Target):
     """
 
     category: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "category", _int(self.category, "ClassifierOutputSoftmaxTarget's category"))
 
     def __call__(self, output: np.ndarray) -> float:
         # ``[..., k]`` also takes a batch of rows (as pytorch-grad-cam): an array there, kept as is
@@ -101,11 +245,15 @@ class ClassifierOutputSoftmaxTarget(Target):
         return s.astype(output.dtype)
 
 
+@register_target()
 @dataclass(frozen=True)
 class ClassifierOutputReST(Target):
     """T = z_k − CE(z, k) = 2 z_k − logsumexp(z) (ShapleyCAM's ReST target); seed 2 e_k − p."""
 
     category: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "category", _int(self.category, "ClassifierOutputReST's category"))
 
     def __call__(self, output: np.ndarray) -> float:
         z = output.astype(np.float64)
@@ -118,12 +266,38 @@ class ClassifierOutputReST(Target):
         return s.astype(output.dtype)
 
 
+def _check_binary(index: int | None, shape: tuple[Any, ...] | None) -> None:
+    if index not in (None, 0, 1):
+        raise CamcoreError(f"--target-type binary takes --target 0 or 1, got {index}")
+    row = [] if shape is None else list(shape[1:])
+    if shape is not None and not (row == [] or (len(row) == 1 and (not isinstance(row[0], int) or row[0] <= 1))):
+        raise CamcoreError(
+            f"--target-type binary needs a single-logit output (N,) or (N, 1), but the model's has shape "
+            f"{list(shape)}; use --target-type class"
+        )
+
+
+@register_target(
+    TargetType(
+        "binary",
+        "±the single logit of a binary classifier (--target 1, default, or 0)",
+        lambda index, row: BinaryClassifierOutputTarget(1 if index is None else index),
+        lambda index: False,
+        _check_binary,
+    )
+)
 @dataclass(frozen=True)
 class BinaryClassifierOutputTarget(Target):
     """T = ±output for a single-logit binary classifier: + for ``category`` 1, − otherwise."""
 
     category: int
     linear = True
+
+    def __post_init__(self) -> None:
+        category = _int(self.category, "BinaryClassifierOutputTarget's category")
+        if category not in (0, 1):
+            raise CamcoreError(f"BinaryClassifierOutputTarget's category must be 0 or 1, got {category}")
+        object.__setattr__(self, "category", category)
 
     def __call__(self, output: np.ndarray) -> float:
         return float(np.sum(output)) * (1.0 if self.category == 1 else -1.0)
@@ -132,6 +306,20 @@ class BinaryClassifierOutputTarget(Target):
         return np.full_like(output, 1.0 if self.category == 1 else -1.0)
 
 
+def _check_raw(index: int | None, shape: tuple[Any, ...] | None) -> None:
+    if index is not None:
+        raise CamcoreError("--target-type raw sums every score: it takes no --target")
+
+
+@register_target(
+    TargetType(
+        "raw",
+        "the sum of all raw scores (detectors, OCR, any output)",
+        lambda index, row: RawScoresOutputTarget(),
+        lambda index: False,
+        _check_raw,
+    )
+)
 @dataclass(frozen=True)
 class RawScoresOutputTarget(Target):
     """T = Σ output: every score at once (pytorch-grad-cam sums the raw scores)."""
@@ -145,6 +333,28 @@ class RawScoresOutputTarget(Target):
         return np.ones_like(output)
 
 
+def _check_regression(index: int | None, shape: tuple[Any, ...] | None) -> None:
+    if shape is None:
+        return
+    size = int(np.prod([d for d in shape[1:]])) if all(isinstance(d, int) and d > 0 for d in shape[1:]) else None
+    if index is None and size not in (None, 1):
+        raise CamcoreError(
+            f"--target-type regression without --target needs one value per image, but the output has shape "
+            f"{list(shape)}; pass --target I (0..{(size or 1) - 1})"
+        )
+    if index is not None and (index < 0 or (size is not None and index >= size)):
+        raise CamcoreError(f"--target {index} is out of range for an output of {size} value(s) per image")
+
+
+@register_target(
+    TargetType(
+        "regression",
+        "a scalar output, or its --target-th value (flattened)",
+        lambda index, row: RegressionOutputTarget(index),
+        lambda index: False,
+        _check_regression,
+    )
+)
 @dataclass(frozen=True)
 class RegressionOutputTarget(Target):
     """T = output[index] of a regression head (the whole scalar output when ``index`` is None).
@@ -156,8 +366,14 @@ class RegressionOutputTarget(Target):
     index: int | tuple[int, ...] | None = None
     linear = True
 
+    def __post_init__(self) -> None:
+        if self.index is not None and not isinstance(self.index, tuple):
+            object.__setattr__(self, "index", _int(self.index, "RegressionOutputTarget's index"))
+
     def __call__(self, output: np.ndarray) -> float:
-        return float(output.reshape(-1)[0] if self.index is None else output[self.index])
+        if self.index is None:
+            return float(output.reshape(-1)[0])
+        return float(output[self.index] if isinstance(self.index, tuple) else output.reshape(-1)[self.index])
 
     def seed(self, output: np.ndarray) -> np.ndarray:
         s = np.zeros_like(output)
@@ -166,11 +382,14 @@ class RegressionOutputTarget(Target):
                 raise CamcoreError(f"RegressionOutputTarget() needs a scalar output per image, got shape "
                                    f"{output.shape}; pass index=")  # fmt: skip
             s.reshape(-1)[0] = 1.0
-        else:
+        elif isinstance(self.index, tuple):
             s[self.index] = 1.0
+        else:
+            s.reshape(-1)[self.index] = 1.0
         return s
 
 
+@register_target()
 @dataclass(frozen=True)
 class SemanticSegmentationTarget(Target):
     """T = Σ_ij mask_ij · output[category, i, j] for an output (classes, H, W) per image.
@@ -197,6 +416,7 @@ class SemanticSegmentationTarget(Target):
         return s
 
 
+@register_target()
 @dataclass(frozen=True)
 class SimilarityToConceptTarget(Target):
     """T = cos(output, concept) for an embedding output: seed c/(|y||c|) − cos · y/|y|².
@@ -248,6 +468,7 @@ def _to_xyxy(box: np.ndarray, fmt: str) -> tuple[np.ndarray, np.ndarray]:
     raise CamcoreError(f"box_format must be 'cxcywh' or 'xyxy', not {fmt!r}")
 
 
+@register_target()
 @dataclass(frozen=True)
 class DetectionBoxTarget(Target):
     """One detection of a YOLO-style head whose raw output per image is (boxes, 4 + [1] + classes):
@@ -353,6 +574,7 @@ def _iou_grad(ref: np.ndarray, box: np.ndarray) -> np.ndarray:
     return (d_inter * union - inter * d_union) / max(union, 1e-12) ** 2
 
 
+@register_target()
 @dataclass(frozen=True)
 class FinerWeightedTarget(Target):
     """Finer-CAM's target: T = Σ_j p_j (z_m − α z_j) / (Σ_j p_j + 1e-9), p = softmax(z)."""
@@ -383,41 +605,3 @@ class FinerWeightedTarget(Target):
             d_num[j] -= self.alpha * p[j]
             d_den += dp
         return ((d_num * den - num * d_den) / den**2).astype(output.dtype)
-
-
-#: every public target class, by name (the package's ``__all__`` reads it)
-TARGETS = {
-    cls.__name__: cls
-    for cls in (
-        ClassifierOutputTarget,
-        ClassifierOutputSoftmaxTarget,
-        ClassifierOutputReST,
-        BinaryClassifierOutputTarget,
-        RawScoresOutputTarget,
-        RegressionOutputTarget,
-        SemanticSegmentationTarget,
-        SimilarityToConceptTarget,
-        DetectionBoxTarget,
-        FinerWeightedTarget,
-    )
-}
-
-
-def _needs_index(kind: str, index: int | None) -> int:
-    if index is None:
-        raise CamcoreError(f"--target-type {kind} needs --target")
-    return index
-
-
-#: ``camcore explain --target-type``: name -> (target for one image from ``--target`` and the
-#: image's output, help). ``--target`` omitted means the top-1 class where a class is needed.
-TARGET_TYPES: dict[str, tuple[Callable[[int | None, np.ndarray], Target], str]] = {
-    "class": (lambda k, out: ClassifierOutputTarget(int(np.argmax(out)) if k is None else k), "the logit of a class"),
-    "softmax": (
-        lambda k, out: ClassifierOutputSoftmaxTarget(int(np.argmax(out)) if k is None else k),
-        "the softmax probability of a class",
-    ),
-    "binary": (lambda k, out: BinaryClassifierOutputTarget(1 if k is None else k), "±the single logit (class 1 or 0)"),
-    "raw": (lambda k, out: RawScoresOutputTarget(), "the sum of all raw scores"),
-    "regression": (lambda k, out: RegressionOutputTarget(k), "a scalar output (or the --target-th value)"),
-}

@@ -141,7 +141,7 @@ def test_detection_box_target_end_to_end() -> None:
     model = onnx.parser.parse_model(YOLO)
     x = np.random.default_rng(3).standard_normal((2, 3, 8, 8)).astype(np.float32)
     cam = camcore.GradCAM(model, ["feat"])
-    out = cam.outputs_of({"x": x})
+    out = cam.engine.outputs_of({"x": x})
     ref = out[0, 7, :4]
     targets = [DetectionBoxTarget(label=1, box_index=5), DetectionBoxTarget(label=0, box=ref, box_format="cxcywh")]
     maps = cam(x, targets)

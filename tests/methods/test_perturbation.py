@@ -73,11 +73,11 @@ def test_scorecam_weights_by_hand() -> None:
     cam = camcore.ScoreCAM(model, ["feat"])
     got = cam(x)
     act = cam.activations["feat"][0]
-    k = int(cam.outputs_of({"x": x})[0].argmax())
+    k = int(cam.engine.outputs_of({"x": x})[0].argmax())
     masks = []
     for a in act:  # 8x8 layer at 8x8 input: the upsampling is the identity
         masks.append((a - a.min()) / (a.max() - a.min() + 1e-8))
-    scores = np.asarray([cam.outputs_of({"x": x * m[None, None]})[0, k] for m in masks])
+    scores = np.asarray([cam.engine.outputs_of({"x": x * m[None, None]})[0, k] for m in masks])
     w = np.exp(scores - scores.max())
     w /= w.sum()
     raw = np.maximum(np.einsum("c,chw->hw", w, act), 0)
@@ -110,13 +110,13 @@ def test_scorecam_topk_scores_only_k_channels() -> None:
     x = _x(3, n=1, size=16)
     calls = []
     cam = camcore.ScoreCAM(model, ["feat"], top_k=5, batch_size=4)
-    real = cam.scores
+    real = cam.engine.scores
 
     def spy(feeds, targets, batch_size=None):  # type: ignore[no-untyped-def]
         calls.append(next(iter(feeds.values())).shape[0])
         return real(feeds, targets, batch_size)
 
-    cam.scores = spy  # type: ignore[method-assign]
+    cam.engine.scores = spy  # type: ignore[method-assign]
     out = cam(x)
     assert sum(calls) == 5 and max(calls) <= 4
     full = camcore.ScoreCAM(model, ["feat"])(x)
@@ -134,13 +134,13 @@ def test_ablationcam_runs_only_the_cut_model_and_matches_a_full_rerun() -> None:
     x = _x(4)
     cam = camcore.AblationCAM(model, ["feat"], batch_size=4)
     seen = []
-    real = cam.downstream_scores
+    real = cam.engine.downstream_scores
 
     def spy(layer, feeds, activations, targets, batch_size=None):  # type: ignore[no-untyped-def]
         seen.append((layer, activations.shape))
         return real(layer, feeds, activations, targets, batch_size)
 
-    cam.downstream_scores = spy  # type: ignore[method-assign]
+    cam.engine.downstream_scores = spy  # type: ignore[method-assign]
     got = cam(x)
     assert seen and all(layer == "feat" and shape[0] <= 4 for layer, shape in seen)
     assert sum(shape[0] for _, shape in seen) == 2 * 6
@@ -166,10 +166,10 @@ def test_ablationcam_ratio_and_topk_ablate_fewer_channels() -> None:
         cam = camcore.AblationCAM(model, ["feat"], **opts)
         n: list[int] = []
 
-        def spy(*a, real=cam.downstream_scores, n=n, **k):  # type: ignore[no-untyped-def]
+        def spy(*a, real=cam.engine.downstream_scores, n=n, **k):  # type: ignore[no-untyped-def]
             n.append(a[2].shape[0])
             return real(*a, **k)
 
-        cam.downstream_scores = spy  # type: ignore[method-assign]
+        cam.engine.downstream_scores = spy  # type: ignore[method-assign]
         assert cam(x).shape == (1, 8, 8)
         assert sum(n) == count, opts

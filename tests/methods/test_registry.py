@@ -13,6 +13,7 @@ import camcore
 from camcore.cli import _parser
 from camcore.errors import CamcoreError
 from camcore.methods import METHODS
+from camcore.runtime import Session
 from tests.models import tiny_classifier
 
 #: per-method options that keep the test fast (SESS: fewer scales on an 8x8 model)
@@ -103,25 +104,21 @@ def test_deep_feature_factorization() -> None:
     assert np.linalg.norm(v - w @ h) < 0.05 * np.linalg.norm(v)
 
 
-def test_sess_patches_use_the_cam_batch_size() -> None:
+def test_sess_patches_use_the_cam_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """``SESS(..., batch_size=2)`` scores and explains its patches 2 at a time (the CAM's
     ``batch_size``, which BaseCAM takes, is the one SESS uses), with the same maps."""
     x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
     maps, sizes = {}, {}
+    run = Session.run
     for batch_size in (2, 32):
         cam = camcore.SESS(_tiny(), ["feat"], threads=1, num_scales=2, batch_size=batch_size)
         seen: list[int] = []
-        outputs_of, method_maps = cam.outputs_of, cam.method_maps
 
-        def spy_outputs(feeds, _f=outputs_of, _s=seen):  # type: ignore[no-untyped-def]
+        def spy(self, feeds, outputs=None, _run=run, _s=seen):  # type: ignore[no-untyped-def]
             _s.append(len(next(iter(feeds.values()))))
-            return _f(feeds)
+            return _run(self, feeds, outputs)
 
-        def spy_maps(method, feeds, targets, _f=method_maps, _s=seen, **kw):  # type: ignore[no-untyped-def]
-            _s.append(len(next(iter(feeds.values()))))
-            return _f(method, feeds, targets, **kw)
-
-        cam.outputs_of, cam.method_maps = spy_outputs, spy_maps  # type: ignore[method-assign]
+        monkeypatch.setattr(Session, "run", spy)
         maps[batch_size] = cam(x)
         sizes[batch_size] = seen
     assert max(sizes[2]) == 2 and max(sizes[32]) == 5  # 5 patches: 1 at scale 8, 4 at scale 10

@@ -87,8 +87,8 @@ def test_eigen_projection_of_rank_one_contributions() -> None:
 
 def test_eigen_smooth_projects_the_method_contributions() -> None:
     """eigen_smooth replaces the channel sum by the projection of the same contributions."""
+    from camcore.maps import scale_cam_image
     from camcore.methods.gradient import hirescam
-    from camcore.methods.image import scale_cam_image
     from camcore.methods.projection import project_2d
 
     model, _ = tiny_classifier()
@@ -134,9 +134,9 @@ def test_fullgrad_completeness_of_input_and_bias_gradients() -> None:
     model, w = tiny_classifier()
     x = _x(8, n=2)
     cam = camcore.FullGrad(model)
-    terms = cam.bias_terms()
+    terms = cam.engine.bias_terms()
     assert [t for t, _ in terms] == ["conv"]
-    fwd = cam.run_augmented({"x": x}, None, layers=[], gradients=False, extra=["x", "conv"])
+    fwd = cam.engine.run({"x": x}, None, layers=[], gradients=False, extra=["x", "conv"])
     logits = fwd.outputs[0]
     k = logits.argmax(1)
     total = (fwd.extra["x"] * x).sum(axis=(1, 2, 3))
@@ -173,7 +173,7 @@ def test_hessian_vector_product_matches_finite_differences_of_the_gradient() -> 
     a, hv = out[aug.activation_outputs["h"]], out[aug.hvp_outputs["h"]]
     assert np.abs(hv).max() > 1e-3  # the curvature is real
 
-    cut, _ = downstream_model(model, camcore.GradCAM(model, ["h"], output="y").info, "h", "y")
+    cut, _ = downstream_model(model, camcore.Engine(model, output="y").info, "h", "y")
     grad_of = camcore.augment(cut, ["h"], seed="tensor")
     gs = ort.InferenceSession(grad_of.model.SerializeToString(), providers=["CPUExecutionProvider"])
     name = grad_of.gradient_outputs["h"]
@@ -230,13 +230,13 @@ def test_runner_scores_and_downstream_scores_agree_with_the_model() -> None:
     x = _x(12, n=5)
     cam = camcore.GradCAM(model, ["feat"], batch_size=2)
     targets = [camcore.ClassifierOutputTarget(k) for k in (0, 1, 2, 3, 4)]
-    logits = cam.outputs_of({"x": x})
-    np.testing.assert_allclose(cam.scores({"x": x}, targets), logits[np.arange(5), [0, 1, 2, 3, 4]], rtol=1e-6)
-    feat = cam.run_augmented({"x": x}, None, gradients=False).activations["feat"]
-    same = cam.downstream_scores("feat", {"x": x}, feat, targets)
+    logits = cam.engine.outputs_of({"x": x})
+    np.testing.assert_allclose(cam.engine.scores({"x": x}, targets), logits[np.arange(5), [0, 1, 2, 3, 4]], rtol=1e-6)
+    feat = cam.engine.run({"x": x}, None, layers=cam.target_layers, gradients=False).activations["feat"]
+    same = cam.engine.downstream_scores("feat", {"x": x}, feat, targets)
     np.testing.assert_allclose(same, logits[np.arange(5), [0, 1, 2, 3, 4]], rtol=1e-5, atol=1e-6)
     ablated = feat.copy()
     ablated[:, 1] = 0
-    drop = cam.downstream_scores("feat", {"x": x[:1]}, ablated, targets)
+    drop = cam.engine.downstream_scores("feat", {"x": x[:1]}, ablated, targets)
     want = [(logits[i, k] - w["fc_w"][k, 1] * feat[i, 1].mean()) for i, k in enumerate(range(5))]
     np.testing.assert_allclose(drop, want, rtol=1e-5, atol=1e-5)

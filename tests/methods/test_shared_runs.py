@@ -15,7 +15,7 @@ import threadpoolctl
 from onnx import TensorProto, helper, numpy_helper
 
 import camcore
-from camcore.methods.blas import serial_blas
+from camcore.blas import serial_blas
 from camcore.methods.perturbation import masked_scores
 from camcore.runtime import Session
 from camcore.targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget, FinerWeightedTarget
@@ -85,12 +85,8 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[Session, int]]]
 
 
 def _kinds(cam: camcore.BaseCAM, seen: list[tuple[Session, int]]) -> list[str]:
-    """The cache key kind ("plain", "aug", "tail", ...) of each session run."""
-    kind = {}
-    for key, value in cam._sessions.items():
-        for item in value if isinstance(value, tuple) else (value,):
-            if isinstance(item, Session):
-                kind[id(item)] = str(key[0])
+    """The kind ("plain", "augmented", "tail", "cut") of each session run."""
+    kind = {id(session): name for name, session in cam.engine.sessions()}
     return [kind[id(s)] for s, _ in seen]
 
 
@@ -102,9 +98,9 @@ def test_output_dependent_seeds_take_the_gradient_of_the_cut_model(model: onnx.M
     cam = camcore.GradCAM(model, ["feat"], threads=1)
     for targets in ([ClassifierOutputSoftmaxTarget(1), ClassifierOutputSoftmaxTarget(3)],
                     [FinerWeightedTarget(0, [1, 2]), FinerWeightedTarget(4, [3])]):  # fmt: skip
-        got = cam.run_augmented({"x": x}, targets)
-        aug, session = cam.compiled({"x": x}, "tensor")
-        out = cam.outputs_of({"x": x})
+        got = cam.engine.run({"x": x}, targets, layers=["feat"])
+        aug, session = cam.engine.compiled({"x": x}, "tensor", ["feat"])
+        out = cam.engine.outputs_of({"x": x})
         seed = np.stack([t.seed(o) for t, o in zip(targets, out)]).astype(np.float32)
         res = session.run({"x": x, aug.seed_input: seed})
         np.testing.assert_allclose(got.gradients["feat"], res[aug.gradient_outputs["feat"]], rtol=1e-5, atol=1e-7)
@@ -144,10 +140,10 @@ def test_sess_scores_patches_on_the_base_methods_runs(runs: list[tuple[Session, 
     one(x), two(x)
     runs.clear()
     a = one(x)
-    assert Counter(_kinds(one, runs)) == {"aug": 1 + 2}  # the top-1 classes, then each image's patches
+    assert Counter(_kinds(one, runs)) == {"augmented": 1 + 2}  # the top-1 classes, then each image's patches
     runs.clear()
     b = two(x)
-    assert Counter(_kinds(two, runs)) == {"aug": 1 + 2, "plain": 2}
+    assert Counter(_kinds(two, runs)) == {"augmented": 1 + 2, "plain": 2}
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
@@ -173,7 +169,7 @@ def test_distinct_masked_scores_equal_all_scores() -> None:
     model = dead_channel_classifier()
     x = _x(8)
     cam = camcore.ISCAM(model, ["feat"], threads=1)
-    grid = cam.run_augmented({"x": x}, None, gradients=False).activations["feat"]
+    grid = cam.engine.run({"x": x}, None, layers=cam.target_layers, gradients=False).activations["feat"]
     channels = np.tile(np.arange(8), (2, 1))[:, ::-1]
     targets = [ClassifierOutputTarget(1), ClassifierOutputTarget(3)]
     coeffs = (0.5, 1.5)
@@ -181,8 +177,9 @@ def test_distinct_masked_scores_equal_all_scores() -> None:
     def path(m: np.ndarray, _hw: tuple[int, int]) -> list[np.ndarray]:
         return [m * np.float32(k) for k in coeffs]
 
-    every = masked_scores(cam, {"x": x}, grid, channels, targets, path, 3)
-    once = masked_scores(cam, {"x": x}, grid, channels, targets, path, 3, distinct=True)
+    context = cam.context({"x": x})
+    every = masked_scores(context, {"x": x}, grid, channels, targets, path, 3)
+    once = masked_scores(context, {"x": x}, grid, channels, targets, path, 3, distinct=True)
     np.testing.assert_array_equal(once, every)
     assert len(np.unique(every[0])) == 5
 
@@ -199,7 +196,7 @@ def test_serial_blas_gives_the_same_projection() -> None:
 def test_serial_blas_uses_one_thread() -> None:
     """numpy's BLAS (found when first used) runs on one thread inside the block. Libraries
     loaded later by other packages (scipy's own OpenBLAS, say) are not numpy's and not limited."""
-    from camcore.methods.blas import _blas_controller
+    from camcore.blas import _blas_controller
 
     np.linalg.svd(np.eye(3))  # numpy's BLAS is loaded
     limited = {i["filepath"] for i in _blas_controller().info()}

@@ -133,10 +133,19 @@ def test_missing_codec_is_one_clear_error(clip_file: Path, tmp_path: Path) -> No
     assert summary["result"]["frames"] == 0 and "QQQQ" in summary["result"]["error"]
 
 
-def test_bad_arguments(clip_file: Path, tmp_path: Path) -> None:
-    for argv, message in ((["--every", "0"], "--every"), (["--alpha", "3"], "--alpha"), (["--smooth", "1"], "smooth")):
-        with pytest.raises(CamcoreError, match=message):
-            run_video(str(clip_file), "-o", str(tmp_path / "o.mp4"), *argv)
+def test_bad_arguments(clip_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each bad option: one line naming it, exit code 2, before any work (no output file)."""
+    from camcore.cli import main
+
+    out = tmp_path / "o.mp4"
+    cases = ((["--every", "0"], "--every"), (["--alpha", "3"], "--alpha"), (["--smooth", "1"], "smooth"),
+             (["--workers", "0"], "--workers"), (["--top-k", "-3"], "--top-k"), (["--colormap", "jte"], "jet"),
+             (["--target", "5"], "out of range for 5 classes"), (["--range", "1", "0"], "--range"))  # fmt: skip
+    for argv, message in cases:
+        code = main(["video", str(DEMO_MODEL), str(clip_file), "-o", str(out), *argv])
+        err = [line for line in capsys.readouterr().err.splitlines() if line]
+        assert code == 2 and len(err) == 1 and err[0].startswith("camcore: error: ") and message in err[0], err
+        assert not out.exists()
 
 
 def test_wired_into_the_camcore_command(clip_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,7 +31,7 @@ from camcore.errors import CamcoreError, ModelError
 from camcore.graph import rules as _rules  # noqa: F401 - fills the registry
 from camcore.graph.autodiff import build_gradients, path_nodes
 from camcore.graph.builder import GraphBuilder
-from camcore.graph.layers import explained_output_and_layers
+from camcore.graph.layers import explained_output, resolve_target_layers
 from camcore.graph.shapes import TensorInfo, fix_input_shapes, infer_tensor_info, probe_shapes
 
 SEED_CLASS_INPUT = "camcore_class"
@@ -57,13 +57,20 @@ class Augmented:
     hvp_outputs: dict[str, str] = field(default_factory=dict)
 
 
-def load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
-    """Load a model from a path (external data next to it is loaded too) or copy a proto."""
+def load_model(model: str | Path | onnx.ModelProto, base_dir: str | Path | None = None) -> onnx.ModelProto:
+    """Load a model from a path (external data next to it is loaded too) or copy a proto.
+
+    An in-memory model whose weights are external data needs ``base_dir``, the folder its
+    ``location`` entries are relative to: it is never read relative to the working directory.
+    """
     if isinstance(model, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
+        _load_external(copy, base_dir)
         return copy
     path = Path(model)
+    if path.is_dir():
+        raise ModelError(f"model {str(path)!r} is a folder, not an ONNX file; pass the .onnx file inside it")
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} does not exist")
     try:
@@ -71,6 +78,29 @@ def load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"cannot read {str(path)!r} as an ONNX model ({reason})") from None
+
+
+def _load_external(model: onnx.ModelProto, base_dir: str | Path | None) -> None:
+    """Read the external data of an in-memory model from ``base_dir`` (required when there is any)."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    external = [t for t in model.graph.initializer if uses_external_data(t)]
+    if not external:
+        return
+    location = next((e.value for e in external[0].external_data if e.key == "location"), "?")
+    if base_dir is None:
+        raise ModelError(
+            f"the in-memory model keeps {len(external)} weight(s) in external data (e.g. {location!r}); pass "
+            "base_dir= (the folder that holds them) or load the model from its path"
+        )
+    folder = Path(base_dir)
+    if not folder.is_dir():
+        raise ModelError(f"base_dir {str(folder)!r} is not a folder")
+    try:
+        load_external_data_for_model(model, str(folder))
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"cannot read the model's external data from {str(folder)!r} ({reason})") from None
 
 
 def model_opset(model: onnx.ModelProto) -> int:
@@ -83,9 +113,13 @@ def model_opset(model: onnx.ModelProto) -> int:
 def prepare_model(
     model: str | Path | onnx.ModelProto,
     input_shapes: Mapping[str, Sequence[int | str | None]] | None = None,
+    base_dir: str | Path | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, TensorInfo]]:
-    """Load, inline local functions, bring the opset to >= 11, fix shapes, infer types."""
-    proto = load_model(model)
+    """Load, inline local functions, bring the opset to >= 11, fix shapes, infer types.
+
+    ``base_dir``: the folder of an in-memory model's external data (see :func:`load_model`).
+    """
+    proto = load_model(model, base_dir)
     if len(proto.graph.node) == 0:
         raise ModelError("the model has no nodes")
     if proto.functions:
@@ -183,8 +217,16 @@ def augment(
     """
     proto, info = prepare_model(model, input_shapes)
     graph = proto.graph
+    ours = [
+        n
+        for n in (*(i.name for i in graph.input), *(o.name for o in graph.output))
+        if n in (SEED_CLASS_INPUT, SEED_TENSOR_INPUT) or n.startswith(("camcore_activation_", "camcore_gradient_"))
+    ]
+    if ours:
+        raise ModelError(f"the model is already augmented by camcore (it has {ours[0]!r}); pass the original model")
     original_outputs = [o.name for o in graph.output]
-    output, targets = explained_output_and_layers(proto, info, output, target_layers)
+    output = explained_output(proto, output)
+    targets = resolve_target_layers(proto, info, output, target_layers)
     if len(set(targets)) != len(targets):
         raise CamcoreError(f"target layers repeat a tensor: {targets}")
 

@@ -28,6 +28,34 @@ def _is_float(name: str, info: dict[str, TensorInfo]) -> bool:
     return ti is None or ti.elem_type in FLOAT_TYPES or ti.elem_type == 0
 
 
+#: ops whose subgraphs read outer tensors by name (implicit inputs); camcore has no rules for them
+CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
+
+
+def node_inputs(node: onnx.NodeProto) -> list[str]:
+    """The tensors a node reads: its inputs and, for control flow, the outer tensors its
+    subgraphs use by name (implicit inputs)."""
+    inputs = [i for i in node.input if i]
+    if node.op_type in CONTROL_FLOW:
+        inputs += [t for t in _outer_names(node) if t not in inputs]
+    return inputs
+
+
+def _outer_names(node: onnx.NodeProto) -> list[str]:
+    """Names the subgraphs of ``node`` read but do not define (recursively)."""
+    found: list[str] = []
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            local = {i.name for i in g.input} | {i.name for i in g.initializer}
+            for inner in g.node:
+                for t in node_inputs(inner):
+                    if t not in local and t not in found:
+                        found.append(t)
+                local.update(o for o in inner.output if o)
+    return found
+
+
 def forward_reach(
     nodes: Sequence[onnx.NodeProto],
     sources: Sequence[str],
@@ -37,7 +65,7 @@ def forward_reach(
     """Float tensors that depend on any of ``sources`` (``stop`` tensors count as constants)."""
     reached = set(sources)
     for node in nodes:
-        if any(i in reached for i in node.input if i):
+        if any(i in reached for i in node_inputs(node)):
             reached.update(o for o in node.output if o and o not in stop and _is_float(o, info))
     return reached
 
@@ -47,7 +75,7 @@ def backward_reach(nodes: Sequence[onnx.NodeProto], sinks: Sequence[str]) -> set
     reached = set(sinks)
     for node in reversed(nodes):
         if any(o in reached for o in node.output):
-            reached.update(i for i in node.input if i)
+            reached.update(node_inputs(node))
     return reached
 
 
@@ -61,7 +89,9 @@ def path_nodes(
     """Nodes with an input reached from ``sources`` and an output reaching ``sinks``."""
     fwd = forward_reach(nodes, sources, info, stop)
     bwd = backward_reach(nodes, sinks)
-    on_path = [n for n in nodes if any(i in fwd for i in n.input if i) and any(o in fwd and o in bwd for o in n.output)]
+    on_path = [
+        n for n in nodes if any(i in fwd for i in node_inputs(n)) and any(o in fwd and o in bwd for o in n.output)
+    ]
     return on_path, fwd
 
 
@@ -122,6 +152,12 @@ def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
 def check_supported(nodes: Sequence[onnx.NodeProto], on_path: Sequence[onnx.NodeProto], source: str, sink: str) -> None:
     """Raise before emitting anything if an op on the gradient path has no rule."""
     for node in on_path:
+        if node.domain in ("", "ai.onnx") and node.op_type in CONTROL_FLOW:
+            raise UnsupportedOpError(
+                f"control flow: op {node.op_type} (node {node.name or node.output[0]!r}) is on the gradient "
+                f"path {describe_path(nodes, source, node, sink)}, and camcore cannot differentiate through "
+                "If/Loop/Scan; choose a target layer after it (see `camcore layers MODEL`)"
+            )
         if node.domain not in ("", "ai.onnx") or node.op_type not in RULES:
             op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
             raise UnsupportedOpError(

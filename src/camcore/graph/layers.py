@@ -77,23 +77,39 @@ def default_layer(candidates: Sequence[Layer]) -> Layer | None:
     return spatial[-1] if spatial else None
 
 
-__all__ = ["Layer", "candidate_layers", "default_layer", "resolve_layers"]
+__all__ = [
+    "Layer",
+    "candidate_layers",
+    "default_layer",
+    "explained_output",
+    "resolve_layers",
+    "resolve_target_layers",
+]
 
 
-def explained_output_and_layers(
-    model: onnx.ModelProto, info: dict[str, TensorInfo], output: str | None, target_layers: Sequence[str] | str | None
-) -> tuple[str, list[str]]:
-    """The output to explain (``output``, or the model's first) and the target tensors
-    (``target_layers`` as tensor or node names, or the default layer when None).
+def explained_output(model: onnx.ModelProto, output: str | None) -> str:
+    """The output to explain: ``output``, or the model's first.
 
-    Example:
-        >>> explained_output_and_layers(model, info, None, None)  # doctest: +SKIP
-        ('logits', ['/layer4/layer4.1/relu_1/Relu_output_0'])
+    Raises:
+        CamcoreError: ``output`` is not one of the model's outputs.
     """
     outputs = [o.name for o in model.graph.output]
-    output = output or outputs[0]
+    if output is None:
+        return outputs[0]
     if output not in outputs:
         raise CamcoreError(f"unknown output {output!r}; the model's outputs are {outputs}")
+    return output
+
+
+def resolve_target_layers(
+    model: onnx.ModelProto, info: dict[str, TensorInfo], output: str, target_layers: Sequence[str] | str | None
+) -> list[str]:
+    """The target tensors: ``target_layers`` as tensor or node names, or the default layer when None.
+
+    Example:
+        >>> resolve_target_layers(model, info, "logits", None)  # doctest: +SKIP
+        ['/layer4/layer4.1/relu_1/Relu_output_0']
+    """
     if target_layers is None:
         layer = default_layer(candidate_layers(model, info, output))
         if layer is None:
@@ -101,6 +117,8 @@ def explained_output_and_layers(
                 "no default target layer: no 4-D activation with spatial extent leads to "
                 f"{output!r}; pass target_layers (see `camcore layers MODEL`)"
             )
-        return output, [layer.tensor]
+        return [layer.tensor]
     names = [target_layers] if isinstance(target_layers, str) else list(target_layers)
-    return output, resolve_layers(model, names)
+    if not names:
+        raise CamcoreError("target_layers is empty: pass at least one layer, or None for the default")
+    return resolve_layers(model, names)

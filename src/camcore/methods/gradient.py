@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from camcore.methods.registry import register_method
+from camcore.maps import weighted_activations
+from camcore.methods.registry import LayerRun, Need, register_method
+from camcore.targets import ClassifierOutputTarget
 
 
 def spatial_axes(x: np.ndarray) -> tuple[int, ...]:
@@ -18,14 +20,46 @@ def spatial_axes(x: np.ndarray) -> tuple[int, ...]:
     return tuple(range(2, x.ndim))
 
 
-def channel_weighted(activations: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """w[n, c] · A[n, c, ...] for weights of shape (N, C)."""
-    return weights.reshape(*weights.shape, *(1,) * (activations.ndim - 2)) * activations
+def layer_hvp(run: LayerRun) -> np.ndarray:
+    """ShapleyCAM's need: the run's Hessian-vector product H·A of the layer, arranged as (N, C, *spatial)."""
+    return run.context.grid(run.result.hvp[run.layer], run.layer)
 
 
-def weighted_sum(activations: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Σ_c w[n, c] · A[n, c, ...] for weights of shape (N, C)."""
-    return channel_weighted(activations, weights).sum(axis=1)
+def explained_classes(run: LayerRun) -> np.ndarray:
+    """The class each image explains: its target's class, or the run's top-1 class."""
+    from camcore.errors import CamcoreError
+
+    if run.targets is None:
+        return np.asarray(np.argmax(run.result.outputs[run.context.engine.output_index], axis=-1)).reshape(-1)
+    if any(t.class_index is None for t in run.targets):
+        raise CamcoreError("this method needs class targets (ClassifierOutputTarget)")
+    return np.asarray([t.class_index for t in run.targets])
+
+
+def grad_moments(run: LayerRun, num_samples: int = 4, std: float = 0.3, seed: int | None = 0) -> np.ndarray:
+    """Smooth Grad-CAM++'s need: (mean G, mean G², mean G³) of the layer's gradients over
+    ``num_samples`` copies of the image input with Gaussian noise of std ``std``, stacked on axis 0.
+    The explained class is the clean image's (its target, or its top-1)."""
+    from camcore.errors import CamcoreError
+
+    if num_samples < 1:
+        raise CamcoreError(f"num_samples must be >= 1, got {num_samples}")
+    engine = run.context.engine
+    targets = run.targets
+    if targets is None:
+        targets = [ClassifierOutputTarget(int(k)) for k in explained_classes(run)]
+    name = engine.input_names[0]
+    rng = np.random.default_rng(seed)
+    moments = None
+    for _ in range(num_samples):
+        x = run.feeds[name]
+        noisy = {**run.feeds, name: (x + rng.normal(0.0, std, x.shape)).astype(x.dtype)}
+        g = engine.run(noisy, targets, layers=[run.layer]).gradients[run.layer]
+        g = run.context.grid(g, run.layer).astype(np.float64)
+        step = np.stack([g, g**2, g**3])
+        moments = step if moments is None else moments + step
+    assert moments is not None
+    return (moments / num_samples).astype(np.float32)
 
 
 @register_method("GradCAM", "gradcam", "Grad-CAM: channel weights are the spatial mean of the gradients",
@@ -40,7 +74,7 @@ def gradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
         >>> float(gradcam(a, g.astype(np.float32)).sum(axis=1)[0, 0, 0])
         0.0
     """
-    return channel_weighted(activations, gradients.mean(axis=spatial_axes(gradients)))
+    return weighted_activations(activations, gradients.mean(axis=spatial_axes(gradients)))
 
 
 @register_method("HiResCAM", "hirescam", "HiResCAM: the element-wise product of gradients and activations",
@@ -89,7 +123,7 @@ def gradcam_plusplus(activations: np.ndarray, gradients: np.ndarray) -> np.ndarr
     sum_a = activations.sum(axis=axes, keepdims=True)
     alpha = g2 / (2 * g2 + sum_a * g3 + 1e-6)
     alpha = np.where(gradients != 0, alpha, 0)
-    return channel_weighted(activations, (np.maximum(gradients, 0) * alpha).sum(axis=axes))
+    return weighted_activations(activations, (np.maximum(gradients, 0) * alpha).sum(axis=axes))
 
 
 @register_method("XGradCAM", "xgradcam", "XGrad-CAM: gradients weighted by the normalised activations",
@@ -105,7 +139,7 @@ def xgradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
     axes = spatial_axes(activations)
     sum_a = activations.sum(axis=axes, keepdims=True)
     weights = (gradients * activations / (sum_a + 1e-7)).sum(axis=axes)
-    return channel_weighted(activations, weights)
+    return weighted_activations(activations, weights)
 
 
 @register_method("LayerCAM", "layercam", "LayerCAM: activations weighted by their positive gradients",
@@ -122,7 +156,8 @@ def layercam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
 
 @register_method("ShapleyCAM", "shapleycam",
                  "ShapleyCAM: weights are the spatial mean of G − ½·H·A (gradient and Hessian-vector product)",
-                 needs=("hvp",), reference="https://arxiv.org/abs/2501.06261")  # fmt: skip
+                 needs={"hvp": Need(layer_hvp, hvp=True)},
+                 reference="https://arxiv.org/abs/2501.06261")  # fmt: skip
 def shapleycam(activations: np.ndarray, gradients: np.ndarray, hvp: np.ndarray) -> np.ndarray:
     """ShapleyCAM (Cai 2025): a second-order Taylor estimate of each channel's Shapley value.
 
@@ -139,13 +174,12 @@ def shapleycam(activations: np.ndarray, gradients: np.ndarray, hvp: np.ndarray) 
         0.0
     """
     weights = (gradients - 0.5 * hvp).mean(axis=spatial_axes(gradients))
-    return channel_weighted(activations, weights)
+    return weighted_activations(activations, weights)
 
 
 @register_method("SmoothGradCAMpp", "smoothgradcam++",
                  "Smooth Grad-CAM++ (torchcam): Grad-CAM++ with gradient moments averaged over noisy inputs",
-                 needs=("grad_moments",), options={"num_samples": 4, "std": 0.3, "seed": 0},
-                 reference="https://arxiv.org/abs/1908.01224")  # fmt: skip
+                 needs={"grad_moments": Need(grad_moments)}, reference="https://arxiv.org/abs/1908.01224")  # fmt: skip
 def smoothgradcampp(activations: np.ndarray, gradients: np.ndarray, grad_moments: np.ndarray) -> np.ndarray:
     """Smooth Grad-CAM++ (Omeiza et al. 2019), with torchcam's α numerator:
 
@@ -167,11 +201,11 @@ def smoothgradcampp(activations: np.ndarray, gradients: np.ndarray, grad_moments
     mean, g2, g3 = grad_moments
     axes = spatial_axes(activations)
     alpha = g2 / (2 * g2 + (g3 * activations).sum(axis=axes, keepdims=True) + 1e-8)
-    return channel_weighted(activations, (alpha * np.maximum(mean, 0)).sum(axis=axes))
+    return weighted_activations(activations, (alpha * np.maximum(mean, 0)).sum(axis=axes))
 
 
 @register_method("RandomCAM", "randomcam", "RandomCAM: uniform random channel weights in [-1, 1] (a baseline)",
-                 random=True, needs_gradients=False, options={"seed": None})  # fmt: skip
+                 random=True, needs_gradients=False)  # fmt: skip
 def randomcam(activations: np.ndarray, gradients: np.ndarray, seed: int | None = None) -> np.ndarray:
     """A sanity baseline: :math:`w_c \\sim U(-1, 1)`, :math:`L = \\sum_c w_c A^c`.
 
@@ -180,4 +214,4 @@ def randomcam(activations: np.ndarray, gradients: np.ndarray, seed: int | None =
         (2, 3, 4, 4)
     """
     rng = np.random.default_rng(seed)
-    return channel_weighted(activations, rng.uniform(-1, 1, size=activations.shape[:2]).astype(activations.dtype))
+    return weighted_activations(activations, rng.uniform(-1, 1, size=activations.shape[:2]).astype(activations.dtype))

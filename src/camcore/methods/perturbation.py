@@ -2,7 +2,7 @@
 
 ScoreCAM, SSCAM and ISCAM mask the *input* with each (upsampled, min-max normalised)
 activation channel and score the masked images; AblationCAM zeroes one channel of the
-*layer* and re-runs only the part of the graph after it (``runner.downstream_scores``, a
+*layer* and re-runs only the part of the graph after it (``engine.downstream_scores``, a
 model cut at the layer). The weights w (N, C) then make the map as in pytorch-grad-cam:
 :math:`L = \\mathrm{s}(\\max(\\sum_c w_c A_c, 0))`, per target layer, averaged.
 
@@ -21,21 +21,22 @@ Grad-CAM weight (``rank_by="gradient"``, one extra backward run); the others get
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from camcore.blas import serial_blas
 from camcore.errors import CamcoreError
-from camcore.methods.blas import serial_blas
-from camcore.methods.image import image_input, scale_cam_image
+from camcore.maps import assemble, weighted_layer_map
 from camcore.methods.projection import project_2d
-from camcore.methods.registry import Runner, register_method
+from camcore.methods.registry import MethodContext, register_method
+from camcore.targets import softmax
 
 Feeds = Mapping[str, np.ndarray]
 #: pytorch-grad-cam's AblationLayer: below the layer minimum when it is not 0
 ABLATION_VALUE = 1e7
-_TOPK = {"top_k": None, "rank_by": "activation"}
 
 
 # ---------------------------------------------------------------------- helpers
@@ -83,16 +84,11 @@ def normalise_channels(act: np.ndarray) -> np.ndarray:
     return out
 
 
-def resolve_targets(runner: Runner, feeds: Feeds, targets: Sequence[Any] | None) -> list[Any]:
-    """Explicit targets, or ``ClassifierOutputTarget(top-1)`` per image (pytorch-grad-cam)."""
-    if targets is not None:
-        return list(targets)
-    from camcore.targets import ClassifierOutputTarget
-
-    out = runner.outputs_of(feeds)
-    if out.ndim != 2:
-        raise CamcoreError(f"top-1 targets need an (N, classes) output, got shape {out.shape}; pass targets")
-    return [ClassifierOutputTarget(int(k)) for k in out.argmax(axis=-1)]
+def _image_nchw(context: MethodContext, feeds: Feeds) -> None:
+    """The masks multiply (C, H, W) images: refuse other layouts in one line."""
+    context.engine.image_input(feeds)
+    if context.engine.input_layout != "NCHW":
+        raise CamcoreError("the Score-CAM family masks NCHW image inputs; this model's image input is NHWC")
 
 
 def _rows(feeds: Feeds, i: int) -> dict[str, np.ndarray]:
@@ -100,7 +96,13 @@ def _rows(feeds: Feeds, i: int) -> dict[str, np.ndarray]:
 
 
 def _ranked_channels(
-    runner: Runner, feeds: Feeds, targets: list[Any], layer: str, grid: np.ndarray, top_k: int | None, rank_by: str
+    context: MethodContext,
+    feeds: Feeds,
+    targets: list[Any],
+    layer: str,
+    grid: np.ndarray,
+    top_k: int | None,
+    rank_by: str,
 ) -> np.ndarray:
     """(N, k) channel indices to perturb: all of them, or the top ``top_k`` by ``rank_by``."""
     n, c = grid.shape[:2]
@@ -111,32 +113,11 @@ def _ranked_channels(
     if rank_by == "activation":
         rank = grid.reshape(n, c, -1).mean(axis=-1)
     elif rank_by == "gradient":
-        grads = runner.run_augmented(feeds, targets, layers=[layer]).gradients[layer]
-        rank = runner.layer_grid(grads, _input_hw(runner, feeds)).reshape(n, c, -1).mean(axis=-1)
+        grads = context.engine.run(feeds, targets, layers=[layer]).gradients[layer]
+        rank = context.grid(grads, layer).reshape(n, c, -1).mean(axis=-1)
     else:
         raise CamcoreError(f"rank_by must be 'activation' or 'gradient', not {rank_by!r}")
     return np.argsort(-rank, axis=1, kind="stable")[:, :top_k]
-
-
-def _input_hw(runner: Runner, feeds: Feeds) -> tuple[int, int] | None:
-    x = feeds[runner.input_names[0]]
-    return (int(x.shape[-2]), int(x.shape[-1])) if x.ndim >= 4 else None
-
-
-def combine(raws: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """pytorch-grad-cam's aggregation: per layer ReLU, scale, resize; mean over layers; scale."""
-    per_layer = [scale_cam_image(np.maximum(raw, 0), size)[:, None] for raw in raws]
-    return scale_cam_image(np.maximum(np.concatenate(per_layer, axis=1), 0).mean(axis=1))
-
-
-def _weighted_map(weights: np.ndarray, grid: np.ndarray, eigen_smooth: bool) -> np.ndarray:
-    contrib = weights.reshape(*weights.shape, *(1,) * (grid.ndim - 2)).astype(np.float32) * grid
-    return project_2d(contrib) if eigen_smooth else contrib.sum(axis=1)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 # ---------------------------------------------------------------------- the Score-CAM family
@@ -161,7 +142,7 @@ def distinct_planes(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def masked_scores(
-    runner: Runner,
+    context: MethodContext,
     feeds: Feeds,
     grid: np.ndarray,
     channels: np.ndarray,
@@ -179,19 +160,19 @@ def masked_scores(
     With ``distinct`` (deterministic samples), equal channels give equal masks and inputs,
     hence equal scores: each distinct channel is scored once and its score copied.
     """
-    name, x = image_input(runner, feeds)
+    name, x = context.engine.image_input(feeds)
     out = np.zeros(channels.shape, np.float64)
     for i in range(x.shape[0]):
         side = {k: v[i : i + 1] for k, v in feeds.items() if k != name}
         planes = grid[i, channels[i]]
         first, of = distinct_planes(planes) if distinct else (np.arange(len(planes)), np.arange(len(planes)))
-        scores = _image_scores(runner, name, x[i], side, planes[first], targets[i], samples, batch_size)
+        scores = _image_scores(context, name, x[i], side, planes[first], targets[i], samples, batch_size)
         out[i] = scores[of]
     return out
 
 
 def _image_scores(
-    runner: Runner,
+    context: MethodContext,
     name: str,
     img: np.ndarray,
     side: Feeds,
@@ -215,14 +196,14 @@ def _image_scores(
         count = 0
         for m in samples(masks, grid_hw):
             np.multiply(img, m[:, None], out=buf[:b])
-            total += runner.scores(batch, [target] * b, b)
+            total += context.engine.scores(batch, [target] * b, b)
             count += 1
         out[s : s + b] = total / count
     return out
 
 
 def _score_family(
-    runner: Runner,
+    context: MethodContext,
     feeds: Feeds,
     targets: Sequence[Any] | None,
     eigen_smooth: bool,
@@ -232,20 +213,18 @@ def _score_family(
     distinct: bool,
 ) -> np.ndarray:
     """w = softmax over the scored channels of their mean masked scores; the rest get 0."""
-    _, x = image_input(runner, feeds)
-    size = (int(x.shape[2]), int(x.shape[3]))
-    ts = resolve_targets(runner, feeds, targets)
-    batch_size = runner.batch_size
-    fwd = runner.run_augmented(feeds, ts, gradients=False)
-    raws = []
-    for layer in runner.target_layers:
-        grid = runner.layer_grid(fwd.activations[layer], size)
-        channels = _ranked_channels(runner, feeds, ts, layer, grid, top_k, rank_by)
-        scores = masked_scores(runner, feeds, grid, channels, ts, samples, batch_size, distinct)
+    _image_nchw(context, feeds)
+    ts = context.engine.targets_for(feeds, targets, context.layers)
+    res = context.run(feeds, ts, gradients=False)
+    layer_maps = []
+    for layer in context.layers:
+        grid = context.grid(res.activations[layer], layer)
+        channels = _ranked_channels(context, feeds, ts, layer, grid, top_k, rank_by)
+        scores = masked_scores(context, feeds, grid, channels, ts, samples, context.batch_size, distinct)
         weights = np.zeros(grid.shape[:2], np.float64)
-        np.put_along_axis(weights, channels, _softmax(scores), axis=1)
-        raws.append(_weighted_map(weights, grid, eigen_smooth))
-    return combine(raws, size)
+        np.put_along_axis(weights, channels, softmax(scores), axis=1)
+        layer_maps.append(weighted_layer_map(weights, grid, eigen_smooth))
+    return assemble(layer_maps, context.input_size)
 
 
 def score_variant(*, deterministic: bool) -> Callable[[Callable[..., MaskSamples]], Callable[..., np.ndarray]]:
@@ -256,7 +235,7 @@ def score_variant(*, deterministic: bool) -> Callable[[Callable[..., MaskSamples
 
     def wrap(perturb: Callable[..., MaskSamples]) -> Callable[..., np.ndarray]:
         def pipeline(
-            runner: Runner,
+            context: MethodContext,
             feeds: Feeds,
             targets: Sequence[Any] | None,
             eigen_smooth: bool,
@@ -265,10 +244,15 @@ def score_variant(*, deterministic: bool) -> Callable[[Callable[..., MaskSamples
             **options: Any,
         ) -> np.ndarray:
             samples = perturb(**options)
-            return _score_family(runner, feeds, targets, eigen_smooth, samples, top_k, rank_by, deterministic)
+            return _score_family(context, feeds, targets, eigen_smooth, samples, top_k, rank_by, deterministic)
 
         for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
             setattr(pipeline, attr, getattr(perturb, attr))
+        # the options, declared once: the perturbation's parameters, then top_k and rank_by
+        fixed = [p for p in inspect.signature(pipeline).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        own = list(inspect.signature(perturb).parameters.values())
+        params = [*fixed[:4], *(p.replace(kind=p.KEYWORD_ONLY) for p in (*own, *fixed[4:]))]
+        pipeline.__signature__ = inspect.Signature(params, return_annotation=np.ndarray)  # type: ignore[attr-defined]
         return pipeline
 
     return wrap
@@ -281,7 +265,7 @@ def _check_samples(num_samples: int) -> None:
 
 @register_method("ScoreCAM", "scorecam",
                  "Score-CAM: softmax over channels of the target score of the image masked by each channel",
-                 kind="pipeline", needs_gradients=False, options=_TOPK,
+                 kind="pipeline", needs_gradients=False,
                  reference="https://arxiv.org/abs/1910.01279")  # fmt: skip
 @score_variant(deterministic=True)
 def scorecam() -> MaskSamples:
@@ -306,7 +290,6 @@ def scorecam() -> MaskSamples:
 @register_method("SSCAM", "sscam",
                  "SS-CAM: Score-CAM with the scores averaged over noisy copies of each mask",
                  kind="pipeline", needs_gradients=False, random=True,
-                 options={"num_samples": 35, "std": 2.0, "seed": None, **_TOPK},
                  reference="https://arxiv.org/abs/2006.14255")  # fmt: skip
 @score_variant(deterministic=False)
 def sscam(num_samples: int = 35, std: float = 2.0, seed: int | None = None) -> MaskSamples:
@@ -341,7 +324,7 @@ def sscam(num_samples: int = 35, std: float = 2.0, seed: int | None = None) -> M
 
 @register_method("ISCAM", "iscam",
                  "IS-CAM: Score-CAM with the scores integrated along a path of growing masks",
-                 kind="pipeline", needs_gradients=False, options={"num_samples": 10, **_TOPK},
+                 kind="pipeline", needs_gradients=False,
                  reference="https://arxiv.org/abs/2010.03023")  # fmt: skip
 @score_variant(deterministic=True)
 def iscam(num_samples: int = 10) -> MaskSamples:
@@ -388,12 +371,11 @@ def svd_ranked_channels(grid: np.ndarray, ratio: float) -> np.ndarray:
 @register_method("AblationCAM", "ablationcam",
                  "Ablation-CAM: the relative drop of the target score when each channel is ablated",
                  kind="pipeline", needs_gradients=False,
-                 options={"ratio_channels_to_ablate": 1.0, **_TOPK},
                  reference="https://openaccess.thecvf.com/content_WACV_2020/papers/"
                            "Desai_Ablation-CAM_Visual_Explanations_for_Deep_Convolutional_Network_via_"
                            "Gradient-free_Localization_WACV_2020_paper.pdf")  # fmt: skip
 def ablationcam(
-    runner: Runner,
+    context: MethodContext,
     feeds: Feeds,
     targets: Sequence[Any] | None,
     eigen_smooth: bool,
@@ -420,21 +402,19 @@ def ablationcam(
     Example:
         >>> camcore.AblationCAM("resnet18.onnx", batch_size=64)(x)  # doctest: +SKIP
     """
-    _, x = image_input(runner, feeds)
-    size = (int(x.shape[2]), int(x.shape[3]))
-    ts = resolve_targets(runner, feeds, targets)
-    batch_size = runner.batch_size
-    original = runner.scores(feeds, ts)
-    fwd = runner.run_augmented(feeds, ts, gradients=False)
-    raws = []
-    for layer in runner.target_layers:
-        act = fwd.activations[layer]
-        grid = runner.layer_grid(act, size)
+    engine, batch_size = context.engine, context.batch_size
+    ts = engine.targets_for(feeds, targets, context.layers)
+    original = engine.scores(feeds, ts, batch_size)
+    res = context.run(feeds, ts, gradients=False)
+    layer_maps = []
+    for layer in context.layers:
+        act = res.activations[layer]
+        grid = context.grid(act, layer)
         if ratio_channels_to_ablate < 1.0:
             channels = np.stack([svd_ranked_channels(g, ratio_channels_to_ablate) for g in grid])
         else:
-            channels = _ranked_channels(runner, feeds, ts, layer, grid, top_k, rank_by)
-        axis = 1 if act.ndim != 3 else act.ndim - 1
+            channels = _ranked_channels(context, feeds, ts, layer, grid, top_k, rank_by)
+        axis = context.channel_axis(layer, act) % act.ndim
         weights = np.zeros(grid.shape[:2], np.float64)
         for i in range(act.shape[0]):
             value = ablation_value(act[i])
@@ -445,7 +425,7 @@ def ablationcam(
                 batch = np.repeat(act[i : i + 1], len(idx), axis=0)
                 view = np.moveaxis(batch, axis, 1)
                 view[np.arange(len(idx)), idx] = value
-                ablated[idx] = runner.downstream_scores(layer, _rows(feeds, i), batch, [ts[i]], len(idx))
+                ablated[idx] = engine.downstream_scores(layer, _rows(feeds, i), batch, [ts[i]], len(idx))
             weights[i] = (original[i] - ablated) / original[i]
-        raws.append(_weighted_map(weights, grid, eigen_smooth))
-    return combine(raws, size)
+        layer_maps.append(weighted_layer_map(weights, grid, eigen_smooth))
+    return assemble(layer_maps, context.input_size)

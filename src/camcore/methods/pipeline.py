@@ -1,10 +1,10 @@
-"""Pipeline methods: each builds the whole explanation from what the :class:`Runner` offers
-(augmented runs with extra gradients, plain forward scores, another method's maps).
+"""Pipeline methods: each builds the whole explanation from what the :class:`MethodContext`
+offers (runs with extra gradients, forward scores, another method's maps).
 
 They return final (N, H, W) maps in [0, 1]. Perturbation methods (ScoreCAM, AblationCAM,
-...) plug in here the same way: ``runner.run_augmented(..., gradients=False)`` for the
-activations, ``runner.scores`` for masked inputs and ``runner.downstream_scores`` to
-re-run only the part of the graph after a layer.
+...) plug in the same way (:mod:`camcore.methods.perturbation`): ``context.run(...,
+gradients=False)`` for the activations, ``context.engine.scores`` for masked inputs and
+``context.engine.downstream_scores`` to re-run only the part of the graph after a layer.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 
 from camcore.errors import CamcoreError
-from camcore.methods.image import image_input, scale_across_batch_and_channels, scale_cam_image
-from camcore.methods.projection import project_2d
-from camcore.methods.registry import Runner, method_by_key, register_method
+from camcore.maps import project_2d, scale_cam_image, scale_planes
+from camcore.methods.registry import MethodContext, method_by_key, register_method
+from camcore.targets import ClassifierOutputTarget, FinerWeightedTarget, softmax
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -26,7 +26,7 @@ Feeds = Mapping[str, np.ndarray]
 @register_method("FullGrad", "fullgrad",
                  "FullGrad: |input × input-gradient| plus |bias × gradient| of every Conv/BatchNorm bias",
                  kind="pipeline", reference="https://arxiv.org/abs/1905.00780")  # fmt: skip
-def fullgrad(runner: Runner, feeds: Feeds, targets: Sequence[Any] | None, eigen_smooth: bool) -> np.ndarray:
+def fullgrad(context: MethodContext, feeds: Feeds, targets: Sequence[Any] | None, eigen_smooth: bool) -> np.ndarray:
     """FullGrad (Srinivas & Fleuret 2019), as pytorch-grad-cam computes it:
 
     .. math:: L = \\mathrm{s}\\Big(\\sum_{c}\\mathrm{s}(|x \\odot \\nabla_x y|)_c
@@ -43,29 +43,36 @@ def fullgrad(runner: Runner, feeds: Feeds, targets: Sequence[Any] | None, eigen_
     Example:
         >>> maps = camcore.FullGrad("resnet18.onnx")(x)  # doctest: +SKIP
     """
-    name, x = image_input(runner, feeds)
-    terms = runner.bias_terms()
+    engine = context.engine
+    name, x = engine.image_input(feeds)
+    if engine.input_layout != "NCHW":
+        raise CamcoreError("FullGrad needs an NCHW image input (its input-gradient term is per channel plane)")
+    terms = engine.bias_terms()
     size = (int(x.shape[2]), int(x.shape[3]))
-    fwd = runner.run_augmented(feeds, targets, layers=[], gradients=False, extra=[name, *(t for t, _ in terms)])
-    parts = [scale_across_batch_and_channels(np.abs(fwd.extra[name] * x), size)]
+    res = context.run(feeds, targets, layers=[], gradients=False, extra=[name, *(t for t, _ in terms)])
+    parts = [scale_planes(np.abs(res.extra[name] * x), size)]
     for tensor, bias in terms:
-        grad = fwd.extra[tensor]
+        grad = res.extra[tensor]
         contrib = np.abs(bias.reshape(1, -1, *(1,) * (grad.ndim - 2)) * grad)
-        parts.append(scale_across_batch_and_channels(contrib, size).sum(axis=1, keepdims=True))
+        parts.append(scale_planes(contrib, size).sum(axis=1, keepdims=True))
     stacked = np.concatenate(parts, axis=1)
     if eigen_smooth:
         small = (size[0] // 8, size[1] // 8)
-        stacked = project_2d(scale_across_batch_and_channels(stacked, small))[:, None]
-        stacked = scale_across_batch_and_channels(stacked, size)
+        stacked = project_2d(scale_planes(stacked, small))[:, None]
+        stacked = scale_planes(stacked, size)
     return scale_cam_image(stacked.sum(axis=1))
 
 
 @register_method("RefineCAM", "refinecam",
                  "RefineCAM: the product of a base method's maps over the target layers, rescaled",
-                 kind="pipeline", options={"base_method": "gradcam++"},
+                 kind="pipeline",
                  reference="https://arxiv.org/abs/2605.14641")  # fmt: skip
 def refinecam(
-    runner: Runner, feeds: Feeds, targets: Sequence[Any] | None, eigen_smooth: bool, base_method: str = "gradcam++"
+    context: MethodContext,
+    feeds: Feeds,
+    targets: Sequence[Any] | None,
+    eigen_smooth: bool,
+    base_method: str = "gradcam++",
 ) -> np.ndarray:
     """RefineCAM (pytorch-grad-cam 1.5.7): :math:`L = \\mathrm{s}(\\prod_l M_l)` with M_l the
     base method's [0, 1] map for target layer l alone (default Grad-CAM++): early,
@@ -74,18 +81,16 @@ def refinecam(
     Example:
         >>> camcore.RefineCAM(model, ["layer3_out", "layer4_out"])(x)  # doctest: +SKIP
     """
-    maps = [runner.method_maps(base_method, feeds, targets, layers=[layer], eigen_smooth=eigen_smooth)
-            for layer in runner.target_layers]  # fmt: skip
+    maps = [context.method_maps(base_method, feeds, targets, layers=[layer], eigen_smooth=eigen_smooth)
+            for layer in context.layers]  # fmt: skip
     return scale_cam_image(np.prod(np.stack(maps), axis=0))
 
 
 @register_method("FinerCAM", "finercam",
                  "Finer-CAM: explains the gap between the top class and its most similar classes",
-                 kind="pipeline", reference="https://arxiv.org/abs/2501.11309",
-                 options={"base_method": "gradcam", "alpha": 1.0, "comparison_categories": (1, 2, 3),
-                          "target_idx": None})  # fmt: skip
+                 kind="pipeline", reference="https://arxiv.org/abs/2501.11309")  # fmt: skip
 def finercam(
-    runner: Runner,
+    context: MethodContext,
     feeds: Feeds,
     targets: Sequence[Any] | None,
     eigen_smooth: bool,
@@ -106,9 +111,7 @@ def finercam(
         >>> camcore.FinerCAM(model)(x)  # doctest: +SKIP
     """
     if targets is None:
-        from camcore.targets import FinerWeightedTarget
-
-        out = runner.outputs_of(feeds)
+        out = context.engine.outputs_of(feeds, context.layers)
         if out.ndim != 2:
             raise CamcoreError(f"FinerCAM needs an (N, classes) output, got shape {out.shape}")
         k = out.shape[-1]
@@ -116,13 +119,15 @@ def finercam(
         ref = out.max(axis=-1) if target_idx is None else out[:, target_idx]
         order = np.argsort(np.abs(out - ref[:, None]), axis=-1)
         targets = [FinerWeightedTarget(int(o[0]), [int(o[c]) for c in cats], alpha) for o in order]
-    return runner.method_maps(base_method, feeds, targets, eigen_smooth=eigen_smooth)
+    return context.method_maps(base_method, feeds, targets, eigen_smooth=eigen_smooth)
 
 
 @register_method("GuidedGradCAM", "guided-gradcam",
                  "Guided Grad-CAM: guided-backprop input gradients × the Grad-CAM map (summed |·| over channels)",
                  kind="pipeline", reference="https://arxiv.org/abs/1610.02391")  # fmt: skip
-def guided_gradcam(runner: Runner, feeds: Feeds, targets: Sequence[Any] | None, eigen_smooth: bool) -> np.ndarray:
+def guided_gradcam(
+    context: MethodContext, feeds: Feeds, targets: Sequence[Any] | None, eigen_smooth: bool
+) -> np.ndarray:
     """Guided Grad-CAM (Selvaraju et al. 2017; captum's ``GuidedGradCam``):
     :math:`L = \\mathrm{s}(M \\sum_c |\\mathrm{GB}_c|)` with M the Grad-CAM map at input size
     and GB the guided-backprop gradient of the score with respect to the input (the
@@ -132,11 +137,13 @@ def guided_gradcam(runner: Runner, feeds: Feeds, targets: Sequence[Any] | None, 
     Example:
         >>> camcore.GuidedGradCAM(model)(x)  # doctest: +SKIP
     """
-    name, _ = image_input(runner, feeds)
-    gb = runner.run_augmented(feeds, targets, layers=[], gradients=False, extra=[name], guided_relu=True).extra[name]
-    grad_cam = runner.method_maps("gradcam", feeds, targets, eigen_smooth=eigen_smooth)
+    name, _ = context.engine.image_input(feeds)
+    if context.engine.input_layout != "NCHW":
+        raise CamcoreError("GuidedGradCAM needs an NCHW image input")
+    gb = context.run(feeds, targets, layers=[], gradients=False, extra=[name], guided_relu=True).extra[name]
+    grad_cam = context.method_maps("gradcam", feeds, targets, eigen_smooth=eigen_smooth)
     attribution = gb * grad_cam[:, None]
-    runner.guided_gradcam = attribution  # type: ignore[attr-defined]
+    context.keep("guided_gradcam", attribution)
     return scale_cam_image(np.abs(attribution).sum(axis=1))
 
 
@@ -181,44 +188,38 @@ def _patches(img: np.ndarray, sizes: Sequence[int], window: int, step: int) -> t
     return np.stack(patches), coords
 
 
-def _top_classes(runner: Runner, name: str, x: np.ndarray, window: int, base_method: str) -> list[int]:
+def _top_classes(context: MethodContext, name: str, x: np.ndarray, window: int, base_method: str) -> list[int]:
     """Each image's top-1 class. When the window covers the image and the base method is a
     layer method, its own run gives the outputs: the patches then share that one session."""
     base = method_by_key(base_method)
     if base.kind == "layer" and x.shape[2:] == (window, window):
-        fwd = runner.run_augmented({name: x}, None, gradients=base.needs_gradients, hvp="hvp" in base.needs)
-        out = fwd.outputs[runner.output_index]
+        res = context.run({name: x}, None, gradients=base.needs_gradients, hvp=base.needs_hvp)
+        out = res.outputs[context.engine.output_index]
     else:
-        out = runner.outputs_of({name: x})
+        out = context.engine.outputs_of({name: x})
     return [int(k) for k in np.argmax(out.reshape(len(x), -1), axis=-1)]
 
 
 def _patch_scores(outs: np.ndarray, target: Any, use_softmax_scores: bool) -> np.ndarray:
     """max(T(softmax(output)), 0) per patch (T on the raw output without ``use_softmax_scores``)."""
-    from camcore.targets import softmax
-
     if use_softmax_scores:
         outs = softmax(outs.astype(np.float64), axis=-1)
     return np.maximum(np.asarray([float(target(row)) for row in outs]), 0)
 
 
 def _explain_patches(
-    runner: Runner, base_method: str, name: str, batch: np.ndarray, target: Any, eigen_smooth: bool
+    context: MethodContext, base_method: str, name: str, batch: np.ndarray, target: Any, eigen_smooth: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """The base method's maps of ``batch`` for ``target``, and the explained output of that run."""
-    cams = runner.method_maps(base_method, {name: batch}, [target] * len(batch), eigen_smooth=eigen_smooth)
-    return cams, runner.outputs[runner.output_index]
+    cams = context.method_maps(base_method, {name: batch}, [target] * len(batch), eigen_smooth=eigen_smooth)
+    return cams, context.last_outputs()
 
 
 @register_method("SESS", "sess",
                  "SESS: a base method over multi-scale sliding-window patches, fused by patch score",
-                 kind="pipeline", reference="https://arxiv.org/abs/2207.01769",
-                 options={"base_method": "gradcam", "scales": None, "num_scales": 12,
-                          "scale_step_ratio": 2.0 / 7.0, "window_size": None, "step_size": None,
-                          "pre_filter_ratio": 0.0, "theta": 0.0, "pool": "mean", "smooth": True,
-                          "use_softmax_scores": True})  # fmt: skip
+                 kind="pipeline", reference="https://arxiv.org/abs/2207.01769")  # fmt: skip
 def sess(
-    runner: Runner,
+    context: MethodContext,
     feeds: Feeds,
     targets: Sequence[Any] | None,
     eigen_smooth: bool,
@@ -251,21 +252,19 @@ def sess(
     Example:
         >>> camcore.SESS(model, base_method=camcore.GradCAM, num_scales=3)(x)  # doctest: +SKIP
     """
-    from camcore.targets import ClassifierOutputTarget
-
     if pool not in ("mean", "max"):
         raise CamcoreError(f"pool must be 'mean' or 'max', not {pool!r}")
-    name, x = image_input(runner, feeds)
-    if len(feeds) != 1:
-        raise CamcoreError("SESS needs a model with a single image input")
+    name, x = context.engine.image_input(feeds)
+    if len(feeds) != 1 or context.engine.input_layout != "NCHW":
+        raise CamcoreError("SESS needs a model with a single NCHW image input")
     n, _, height, width = x.shape
-    batch_size = runner.batch_size
+    batch_size = context.batch_size
     window = window_size or min(height, width)
     step = step_size or window
     step_px = round(window * scale_step_ratio)
     sizes = list(scales) if scales is not None else [window + step_px * i for i in range(num_scales)]
     if targets is None:
-        targets = [ClassifierOutputTarget(k) for k in _top_classes(runner, name, x, window, base_method)]
+        targets = [ClassifierOutputTarget(k) for k in _top_classes(context, name, x, window, base_method)]
     one_pass = pre_filter_ratio == 0 and method_by_key(base_method).kind == "layer"
     maps = []
     for i in range(n):
@@ -273,12 +272,12 @@ def sess(
         batch, coords = _patches(x[i], sizes, window, step)
         chunks = range(0, len(batch), batch_size)
         if one_pass:
-            done = [_explain_patches(runner, base_method, name, batch[j : j + batch_size], target, eigen_smooth)
+            done = [_explain_patches(context, base_method, name, batch[j : j + batch_size], target, eigen_smooth)
                     for j in chunks]  # fmt: skip
             cams = np.concatenate([c for c, _ in done])
             outs = np.concatenate([o for _, o in done])
         else:
-            outs = np.concatenate([runner.outputs_of({name: batch[j : j + batch_size]}) for j in chunks])
+            outs = np.concatenate([context.engine.outputs_of({name: batch[j : j + batch_size]}) for j in chunks])
         scores = _patch_scores(outs, target, use_softmax_scores)
         order = np.argsort(scores, kind="stable")[int(len(scores) * pre_filter_ratio) :]
         top = scores[order[-1]]
@@ -286,7 +285,7 @@ def sess(
         fused = _Fusion((height, width), pool, theta)
         for j in range(0, len(order), batch_size):
             idx = order[j : j + batch_size]
-            part = cams[idx] if one_pass else _explain_patches(runner, base_method, name, batch[idx], target,
+            part = cams[idx] if one_pass else _explain_patches(context, base_method, name, batch[idx], target,
                                                                eigen_smooth)[0]  # fmt: skip
             for cam, wgt, k in zip(part, weights[j : j + batch_size], idx):
                 fused.paste(cam, float(wgt), coords[k])

@@ -9,44 +9,17 @@ Speed: the thin SVD (``full_matrices=False``) gives the same first singular vect
 as pytorch-grad-cam's full one (LAPACK's ``gesdd`` reaches it by the same steps)
 without building the (C, C) or (Z, Z) orthogonal factor: 1.4 ms instead of 7 ms on a
 (49, 512) ResNet-18 layer. The linear algebra runs with numpy's BLAS on one thread
-(:func:`camcore.methods.blas.serial_blas`).
+(:func:`camcore.blas.serial_blas`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from camcore.methods.blas import serial_blas
-from camcore.methods.registry import register_method
-
-
-def _samples(x: np.ndarray) -> np.ndarray:
-    """(C, *spatial) -> (Z, C) centred samples, NaN set to 0."""
-    flat = np.nan_to_num(x.reshape(x.shape[0], -1).T, nan=0.0)
-    return flat - flat.mean(axis=0)
-
-
-def project_2d(batch: np.ndarray, sign_correction: bool = False) -> np.ndarray:
-    """Per image: the centred (Z, C) samples projected on their first principal axis.
-
-    With ``sign_correction`` the projection is flipped when ``|min| > |max|``
-    (Seg-Eigen-CAM, eq. 13), so the salient side is positive.
-
-    Example:
-        >>> x = np.zeros((1, 2, 2, 2), np.float32); x[0, 0, 0, 0] = 1
-        >>> project_2d(x).shape
-        (1, 2, 2)
-    """
-    out = []
-    with serial_blas():
-        for a in batch:
-            samples = _samples(a)
-            _, _, vt = np.linalg.svd(samples, full_matrices=False)
-            proj = (samples @ vt[0, :]).reshape(a.shape[1:])
-            if sign_correction and abs(proj.min()) > abs(proj.max()):
-                proj = -proj
-            out.append(proj)
-    return np.asarray(out, dtype=np.float32)
+from camcore.blas import serial_blas
+from camcore.maps import centred_samples, project_2d
+from camcore.methods.gradient import explained_classes
+from camcore.methods.registry import LayerRun, Need, register_method
 
 
 def kernel_projection(batch: np.ndarray, kernel: str = "sigmoid", gamma: float | None = None) -> np.ndarray:
@@ -66,7 +39,7 @@ def kernel_projection(batch: np.ndarray, kernel: str = "sigmoid", gamma: float |
     out = []
     with serial_blas():
         for a in batch:
-            x = _samples(a).astype(np.float64)
+            x = centred_samples(a).astype(np.float64)
             k = _kernel_matrix(x, kernel, gamma)
             row = k.mean(axis=0)
             k = k - row[None, :] - row[:, None] + row.mean()
@@ -125,7 +98,7 @@ def eigengradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
 
 
 @register_method("KPCA_CAM", "kpca-cam", "KPCA-CAM: the first kernel principal component of the activations",
-                 output="map", needs_gradients=False, options={"kernel": "sigmoid", "gamma": None},
+                 output="map", needs_gradients=False,
                  reference="https://arxiv.org/abs/2410.00267")  # fmt: skip
 def kpca_cam(
     activations: np.ndarray, gradients: np.ndarray | None, kernel: str = "sigmoid", gamma: float | None = None
@@ -155,7 +128,7 @@ def seg_eigencam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
 
 
 @register_method("FEM", "fem", "FEM: channels weighted by how often they exceed mean + k·std (no gradients)",
-                 output="map", needs_gradients=False, options={"k": 2.0},
+                 output="map", needs_gradients=False,
                  reference="https://hal.science/hal-02963298/document")  # fmt: skip
 def fem(activations: np.ndarray, gradients: np.ndarray | None, k: float = 2.0) -> np.ndarray:
     """Feature Explanation Method (Fuad et al. 2020): with :math:`\\mu_c, \\sigma_c` the
@@ -174,8 +147,20 @@ def fem(activations: np.ndarray, gradients: np.ndarray | None, k: float = 2.0) -
     return (weights * activations).sum(axis=1)
 
 
+def class_weights(run: LayerRun) -> np.ndarray:
+    """CAM's need: the row of the linear classifier after the layer's global pooling for each
+    image's explained class, (N, C)."""
+    from camcore.errors import CamcoreError
+
+    w = run.context.engine.classifier_weights(run.layer)
+    classes = explained_classes(run)
+    if classes.max() >= w.shape[0]:
+        raise CamcoreError(f"class {classes.max()} is out of range for a classifier of {w.shape[0]} classes")
+    return w[classes]
+
+
 @register_method("CAM", "cam", "CAM (torchcam): activations weighted by the classifier row found in the graph",
-                 needs_gradients=False, needs=("class_weights",),
+                 needs_gradients=False, needs={"class_weights": Need(class_weights)},
                  reference="https://arxiv.org/abs/1512.04150")  # fmt: skip
 def cam(activations: np.ndarray, gradients: np.ndarray | None, class_weights: np.ndarray) -> np.ndarray:
     """CAM (Zhou et al. 2016): :math:`L = \\sum_c W_{k,c} A^c` with W the weights of the

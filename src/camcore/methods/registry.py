@@ -1,101 +1,91 @@
-"""The single registry of CAM methods. The API classes, ``__all__``, the CLI choices,
-the README table and the tests all read it; adding a method is adding one registered
-function.
+"""The single registry of CAM methods. The API classes, ``__all__``, the CLI choices, the README
+table, the type stub and the tests all read it; adding a method is adding one registered function.
 
-A method is one of three kinds:
+A method is one of two kinds:
 
 ``layer``
-    ``fn(activations, gradients, **needs) -> array`` for one target layer. The
-    activations and gradients are (N, C, *spatial) (tokens already arranged as a
-    grid); ``needs`` names the extra arrays the pipeline computes for it (``hvp``,
-    ``class_weights``, ``grad_moments``). With ``output="channels"`` it returns the
-    per-channel contributions (N, C, *spatial), which the pipeline sums over channels,
-    or projects on their first principal component with ``eigen_smooth``; with
-    ``output="map"`` it returns the map (N, *spatial) itself.
+    ``fn(activations, gradients, *needs, **options) -> array`` for one target layer. The
+    activations and gradients are (N, C, *spatial), arranged by the map assembly
+    (:func:`camcore.maps.arrange`). With ``output="channels"`` it returns the per-channel
+    contributions (N, C, *spatial), which the assembly sums over channels (or projects on their
+    first principal component with ``eigen_smooth``); with ``output="map"`` the layer map
+    (N, *spatial) itself. Extra arrays come from the method's declared :class:`Need` s, each a
+    function beside the method that computes one array from the run (:class:`LayerRun`).
 ``pipeline``
-    ``fn(runner, feeds, targets, eigen_smooth, **options) -> (N, H, W)``: the whole
-    explanation, built from what :class:`Runner` offers (augmented runs with extra
-    gradients, plain forward scores, the maps of another method, re-running the part
-    of the model downstream of a layer). Wrappers (SESS, RefineCAM, FinerCAM),
-    FullGrad and the perturbation methods are pipelines.
+    ``fn(context, feeds, targets, eigen_smooth, **options) -> (N, H, W)``: the whole
+    explanation, built from what :class:`MethodContext` offers (runs with extra gradients,
+    forward scores, another method's maps, re-running the part of the model after a layer).
+    Wrappers (SESS, RefineCAM, FinerCAM), FullGrad and the perturbation methods are pipelines.
 
-Every method declares the options its class accepts, with their defaults.
+A method's options are declared once, as keyword parameters with defaults: those of its
+function (after the fixed leading parameters) and, for a layer method, those of its needs'
+functions (after ``run``). The registry reads them from the signatures.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from camcore.engine import Engine, Result
+    from camcore.targets import Target
+
 Kind = Literal["layer", "pipeline"]
-#: extra arrays a layer method may ask for, beyond activations and gradients
-LAYER_NEEDS = frozenset({"hvp", "class_weights", "grad_moments"})
+Feeds = Mapping[str, np.ndarray]
+#: the fixed leading parameters of a method function, by kind
+LEADING = {"layer": ("activations", "gradients"), "pipeline": ("context", "feeds", "targets", "eigen_smooth")}
 
 
-@dataclass(frozen=True)
-class Forward:
-    """What one augmented run returned, per target layer (tokens not yet arranged).
+class MethodContext(Protocol):
+    """What a method may ask of the CAM running it (the extension point). Implemented by
+    :class:`camcore.cam.BaseCAM`'s per-call context.
 
-    ``gradients`` is empty for a run without gradients; ``hvp`` holds ``H·A`` (the
-    Hessian of the score times the activation) when asked for; ``extra`` the
-    gradients of the extra tensors asked for (the input, bias terms) by tensor name.
+    Feeds map input names to arrays; targets are one :class:`camcore.targets.Target` per image,
+    or None (the top-1 class).
     """
 
-    outputs: list[np.ndarray]
-    activations: dict[str, np.ndarray]
-    gradients: dict[str, np.ndarray]
-    hvp: dict[str, np.ndarray] = field(default_factory=dict)
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-class Runner(Protocol):
-    """What a pipeline method may ask of the CAM object running it (the extension point).
-
-    Implemented by :class:`camcore.cam.BaseCAM`: the runs and scores by the engine it
-    inherits, :class:`camcore.runner.OnnxRunner`, ``method_maps`` by the API class itself.
-    Feeds map input names to arrays; targets are one :class:`camcore.targets.Target` per
-    image or None (top-1).
-    """
-
-    target_layers: list[str]
-    input_names: list[str]
+    #: the engine: runs, scores, the model cut after a layer, graph facts
+    engine: Engine
+    #: the target layers (tensor names)
+    layers: list[str]
     #: the batch of the method's internal runs (masked inputs, ablated copies, patches)
     batch_size: int
-    #: the outputs of the last run on the inputs explained (``method_maps`` of a layer method,
-    #: ``run_augmented``)
-    outputs: list[np.ndarray]
+    #: the image input's (height, width) in this call, in its own layout
+    input_size: tuple[int, int] | None
 
-    @property
-    def output_index(self) -> int:
-        """The position of the explained output in ``outputs`` and ``Forward.outputs``."""
-        ...
-
-    def run_augmented(
+    def run(
         self,
-        feeds: Mapping[str, np.ndarray],
-        targets: Sequence[Any] | None,
+        feeds: Feeds,
+        targets: Sequence[Target] | None,
         *,
         layers: Sequence[str] | None = None,
         gradients: bool = True,
         hvp: bool = False,
         extra: Sequence[str] = (),
         guided_relu: bool = False,
-    ) -> Forward:
-        """One run of the augmented model: outputs, activations, gradients (+ extras)."""
+    ) -> Result:
+        """:meth:`camcore.engine.Engine.run` (default: the target layers); its outputs become
+        the CAM's ``outputs``, ``activations`` and ``gradients``."""
         ...
 
-    def layer_grid(self, array: np.ndarray, input_hw: tuple[int, int] | None) -> np.ndarray:
-        """A layer tensor as (N, C, *spatial): reshape_transform or the token grid."""
+    def grid(self, array: np.ndarray, layer: str) -> np.ndarray:
+        """A tensor of ``layer`` as (N, C, *spatial) (its layout or the ``reshape_transform``)."""
+        ...
+
+    def channel_axis(self, layer: str, array: np.ndarray) -> int:
+        """The channel axis of a tensor of ``layer`` as the model gives it (Ablation-CAM ablates it)."""
         ...
 
     def method_maps(
         self,
         method: str,
-        feeds: Mapping[str, np.ndarray],
-        targets: Sequence[Any] | None,
+        feeds: Feeds,
+        targets: Sequence[Target] | None,
         *,
         layers: Sequence[str] | None = None,
         eigen_smooth: bool = False,
@@ -103,31 +93,33 @@ class Runner(Protocol):
         """The final (N, H, W) maps of another registered method on these inputs."""
         ...
 
-    def scores(
-        self, feeds: Mapping[str, np.ndarray], targets: Sequence[Any] | None, batch_size: int | None = None
-    ) -> np.ndarray:
-        """Forward only: the target score of every image, (N,), in memory-bounded batches."""
+    def last_outputs(self) -> np.ndarray:
+        """The explained output of the last run made through :meth:`run` or :meth:`method_maps`."""
         ...
 
-    def downstream_scores(
-        self,
-        layer: str,
-        feeds: Mapping[str, np.ndarray],
-        activations: np.ndarray,
-        targets: Sequence[Any],
-        batch_size: int | None = None,
-    ) -> np.ndarray:
-        """Scores with ``layer``'s tensor replaced by ``activations`` (M, ...), running only
-        the nodes downstream of it; ``feeds`` (batch 1 or M) feed any path around the layer."""
+    def keep(self, name: str, value: np.ndarray) -> None:
+        """Leave ``value`` on the CAM as attribute ``name`` (e.g. Guided Grad-CAM's attribution)."""
         ...
 
-    def outputs_of(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Forward only: the explained output."""
-        ...
 
-    def bias_terms(self) -> list[tuple[str, np.ndarray]]:
-        """(tensor, per-channel bias) of every Conv / BatchNormalization bias (FullGrad)."""
-        ...
+@dataclass(frozen=True)
+class LayerRun:
+    """What a :class:`Need` sees: one target layer of one explanation run."""
+
+    context: MethodContext
+    feeds: Feeds
+    targets: Sequence[Target] | None
+    layer: str
+    result: Result
+
+
+@dataclass(frozen=True)
+class Need:
+    """An extra array a layer method receives under its need's name, computed by
+    ``compute(run: LayerRun, **options)``. ``hvp``: the run must also return H·A."""
+
+    compute: Callable[..., np.ndarray]
+    hvp: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,17 +134,38 @@ class CamMethod:
     #: layer methods: "channels" (contributions, summed or eigen-projected) or "map"
     output: Literal["channels", "map"] = "channels"
     needs_gradients: bool = True
-    #: extra arrays a layer method receives as keyword arguments (see LAYER_NEEDS)
-    needs: tuple[str, ...] = ()
-    #: constructor options of the class and their defaults
+    #: extra arrays a layer method receives as keyword arguments, by name
+    needs: Mapping[str, Need] = field(default_factory=dict)
+    #: constructor options of the class and their defaults (read from the signatures)
     options: Mapping[str, Any] = field(default_factory=dict)
     #: the map depends on a random draw (no golden parity)
     random: bool = False
     #: the paper / the reference implementation's class, for the docs
     reference: str = ""
 
+    @property
+    def needs_hvp(self) -> bool:
+        """Whether the explanation run must return the Hessian-vector product."""
+        return any(n.hvp for n in self.needs.values())
+
 
 METHODS: dict[str, CamMethod] = {}
+
+
+def keyword_options(fn: Callable[..., Any], skip: Sequence[str]) -> dict[str, Any]:
+    """The parameters of ``fn`` other than ``skip``, with their defaults.
+
+    Raises:
+        RuntimeError: a parameter has no default (every option needs one), or ``fn`` takes ``**kwargs``.
+    """
+    out: dict[str, Any] = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.name in skip:
+            continue
+        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.default is p.empty:
+            raise RuntimeError(f"{fn.__qualname__}: option {p.name!r} needs a default (and no *args/**kwargs)")
+        out[p.name] = p.default
+    return out
 
 
 def register_method(
@@ -163,21 +176,26 @@ def register_method(
     kind: Kind = "layer",
     output: Literal["channels", "map"] = "channels",
     needs_gradients: bool = True,
-    needs: Sequence[str] = (),
-    options: Mapping[str, Any] | None = None,
+    needs: Mapping[str, Need] | None = None,
     random: bool = False,
     reference: str = "",
 ) -> Callable[[Callable[..., np.ndarray]], Callable[..., np.ndarray]]:
-    """Register ``fn`` as method ``name`` (the pytorch-grad-cam class name) under CLI ``key``."""
-    unknown = set(needs) - LAYER_NEEDS
-    if unknown:
-        raise RuntimeError(f"method {name}: unknown needs {sorted(unknown)}; known: {sorted(LAYER_NEEDS)}")
+    """Register ``fn`` as method ``name`` (the pytorch-grad-cam class name) under CLI ``key``;
+    its options are read from its signature (and its needs')."""
+    needs = dict(needs or {})
+    if needs and kind != "layer":
+        raise RuntimeError(f"method {name}: only layer methods declare needs")
 
     def wrap(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
         if key in METHODS or any(m.name == name for m in METHODS.values()):
             raise RuntimeError(f"two CAM methods registered as {key!r} / {name!r}")
+        options = keyword_options(fn, (*LEADING[kind], *needs))
+        for need in needs.values():
+            for option, default in keyword_options(need.compute, ("run",)).items():
+                if options.setdefault(option, default) != default:
+                    raise RuntimeError(f"method {name}: option {option!r} has two defaults")
         METHODS[key] = CamMethod(
-            name, key, fn, summary, kind, output, needs_gradients, tuple(needs), dict(options or {}), random, reference
+            name, key, fn, summary, kind, output, needs_gradients, needs, options, random, reference
         )
         return fn
 

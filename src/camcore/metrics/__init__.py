@@ -15,11 +15,13 @@ Example:
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from camcore.metrics.registry import METRICS, MetricInfo, metric_by_name, register_metric
 
-for _module in ("confidence", "road", "arcc", "curves", "localisation", "sanity"):
-    importlib.import_module(f"{__name__}.{_module}")
+for _module in pkgutil.iter_modules(__path__):  # every module of the package registers its metrics
+    if _module.name != "registry":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 globals().update({m.name: m.cls for m in METRICS.values()})
 

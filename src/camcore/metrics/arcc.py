@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from camcore.metrics.registry import as_runner, feeds_of, register_metric
+from camcore.metrics.registry import engine_of, feeds_of, register_metric
 from camcore.metrics.road import ROADCombined
 
 
@@ -39,8 +39,9 @@ class Coherency:
 
     def __call__(self, input_tensor: Any, grayscale_cams: np.ndarray, targets: Sequence[Any] | None,
                  model: Any, base_method: Any) -> np.ndarray:  # fmt: skip
-        feeds = feeds_of(as_runner(base_method), input_tensor)
-        name = base_method.input_names[0]
+        engine = engine_of(base_method)
+        feeds = feeds_of(engine, input_tensor)
+        name, _ = engine.image_input(feeds)
         mixed = (feeds[name] * grayscale_cams[:, None]).astype(feeds[name].dtype)
         cams = base_method({**feeds, name: mixed}, targets)
         return (batch_pearson(cams, grayscale_cams) + 1) / 2

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from camcore.metrics.registry import as_runner, feeds_of, register_metric, resolve, score_images
+from camcore.metrics.registry import engine_of, feeds_of, register_metric, score_images
 
 #: (image (C, H, W), map (H, W)) -> perturbed image
 Perturbation = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -34,14 +34,14 @@ class PerturbationConfidenceMetric:
         return_visualization: bool = False,
         return_diff: bool = True,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        runner = as_runner(model)
-        feeds = feeds_of(runner, input_tensor)
-        name = runner.input_names[0]
-        ts = resolve(runner, feeds, targets)
+        engine = engine_of(model)
+        feeds = feeds_of(engine, input_tensor)
+        name, _ = engine.image_input(feeds)
+        ts = engine.targets_for(feeds, targets)
         x = feeds[name]
         perturbed = np.stack([self.perturbation(x[i], np.asarray(cams[i], np.float32)) for i in range(len(x))])
-        after = score_images(runner, feeds, name, perturbed.astype(x.dtype), ts).astype(np.float32)
-        result = after - score_images(runner, feeds, name, x, ts).astype(np.float32) if return_diff else after
+        after = score_images(engine, feeds, name, perturbed.astype(x.dtype), ts).astype(np.float32)
+        result = after - score_images(engine, feeds, name, x, ts).astype(np.float32) if return_diff else after
         return (result, perturbed) if return_visualization else result
 
 

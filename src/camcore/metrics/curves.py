@@ -9,28 +9,28 @@ from typing import Any
 
 import numpy as np
 
-from camcore.metrics.registry import as_runner, feeds_of, register_metric, resolve, score_images
+from camcore.engine import Engine
+from camcore.metrics.registry import engine_of, feeds_of, register_metric, score_images
 
 
 def causal_curve(
-    runner: Any,
+    engine: Engine,
     feeds: Mapping[str, np.ndarray],
     cams: np.ndarray,
     targets: Sequence[Any],
     steps: int,
     baseline: float | np.ndarray,
     insert: bool,
-    batch_size: int | None,
+    batch_size: int,
 ) -> np.ndarray:
     """(N, steps + 1) scores as the top ``k·HW/steps`` pixels of the map, k = 0…steps, are
     replaced by ``baseline`` (deletion) or copied from the image onto the baseline (insertion).
     Ties are broken by pixel order; only ``batch_size`` perturbed images exist at once."""
-    name = runner.input_names[0]
-    x = feeds[name]
+    name, x = engine.image_input(feeds)
     n, _, h, w = x.shape
     base = np.broadcast_to(np.asarray(baseline, x.dtype), x.shape[1:])
     counts = np.round(np.linspace(0, h * w, steps + 1)).astype(int)
-    step = batch_size or int(getattr(runner, "batch_size", 32))
+    step = batch_size
     curves = np.zeros((n, steps + 1), np.float64)
     for i in range(n):
         order = np.argsort(-np.asarray(cams[i], np.float64).reshape(-1), kind="stable")
@@ -43,7 +43,7 @@ def causal_curve(
             chosen = rank[None] < ks[:, None, None]  # (b, H, W): the first k pixels
             src, dst = (x[i], base) if insert else (base, x[i])
             imgs = np.where(chosen[:, None], src[None], dst[None])
-            curves[i, s : s + step] = score_images(runner, row, name, imgs, [targets[i]], len(ks))
+            curves[i, s : s + step] = score_images(engine, row, name, imgs, [targets[i]], len(ks))
     return curves
 
 
@@ -60,10 +60,11 @@ class _Causal:
         self.curves: np.ndarray | None = None
 
     def __call__(self, input_tensor: Any, cams: np.ndarray, targets: Sequence[Any] | None, model: Any) -> np.ndarray:
-        runner = as_runner(model)
-        feeds = feeds_of(runner, input_tensor)
-        ts = resolve(runner, feeds, targets)
-        self.curves = causal_curve(runner, feeds, cams, ts, self.steps, self.baseline, self.insert, self.batch_size)
+        engine = engine_of(model)
+        feeds = feeds_of(engine, input_tensor)
+        ts = engine.targets_for(feeds, targets)
+        batch_size = self.batch_size or int(getattr(model, "batch_size", 32))  # a CAM's own batch size
+        self.curves = causal_curve(engine, feeds, cams, ts, self.steps, self.baseline, self.insert, batch_size)
         return auc(self.curves)
 
 

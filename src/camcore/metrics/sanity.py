@@ -132,15 +132,9 @@ class SanityCheck:
     def __call__(self, cam: Any, input_tensor: np.ndarray | Mapping[str, np.ndarray],
                  targets: Sequence[Any] | None = None) -> SanityResult:  # fmt: skip
         names = downstream_initializers(cam.model, cam.target_layers[0])
-        random_model = randomise_initializers(cam.model, names, self.seed)
-        opts = {k: v for k, v in cam.options.items() if k in cam.method.options}
-        other = type(cam)(random_model, list(cam.target_layers), cam.reshape_transform, providers=cam.providers,
-                          threads=cam.threads, output=cam.output, batch_size=cam.batch_size, **opts)  # fmt: skip
-        if targets is None:
-            from camcore.methods.perturbation import resolve_targets
-
-            feeds = input_tensor if isinstance(input_tensor, Mapping) else {cam.input_names[0]: input_tensor}
-            targets = resolve_targets(cam, feeds, None)  # the same classes for both models
+        other = cam.on_model(randomise_initializers(cam.model, names, self.seed))
+        if targets is None:  # the same classes for both models: the original's top-1
+            targets = cam.engine.targets_for(cam.engine.feeds(input_tensor), None)
         maps = cam(input_tensor, targets)
         random_maps = other(input_tensor, targets)
         rho = spearman(maps, random_maps)

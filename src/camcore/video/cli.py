@@ -18,14 +18,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from camcore.arguments import say
 from camcore.errors import CamcoreError
-from camcore.preprocess import IMAGENET_MEAN, IMAGENET_STD, parse_size
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 DEFAULT_FPS = 25.0
 
 
@@ -38,7 +39,15 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
         >>> p.parse_args(["video", "m.onnx", "in.mp4", "-o", "out.mp4"]).every
         1
     """
-    from camcore.methods import METHODS
+    from camcore.arguments import (
+        add_model_options,
+        add_overlay_options,
+        add_preprocess_options,
+        add_top_k_option,
+        positive_float,
+        positive_int,
+        unit_float,
+    )
 
     v = subparsers.add_parser(
         "video",
@@ -46,14 +55,12 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Explain every frame of a video file, an image sequence (a glob), a camera index or a stream "
         "URL; write an overlay video (or a folder of frames, when OUT has no video suffix) and OUT.json.",
     )
-    v.add_argument("model")
+    v.add_argument("model", help="the .onnx model")
     v.add_argument("input", help="video file, image glob ('frames/*.png'), camera index (0) or stream URL")
     v.add_argument("-o", "--out", required=True, help="output video (.mp4, .avi, .mkv, .mov) or frame folder")
-    v.add_argument("--method", choices=sorted(METHODS), default="gradcam")
-    v.add_argument("--layer", action="append", help="target layer (repeatable; default: automatic)")
-    v.add_argument("--output", help="differentiated model output (default: the first)")
+    add_model_options(v)
     tg = v.add_mutually_exclusive_group()
-    tg.add_argument("--target", type=int, help="class to explain (default: each frame's top-1 class)")
+    tg.add_argument("--target", type=int, metavar="CLASS", help="class to explain (default: each frame's top-1 class)")
     tg.add_argument(
         "--follow-class",
         type=int,
@@ -61,65 +68,41 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="detection models: explain the top detection of CLASS, followed from frame to frame "
         "(raw head output per image (4 + classes, K) as in YOLOv8; see --follow-layout)",
     )
-    v.add_argument("--follow-layout", choices=("channels_first", "boxes_first"), default="channels_first")
+    v.add_argument("--follow-layout", choices=("channels_first", "boxes_first"), default="channels_first",
+                   help="the detection head's layout: (4 + classes, K) channels_first (YOLOv8, default) or "
+                        "(K, 4 + classes) boxes_first")  # fmt: skip
     v.add_argument("--objectness", action="store_true", help="the head has an objectness column (YOLOv5)")
-    v.add_argument("--batch", type=int, default=4, help="frames per inference run, at most (default: 4)")
-    v.add_argument("--every", type=int, default=1, help="explain every K-th frame, reuse the map between")
-    v.add_argument("--smooth", type=float, default=0.5, help="EMA weight of past maps in [0, 1) (default: 0.5)")
+    v.add_argument("--batch", type=positive_int, default=4, metavar="N",
+                   help="frames per inference run, at most (default: 4)")  # fmt: skip
+    v.add_argument("--every", type=positive_int, default=1, metavar="K",
+                   help="explain every K-th frame, reuse the map between (default: 1)")  # fmt: skip
+    v.add_argument("--smooth", type=unit_float, default=0.5, metavar="S",
+                   help="EMA weight of past maps in [0, 1) (default: 0.5)")  # fmt: skip
     v.add_argument(
         "--normalize",
         choices=("running", "frame"),
         default="running",
         help="running: a slowly adapting range shared by frames (default); frame: per-frame min-max",
     )
-    v.add_argument("--range", type=float, nargs=2, metavar=("LO", "HI"), help="fixed normalization range of raw maps")
-    v.add_argument("--colormap", default="jet")
-    v.add_argument("--alpha", type=float, default=0.5)
+    v.add_argument("--range", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="a fixed normalization range of the raw maps (instead of --normalize)")  # fmt: skip
+    add_overlay_options(v)
     v.add_argument("--side-by-side", action="store_true", help="write the frame and the overlay side by side")
-    v.add_argument("--size", type=parse_size, help="model input HxW (default: the model's; needed if dynamic)")
-    v.add_argument("--mean", type=float, nargs=3, default=IMAGENET_MEAN, metavar=("R", "G", "B"))
-    v.add_argument("--std", type=float, nargs=3, default=IMAGENET_STD, metavar=("R", "G", "B"))
-    v.add_argument("--bgr", action="store_true", help="the model expects BGR channel order")
-    v.add_argument("--nhwc", action="store_true", help="the model expects NHWC layout")
-    v.add_argument("--fps", type=float, help="output frame rate (default: the input's, else 25)")
-    v.add_argument("--fourcc", help="video codec FourCC (default: mp4v, MJPG for .avi)")
-    v.add_argument("--max-frames", type=int, help="stop after this many frames")
-    v.add_argument("--top-k", type=int, default=5, help="predictions per frame in the summary")
-    v.add_argument("--providers", nargs="+", help="onnxruntime providers (default: CUDA if it works, else CPU)")
-    v.add_argument("--threads", type=int, help="onnxruntime threads per worker (default: 1 on CPU)")
-    v.add_argument("--workers", type=int, help="inference workers (default: the core count on CPU, 1 on GPU)")
+    add_preprocess_options(v)
+    v.add_argument("--fps", type=positive_float, help="output frame rate (default: the input's, else 25)")
+    v.add_argument("--fourcc", metavar="CODE", help="video codec FourCC (default: mp4v, MJPG for .avi)")
+    v.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after this many frames")
+    add_top_k_option(v)
+    v.add_argument("--workers", type=positive_int, metavar="N",
+                   help="inference workers (default: the core count on CPU, 1 on GPU)")  # fmt: skip
     return v
 
 
-def _cam_class(method_key: str) -> type:
-    """The public CAM class of a method, else a BaseCAM subclass bound to it (as ``explain`` does)."""
-    import camcore
-    from camcore.cam import BaseCAM
-    from camcore.methods import METHODS
-
-    method = METHODS[method_key]
-    public = getattr(camcore, method.name, None)
-    if isinstance(public, type) and issubclass(public, BaseCAM):
-        return public
-    return type(method.name, (BaseCAM,), {"method_key": method.key})
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max())
-    return e / e.sum()
-
-
-def _record(result: Any, info: Any, top_k: int) -> dict[str, Any]:
+def _record(result: Any, info: Any) -> dict[str, Any]:
     rec: dict[str, Any] = {"frame": info.index, "explained": info.explained}
     if not info.explained:
         rec["map_from"] = info.source
-    if info.target_class is not None:
-        rec["explained_class"] = info.target_class
-    if result.outputs and result.outputs[0].ndim == 1 and top_k > 0:
-        row = result.outputs[0].astype(np.float64)
-        probs = _softmax(row)
-        top = np.argsort(-row, kind="stable")[:top_k]
-        rec["top_k"] = [{"class": int(k), "logit": float(row[k]), "probability": float(probs[k])} for k in top]
+    rec.update(info.record)
     if info.detection is not None:
         rec["detection"] = info.detection
     if info.resized_from is not None:
@@ -157,16 +140,17 @@ def _warnings_to_stderr() -> Iterator[_Collect]:
 
 
 @contextlib.contextmanager
-def _no_sigint() -> Iterator[None]:
-    """Ignore a second Ctrl-C while the output is being finalised."""
+def _no_signals() -> Iterator[None]:
+    """Ignore a second Ctrl-C or SIGTERM while the outputs are being finalised."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _limit(frames: Iterator[np.ndarray], n: int | None) -> Iterator[np.ndarray]:
@@ -177,41 +161,50 @@ def _limit(frames: Iterator[np.ndarray], n: int | None) -> Iterator[np.ndarray]:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    """Run ``camcore video``; returns the exit code (0, or 130 after Ctrl-C).
+    """Run ``camcore video``; returns the exit code (0, or 130 after Ctrl-C, 143 after SIGTERM).
 
     Raises:
         CamcoreError: bad input (the CLI prints it on one line and exits with 2).
     """
     from tqdm import tqdm
 
-    from camcore.preprocess import Preprocess, model_input_size
+    from camcore.arguments import preprocessing
+    from camcore.batch import TargetChoice
+    from camcore.cam import cam_class
+    from camcore.files import output_file, output_folder
+    from camcore.preprocess import read_model_metadata
     from camcore.runtime import select_providers
     from camcore.video.follow import FollowDetection
-    from camcore.video.io import SummaryWriter, open_sink, open_source, summary_path
+    from camcore.video.io import VIDEO_SUFFIXES, SummaryWriter, open_sink, open_source, summary_path
     from camcore.video.pipeline import VideoPipeline
 
-    for name in ("batch", "every"):
-        if getattr(args, name) < 1:
-            raise CamcoreError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise CamcoreError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if not 0.0 <= args.alpha <= 1.0:
-        raise CamcoreError(f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.smooth >= 1.0:
+        raise CamcoreError(f"--smooth must be below 1, got {args.smooth}")
+    if args.range is not None and not args.range[1] > args.range[0]:
+        raise CamcoreError(f"--range needs LO < HI, got {args.range[0]} {args.range[1]}")
+    inputs = [args.model] + ([] if "://" in args.input or args.input.isdigit() else [args.input])
+    if Path(args.out).suffix.lower() in VIDEO_SUFFIXES or (args.fourcc and Path(args.out).suffix):
+        output_file(args.out, inputs, "-o")
+        output_file(summary_path(args.out), inputs, "-o (its .json)")
+    else:
+        output_folder(args.out, inputs, "-o")
     source = open_source(args.input, args.fps)  # fails fast, before the model is compiled
     try:
         on_gpu = select_providers(args.providers).providers[0] != "CPUExecutionProvider"
         threads = args.threads if args.threads is not None else (None if on_gpu else 1)
         workers = args.workers or (1 if on_gpu or threads != 1 else (os.cpu_count() or 1))
-        cam = _cam_class(args.method)(args.model, args.layer, providers=args.providers, threads=threads,
-                                      output=args.output)  # fmt: skip
-        size = args.size or model_input_size(cam, args.nhwc)
+        cam = cam_class(args.method)(args.model, args.layer, providers=args.providers, threads=threads,
+                                     output=args.output)  # fmt: skip
+        if args.target is not None:
+            TargetChoice.parse(cam.engine, "class", args.target)  # the class exists
+        preprocess, note = preprocessing(args, cam.engine, args.model)
         if args.follow_class is not None:
             targets: Any = FollowDetection(args.follow_class, args.follow_layout, args.objectness)
         else:
             targets = args.target
         pipe = VideoPipeline(
             cam,
-            preprocess=Preprocess(size, args.mean, args.std, bgr=args.bgr, nhwc=args.nhwc),
+            preprocess=preprocess,
             targets=targets,
             batch=args.batch,
             every=args.every,
@@ -222,10 +215,13 @@ def cmd_video(args: argparse.Namespace) -> int:
             channels="bgr",
             side_by_side=args.side_by_side,
             workers=workers,
+            top_k=args.top_k,
+            class_names=read_model_metadata(cam.engine.model, args.model).class_names,
         )
+        say(note)
         fps = source.fps or DEFAULT_FPS
         if source.fps is None:
-            print(f"camcore: the input has no frame rate; writing {fps:g} fps (set --fps)", file=sys.stderr)
+            say(f"the input has no frame rate; writing {fps:g} fps (set --fps)")
         sink = open_sink(args.out, fps, args.fourcc)
         header = {
             "model": str(args.model),
@@ -234,9 +230,10 @@ def cmd_video(args: argparse.Namespace) -> int:
             "method": args.method,
             "target_layers": cam.target_layers,
             "target": args.target if args.follow_class is None else {"follow_class": args.follow_class},
-            "input_size": list(size) if size else "frame size",
-            "mean": list(args.mean),
-            "std": list(args.std),
+            "input_size": list(preprocess.size) if preprocess.size else "frame size",
+            "mean": list(preprocess.mean),
+            "std": list(preprocess.std),
+            "preprocessing": note,
             "fps": fps,
             "frames_announced": source.count,
             "every": args.every,
@@ -253,11 +250,13 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 
 def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, args: Any, tqdm: Any) -> int:
-    interrupted = False
+    from camcore.files import Terminated
+
+    stopped = ""
     error: BaseException | None = None
     explained = resized = 0
     t0 = time.perf_counter()
-    bar = tqdm(total=total, unit="frame", desc="camcore video", disable=None, smoothing=0.05)
+    bar = tqdm(total=total, unit="frame", desc="camcore video", disable=None, smoothing=0.05, file=sys.stderr)
     with (
         _warnings_to_stderr() as warnings,
         contextlib.closing(pipe.stream(_limit(source.frames(), args.max_frames))) as stream,
@@ -265,16 +264,16 @@ def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, arg
         try:
             for result, info in stream:
                 sink.write(result.overlay)
-                summary.add(_record(result, info, args.top_k))
+                summary.add(_record(result, info))
                 explained += info.explained
                 resized += info.resized_from is not None
                 bar.update()
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as exc:
+            stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
         except BaseException as exc:
             error = exc
         finally:
-            with _no_sigint():
+            with _no_signals():
                 stream.close()
                 sink.close()
                 bar.close()
@@ -284,7 +283,7 @@ def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, arg
                         "frames": sink.written,
                         "explained": explained,
                         "resized": resized,
-                        "interrupted": interrupted,
+                        "interrupted": stopped or False,
                         "error": None if error is None else str(error),
                         "warnings": warnings.messages,
                         "seconds": round(seconds, 3),
@@ -294,6 +293,6 @@ def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, arg
     if error is not None:
         raise error
     rate = sink.written / seconds if seconds > 0 else 0.0
-    state = "interrupted: " if interrupted else ""
+    state = f"{stopped}: " if stopped else ""
     print(f"camcore video: {state}wrote {sink.written} frame(s) to {args.out} ({rate:.1f} fps); summary {summary.path}")
-    return EXIT_INTERRUPTED if interrupted else 0
+    return {"": 0, "interrupted": EXIT_INTERRUPTED, "terminated": EXIT_TERMINATED}[stopped]

@@ -3,7 +3,8 @@
 Errors that come from the user's input (a missing or undecodable file, a codec the OpenCV build
 lacks, an unwritable output) are :class:`~camcore.errors.CamcoreError` with one-line messages.
 Sinks are context managers: leaving them, by an error or Ctrl-C, finalises the file, so the
-frames written so far stay playable.
+frames written so far stay playable. The video and the JSON summary are written under temporary
+names and renamed into place when closed, so a killed run leaves the previous pair as it was.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 
 from camcore.errors import CamcoreError
+from camcore.files import AtomicFile
 
 log = logging.getLogger("camcore.video")
 
@@ -190,16 +192,20 @@ class VideoSink:
         if len(self.fourcc) != 4:
             raise CamcoreError(f"a FourCC code has 4 characters, got {self.fourcc!r}")
         self._writer: cv2.VideoWriter | None = None
+        self._file: AtomicFile | None = None
         self.size: tuple[int, int] | None = None
         self.written = 0
 
     def _open(self, width: int, height: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = AtomicFile(self.path)
         with _quiet_stderr():
-            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*self.fourcc), self.fps, (width, height))
+            writer = cv2.VideoWriter(str(self._file.temporary), cv2.VideoWriter.fourcc(*self.fourcc), self.fps,
+                                     (width, height))  # fmt: skip
             ok = writer.isOpened()
         if not ok:
             writer.release()
+            self._file.discard()
             hint = "mp4v for .mp4, MJPG for .avi" if self.fourcc != "mp4v" else "an .avi output (MJPG)"
             raise CamcoreError(
                 f"cannot write {str(self.path)!r} with codec {self.fourcc!r} ({width}x{height} at {self.fps:g} fps): "
@@ -216,10 +222,13 @@ class VideoSink:
         self.written += 1
 
     def close(self) -> None:
-        """Finalise the file (idempotent): the container index is written, the file plays."""
+        """Finalise the file (idempotent): the container index is written, the file plays, and
+        it replaces ``path``."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+        if self._file is not None:
+            self._file.commit()
 
     def __enter__(self) -> VideoSink:
         return self
@@ -275,13 +284,14 @@ class SummaryWriter:
     """A JSON summary written as the frames go, so memory stays flat on long videos.
 
     The file is ``{header..., "frames": [one record per frame], "result": {...}}``; :meth:`close`
-    writes the end, also after an error or Ctrl-C.
+    writes the end, also after an error or Ctrl-C, and moves the file onto ``path``.
     """
 
     def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f: IO[str] | None = self.path.open("w")
+        self._file = AtomicFile(self.path)
+        self._f: IO[str] | None = self._file.temporary.open("w")
         self._f.write("{\n")
         for key, value in header.items():
             self._f.write(f"  {json.dumps(key)}: {json.dumps(value)},\n")
@@ -302,6 +312,7 @@ class SummaryWriter:
         self._f.write(f'  "result": {json.dumps(result)}\n}}\n')
         self._f.close()
         self._f = None
+        self._file.commit()
 
     def __enter__(self) -> SummaryWriter:
         return self

@@ -13,13 +13,14 @@ encodes them): results come out in input order, one per input frame.
 
 On CPU the fastest set-up is one single-threaded onnxruntime session run by several workers
 (``workers`` = cores, the CAM built with ``threads=1``): no thread-pool spinning competes with
-the decode, overlay and encode threads. The workers are shallow copies of the CAM object that
-share its compiled sessions (``InferenceSession.run`` is thread-safe).
+the decode, overlay and encode threads. The workers are forks of the CAM (:meth:`BaseCAM.fork`)
+that share its engine's compiled sessions (``InferenceSession.run`` is thread-safe). Each
+batch goes through the batch service (:class:`camcore.batch.BatchExplainer`) for unscaled maps
+(:func:`camcore.maps.assemble_unscaled`), which the smoother scales with a range shared by frames.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import queue
@@ -31,6 +32,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from camcore.batch import BatchExplainer, Item
 from camcore.cam import BaseCAM
 from camcore.errors import CamcoreError
 from camcore.postprocess import overlay as draw_overlay
@@ -73,6 +75,7 @@ class FrameInfo:
         target_class: the explained class, when the target is a class (else ``None``).
         resized_from: the (height, width) the frame came in at, when it had to be resized.
         detection: the followed detection, with :class:`~camcore.video.follow.FollowDetection`.
+        record: the explained class and the top-k predictions (:func:`camcore.batch.prediction_record`).
     """
 
     index: int
@@ -81,6 +84,7 @@ class FrameInfo:
     target_class: int | None = None
     resized_from: tuple[int, int] | None = None
     detection: dict[str, Any] | None = None
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,6 +127,8 @@ class VideoPipeline:
         workers: CAM worker threads; default: the core count when ``cam.threads == 1``, else 1.
         in_flight: frames in the pipeline at most; default from ``batch``, ``workers``, ``every``.
         overlay_threads: threads of each overlay call (1: the pipeline already runs in parallel).
+        top_k: predictions kept per frame in :attr:`FrameInfo.record`.
+        class_names: the model's class names, for the records.
 
     Example:
         >>> cam = camcore.GradCAM("model.onnx", threads=1)
@@ -149,6 +155,8 @@ class VideoPipeline:
         workers: int | None = None,
         in_flight: int | None = None,
         overlay_threads: int = 1,
+        top_k: int = 5,
+        class_names: list[str] | None = None,
     ) -> None:
         for name, value in (("batch", batch), ("every", every), ("overlay_threads", overlay_threads)):
             if value < 1:
@@ -158,22 +166,22 @@ class VideoPipeline:
         if channels not in ("bgr", "rgb"):
             raise CamcoreError(f"channels must be 'bgr' or 'rgb', got {channels!r}")
         TemporalSmoother(smooth, normalize, range_decay)  # validates the arguments
+        if isinstance(workers, bool) or (workers is not None and workers < 1):
+            raise CamcoreError(f"workers must be >= 1, got {workers}")
         self.cam = cam
-        self.preprocess = preprocess or Preprocess(model_input_size(cam))
+        self.preprocess = preprocess or Preprocess(model_input_size(cam.engine),
+                                                   nhwc=cam.engine.input_layout == "NHWC")  # fmt: skip
         self.targets = as_frame_targets(targets)
         self.batch, self.every = batch, every
         self.smooth, self.normalize, self.range_decay = smooth, normalize, range_decay
         self.colormap, self.alpha, self.channels = colormap, alpha, channels
         self.side_by_side = side_by_side
         if workers is None:
-            workers = (os.cpu_count() or 1) if getattr(cam, "threads", None) == 1 else 1
-        if workers < 1:
-            raise CamcoreError(f"workers must be >= 1, got {workers}")
+            workers = (os.cpu_count() or 1) if cam.engine.threads == 1 else 1
         self.workers = workers
         self.in_flight = in_flight or 2 * batch * workers + every + 8
         self.overlay_threads = overlay_threads
-        self._compile_lock = threading.Lock()
-        self._compiled_once = False
+        self.top_k, self.class_names = top_k, class_names
 
     # ------------------------------------------------------------------ public
     def run(self, frames: Iterable[np.ndarray]) -> Iterator[FrameResult]:
@@ -194,73 +202,21 @@ class VideoPipeline:
             run.shutdown()
 
     # ------------------------------------------------------------------ helpers for _Run
-    def replicas(self) -> list[BaseCAM]:
-        """One shallow copy of the CAM per worker: own outputs, shared compiled sessions."""
-        out = []
-        for _ in range(self.workers):
-            rep = copy.copy(self.cam)
-            rep.outputs, rep.activations, rep.gradients = [], {}, {}
-            if isinstance(getattr(rep, "_siblings", None), dict):
-                rep._siblings = {}  # helper CAMs keep per-run state: one set per worker
-            out.append(rep)
-        return out
+    def replicas(self) -> list[BatchExplainer]:
+        """One explainer per worker, each on a fork of the CAM (shared compiled sessions)."""
+        return [BatchExplainer(self.cam.fork(), None, batch_size=self.batch, top_k=self.top_k, scaled=False,
+                               class_names=self.class_names) for _ in range(self.workers)]  # fmt: skip
 
-    def explain_batch(self, cam: BaseCAM, items: list[_Item]) -> None:
-        """Fill ``raw`` (non-negative maps at the model's input size) and ``outputs`` of ``items``."""
-        x = np.stack([it.x for it in items])  # type: ignore[misc]
-        targets = [it.target for it in items]
-        if all(t is None for t in targets):
-            call_targets: list[Target] | None = None
-        elif any(t is None for t in targets):
-            # top-1 and explicit targets cannot share one run: split the batch
-            self.explain_batch(cam, [it for it in items if it.target is None])
-            self.explain_batch(cam, [it for it in items if it.target is not None])
-            return
-        else:
-            call_targets = targets  # type: ignore[assignment]
-        if not self._compiled_once:
-            with self._compile_lock:  # the first run compiles the augmented model, once
-                maps = _raw_maps(cam, x, call_targets, _hw(x, self.preprocess))
-                self._compiled_once = True
-        else:
-            maps = _raw_maps(cam, x, call_targets, _hw(x, self.preprocess))
-        for i, it in enumerate(items):
-            it.raw = maps[i]
-            it.outputs = [np.asarray(o[i]) for o in cam.outputs]
-            t = it.target
-            if t is not None and t.class_index is not None:
-                it.info.target_class = int(t.class_index)
-            elif t is None and cam.outputs and cam.outputs[0].ndim == 2:
-                it.info.target_class = int(np.argmax(cam.outputs[0][i]))
-            it.info.detection = getattr(t, "detection", None)
-
-
-def _hw(x: np.ndarray, preprocess: Callable[..., np.ndarray]) -> tuple[int, int]:
-    nhwc = bool(getattr(preprocess, "nhwc", False))
-    return (int(x.shape[1]), int(x.shape[2])) if nhwc else (int(x.shape[-2]), int(x.shape[-1]))
-
-
-def _raw_maps(cam: BaseCAM, x: np.ndarray, targets: list[Target] | None, hw: tuple[int, int]) -> np.ndarray:
-    """Non-negative, unscaled maps (N, H, W) so that a range can be shared across frames.
-
-    CAMs on the per-layer pipeline give the ReLU of each layer's map, resized to the input and
-    averaged over layers; other methods (a ``__call__`` of their own, or a method of kind
-    ``"pipeline"`` that builds whole maps) give their [0, 1] maps.
-    """
-    kind = getattr(getattr(cam, "method", None), "kind", "layer")
-    if type(cam).__call__ is not BaseCAM.__call__ or kind != "layer":
-        return np.asarray(cam(x, targets=targets), np.float32)
-    cam.forward(x, targets)
-    out = np.zeros((x.shape[0], *hw), np.float32)
-    layers = cam.layer_maps(hw)
-    for raw in layers:
-        raw = np.maximum(raw, 0).astype(np.float32, copy=False)
-        for i in range(raw.shape[0]):
-            m = raw[i]
-            out[i] += m if m.shape == hw else cv2.resize(m, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
-    if len(layers) > 1:
-        out /= len(layers)
-    return out
+    def explain_batch(self, explainer: BatchExplainer, items: list[_Item]) -> None:
+        """Fill ``raw`` (non-negative, unscaled maps at the model's input size) and ``outputs`` of ``items``."""
+        batch = [Item(str(it.info.index), it.frame, it.x) for it in items]  # type: ignore[arg-type]
+        done = explainer.explain(batch, [it.target for it in items])
+        for it, result in zip(items, done):
+            it.raw = result.map
+            it.outputs = result.outputs
+            it.info.target_class = result.record.get("explained_class")
+            it.info.record = result.record
+            it.info.detection = getattr(it.target, "detection", None)
 
 
 class _Run:
@@ -406,13 +362,13 @@ class _Run:
             if len(pending) >= pipe.batch:
                 flush()
 
-    def _work(self, cam: BaseCAM) -> None:
+    def _work(self, explainer: BatchExplainer) -> None:
         """Run the CAM on batches."""
         while True:
             batch = self._get(self.batches)
             if isinstance(batch, _Stop):
                 return
-            self.pipe.explain_batch(cam, batch)
+            self.pipe.explain_batch(explainer, batch)
             for it in batch:
                 it.x = None
                 self._put(self.done, it)
@@ -446,6 +402,7 @@ class _Run:
                     item.info.source = last.info.index
                     item.info.target_class = last.info.target_class
                     item.info.detection = last.info.detection
+                    item.info.record = last.info.record
                 picture = self._overlay(item.frame, cam_map)
                 self._put(self.out, (FrameResult(item.frame, cam_map, picture, item.outputs), item.info))
                 next_index += 1

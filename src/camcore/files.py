@@ -1,0 +1,159 @@
+"""Files the front doors read and write: checked before any work starts, written atomically.
+
+* :func:`output_folder` / :func:`output_file` refuse, in one line, an output that is an input
+  (compared as resolved paths), a folder where a file is wanted (or the reverse), a path under
+  a file, and a place that cannot be written (permissions, a read-only filesystem): they try.
+* :func:`atomic_write` and :class:`AtomicFile` write to a temporary file in the same folder and
+  rename it into place, so a killed run leaves the old file or a complete new one, never half.
+* :func:`terminate_as_interrupt` turns SIGTERM into :class:`Terminated`, a ``KeyboardInterrupt``,
+  so the front doors finish their files on ``kill`` as on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import FrameType
+
+from camcore.errors import CamcoreError
+
+__all__ = ["AtomicFile", "Terminated", "atomic_write", "output_file", "output_folder", "terminate_as_interrupt"]
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _refuse_inputs(out: Path, inputs: Iterable[str | Path], option: str) -> None:
+    for src in inputs:
+        if _same(out, Path(src)):
+            raise CamcoreError(
+                f"{option} {str(out)!r} is an input: choose another path, camcore never overwrites its input"
+            )
+
+
+def _probe(folder: Path, option: str) -> None:
+    """Write and remove a small file in ``folder`` (permissions, read-only filesystems, full disks)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".camcore-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise CamcoreError(f"cannot write in {option} folder {str(folder)!r}: {exc.strerror or exc}") from None
+
+
+def _make_folder(folder: Path, option: str) -> None:
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise CamcoreError(f"{option} {str(folder)!r} lies under {str(parent)!r}, which is a file, not a folder")
+        if parent.exists():
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CamcoreError(f"cannot create {option} folder {str(folder)!r}: {exc.strerror or exc}") from None
+
+
+def output_folder(path: str | Path, inputs: Iterable[str | Path] = (), option: str = "--out") -> Path:
+    """Create (if needed) and check an output folder; it must not be an input.
+
+    Raises:
+        CamcoreError: ``path`` is a file or lies under one, is an input, or cannot be written.
+    """
+    folder = Path(path)
+    _refuse_inputs(folder, inputs, option)
+    if folder.exists() and not folder.is_dir():
+        raise CamcoreError(f"{option} {str(folder)!r} is a file; {option} takes a folder")
+    _make_folder(folder, option)
+    _probe(folder, option)
+    return folder
+
+
+def output_file(path: str | Path, inputs: Iterable[str | Path] = (), option: str = "-o") -> Path:
+    """Check an output file's path (its folder is created); it must not be an input.
+
+    Raises:
+        CamcoreError: ``path`` is a folder, is an input, or its folder cannot be written.
+    """
+    out = Path(path)
+    _refuse_inputs(out, inputs, option)
+    if out.is_dir():
+        raise CamcoreError(f"{option} {str(out)!r} is a folder; {option} takes a file name")
+    _make_folder(out.parent, option)
+    _probe(out.parent, option)
+    return out
+
+
+def _temporary(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(temporary_path)`` and rename the result to ``path`` (atomic on one filesystem)."""
+    target = Path(path)
+    tmp = _temporary(target)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+class AtomicFile:
+    """A file written under a temporary name beside ``path`` and renamed onto it by :meth:`commit`
+    (or removed by :meth:`discard`): readers of ``path`` see the old file or a complete new one.
+
+    Example:
+        >>> f = AtomicFile("out.mp4"); write_video(f.temporary); f.commit()   # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.temporary = _temporary(self.path)
+        self.done = False
+
+    def commit(self) -> None:
+        """Move the temporary file onto ``path`` (idempotent)."""
+        if not self.done:
+            os.replace(self.temporary, self.path)
+            self.done = True
+
+    def discard(self) -> None:
+        """Remove the temporary file (idempotent); ``path`` stays as it was."""
+        if not self.done:
+            with contextlib.suppress(OSError):
+                self.temporary.unlink()
+            self.done = True
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered as an interrupt so that the same clean-up runs as for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM raises :class:`Terminated` in the main thread (no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
