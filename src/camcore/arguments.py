@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -117,6 +118,22 @@ def add_top_k_option(p: argparse.ArgumentParser) -> None:
     """``--top-k``."""
     p.add_argument("--top-k", type=count, default=5, metavar="K",
                    help="predictions per image in the summary (default: 5; 0: none)")  # fmt: skip
+
+
+def progress(total: int | None, desc: str, unit: str) -> Any:
+    """A tqdm progress bar on stderr, shown when stderr is a terminal. A terminal that reports no
+    size (a fresh pseudo-terminal: 0 x 0, as under ``script``, CI runners or some IDEs) gets 80 x 24:
+    given 0 rows, tqdm draws nothing at all."""
+    from tqdm import tqdm
+
+    ncols = nrows = None
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+        ncols, nrows = (80 if not size.columns else None), (24 if not size.lines else None)
+    except (OSError, ValueError):  # not a terminal (tqdm then stays silent), or no real file descriptor
+        pass
+    return tqdm(total=total, desc=desc, unit=unit, disable=None, file=sys.stderr, ncols=ncols, nrows=nrows,
+                smoothing=0.05)  # fmt: skip
 
 
 def say(message: str) -> None:

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -149,23 +150,26 @@ class BaseCAM:
     ) -> None:
         self.method: CamMethod = method_by_key(self.method_key)
         self.options = self._check_options(options)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise CamcoreError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        batch_size = int(batch_size)
         if isinstance(model, Engine):
             given = {"providers": providers, "threads": threads, "output": output, "base_dir": base_dir}
             if any(v is not None for v in given.values()):
                 names = ", ".join(k for k, v in given.items() if v is not None)
                 raise CamcoreError(f"{names} belong to the engine: set them when building it, not with an Engine")
-            self.engine = model
+            self.engine: Engine = model
         else:
             self.engine = Engine(model, output=output, providers=providers, threads=threads, base_dir=base_dir)
-        self.target_layers = self.engine.resolve_layers(target_layers)
-        self.reshape_transform = reshape_transform
-        self.batch_size = batch_size
+        self.target_layers: list[str] = self.engine.resolve_layers(target_layers)
+        self.reshape_transform: ReshapeTransform | None = reshape_transform
+        self.batch_size: int = batch_size
         m = self.method
         #: the options of the method's function, and of each need's function
-        self._fn_options = self._options_of(m.fn, (*LEADING[m.kind], *m.needs))
-        self._need_options = {name: self._options_of(need.compute, ("run",)) for name, need in m.needs.items()}
+        self._fn_options: dict[str, Any] = self._options_of(m.fn, (*LEADING[m.kind], *m.needs))
+        self._need_options: dict[str, dict[str, Any]] = {
+            name: self._options_of(need.compute, ("run",)) for name, need in m.needs.items()
+        }
         self.outputs: list[np.ndarray] = []
         self.activations: dict[str, np.ndarray] = {}
         self.gradients: dict[str, np.ndarray] = {}

@@ -28,6 +28,7 @@ from camcore.arguments import (
     add_target_options,
     add_top_k_option,
     positive_int,
+    progress,
     say,
 )
 from camcore.errors import CamcoreError
@@ -35,8 +36,6 @@ from camcore.files import Terminated, terminate_as_interrupt
 from camcore.preprocess import parse_size
 
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
-#: the image files ``explain`` takes from a folder
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -185,14 +184,13 @@ def image_paths(given: Sequence[str]) -> list[str]:
     Raises:
         CamcoreError: a path that does not exist, or a folder without images.
     """
+    from camcore.files import image_files
+
     paths: list[str] = []
     for arg in given:
         p = Path(arg)
         if p.is_dir():
-            found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise CamcoreError(f"folder {arg!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            paths += found
+            paths += image_files(p)
         elif not p.exists():
             raise CamcoreError(f"image {arg!r} does not exist")
         else:
@@ -252,7 +250,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "images": records,
         "failures": failures,
     }
-    bar = tqdm(total=len(paths), desc="camcore explain", unit="img", disable=None, file=sys.stderr)
+    bar = progress(len(paths), "camcore explain", "img")
 
     def items() -> Iterator[Item | Failed]:
         for path in paths:

@@ -118,8 +118,11 @@ def _annotate(
     py, px = np.unravel_index(int(np.argmax(cam_map)), cam_map.shape)
     cv2.drawMarker(big, (int(px) * _ZOOM + 1, int(py) * _ZOOM + 1), (255, 255, 255), cv2.MARKER_CROSS, 14, 2)
     text = f"{class_names[scene.label]} -> {class_names[predicted]}"
-    cv2.putText(big, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(big, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    # white text on a dark box: an outline drawn as thick text under thin text does not line up
+    # in OpenCV 5, whose glyph advances depend on the thickness
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+    cv2.rectangle(big, (2, 2), (6 + tw, 6 + th + base), (0, 0, 0), cv2.FILLED)
+    cv2.putText(big, text, (4, 4 + th), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return big
 
 

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import numbers
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from camcore.graph.layouts import image_layout
 from camcore.graph.parts import bias_terms, classifier_weights, downstream_model, with_outputs
 from camcore.graph.shapes import TensorInfo
 from camcore.maps import InputLayout, spatial_size
-from camcore.runtime import Session
+from camcore.runtime import Session, select_providers
 from camcore.targets import Target, per_image, top1_targets
 
 __all__ = ["SMALL_TAIL", "Engine", "Feeds", "Result"]
@@ -167,8 +168,11 @@ class Engine:
         threads: int | None = None,
         base_dir: str | Path | None = None,
     ) -> None:
-        if threads is not None and threads < 1:
-            raise CamcoreError(f"threads must be >= 1, got {threads}")
+        if threads is not None:
+            if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+                raise CamcoreError(f"threads must be an integer >= 1, got {threads!r}")
+            threads = int(threads)
+        select_providers(providers)  # unknown providers fail here, before any work
         proto, info = prepare_model(model, base_dir=base_dir)
         self.source = str(model) if isinstance(model, (str, Path)) else None
         self._setup(proto, info, output, providers, threads)

@@ -22,7 +22,31 @@ from types import FrameType
 
 from camcore.errors import CamcoreError
 
-__all__ = ["AtomicFile", "Terminated", "atomic_write", "output_file", "output_folder", "terminate_as_interrupt"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "AtomicFile",
+    "Terminated",
+    "atomic_write",
+    "image_files",
+    "output_file",
+    "output_folder",
+    "terminate_as_interrupt",
+]
+
+#: the image files a folder given as input contributes
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2")
+
+
+def image_files(folder: str | Path) -> list[str]:
+    """The images of a folder (by suffix, :data:`IMAGE_SUFFIXES`), sorted by name.
+
+    Raises:
+        CamcoreError: the folder holds no images.
+    """
+    found = sorted(str(f) for f in Path(folder).iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise CamcoreError(f"folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return found
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -50,10 +74,11 @@ def _probe(folder: Path, option: str) -> None:
         raise CamcoreError(f"cannot write in {option} folder {str(folder)!r}: {exc.strerror or exc}") from None
 
 
-def _make_folder(folder: Path, option: str) -> None:
+def _make_folder(folder: Path, option: str, given: Path | None = None) -> None:
     for parent in (folder, *folder.parents):
         if parent.exists() and not parent.is_dir():
-            raise CamcoreError(f"{option} {str(folder)!r} lies under {str(parent)!r}, which is a file, not a folder")
+            shown = str(given or folder)
+            raise CamcoreError(f"{option} {shown!r} lies under {str(parent)!r}, which is a file, not a folder")
         if parent.exists():
             break
     try:
@@ -87,7 +112,7 @@ def output_file(path: str | Path, inputs: Iterable[str | Path] = (), option: str
     _refuse_inputs(out, inputs, option)
     if out.is_dir():
         raise CamcoreError(f"{option} {str(out)!r} is a folder; {option} takes a file name")
-    _make_folder(out.parent, option)
+    _make_folder(out.parent, option, out)
     _probe(out.parent, option)
     return out
 

@@ -36,10 +36,18 @@ class Layer:
 def resolve_layers(model: onnx.ModelProto, names: Sequence[str]) -> list[str]:
     """Tensor names for ``names``; node names map to the node's first output."""
     graph = model.graph
-    tensors = {o for n in graph.node for o in n.output if o} | {i.name for i in graph.input}
+    weights = {i.name for i in graph.initializer}
+    tensors = {o for n in graph.node for o in n.output if o} | {i.name for i in graph.input if i.name not in weights}
     by_node = {n.name: n.output[0] for n in graph.node if n.name and n.output}
     resolved: list[str] = []
     for name in names:
+        if name in weights and name not in tensors:
+            users = [n.name or n.op_type for n in graph.node if name in n.input][:1]
+            where = f" of node {users[0]!r}" if users else ""
+            raise UnknownLayerError(
+                f"layer {name!r} is a weight (an initializer{where}), not an activation: pick a node's output "
+                "(`camcore layers MODEL` lists them)"
+            )
         if name in tensors:
             resolved.append(name)
         elif name in by_node:

@@ -166,8 +166,6 @@ def cmd_video(args: argparse.Namespace) -> int:
     Raises:
         CamcoreError: bad input (the CLI prints it on one line and exits with 2).
     """
-    from tqdm import tqdm
-
     from camcore.arguments import preprocessing
     from camcore.batch import TargetChoice
     from camcore.cam import cam_class
@@ -244,19 +242,20 @@ def cmd_video(args: argparse.Namespace) -> int:
             "threads": threads,
         }
         total = source.count if args.max_frames is None else min(source.count or args.max_frames, args.max_frames)
-        return _run(pipe, source, sink, SummaryWriter(summary_path(args.out), header), total, args, tqdm)
+        return _run(pipe, source, sink, SummaryWriter(summary_path(args.out), header), total, args)
     finally:
         source.close()
 
 
-def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, args: Any, tqdm: Any) -> int:
+def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, args: Any) -> int:
+    from camcore.arguments import progress
     from camcore.files import Terminated
 
     stopped = ""
     error: BaseException | None = None
     explained = resized = 0
     t0 = time.perf_counter()
-    bar = tqdm(total=total, unit="frame", desc="camcore video", disable=None, smoothing=0.05, file=sys.stderr)
+    bar = progress(total, "camcore video", "frame")
     with (
         _warnings_to_stderr() as warnings,
         contextlib.closing(pipe.stream(_limit(source.frames(), args.max_frames))) as stream,

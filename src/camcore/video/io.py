@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from camcore.errors import CamcoreError
-from camcore.files import AtomicFile
+from camcore.files import AtomicFile, image_files
 
 log = logging.getLogger("camcore.video")
 
@@ -143,8 +143,8 @@ class FrameSource:
 
 
 def open_source(spec: str, fps: float | None = None) -> FrameSource:
-    """Open ``spec``: a digit string is a camera index, ``scheme://`` a stream URL, a pattern
-    with ``*``, ``?`` or ``[`` a sorted image sequence, anything else a file (or an OpenCV
+    """Open ``spec``: a digit string is a camera index, ``scheme://`` a stream URL, a folder or a
+    pattern with ``*``, ``?`` or ``[`` a sorted image sequence, anything else a file (or an OpenCV
     ``%04d`` sequence pattern). ``fps`` overrides (or supplies) the frame rate.
 
     Raises:
@@ -152,11 +152,13 @@ def open_source(spec: str, fps: float | None = None) -> FrameSource:
     """
     if fps is not None and not (fps > 0 and math.isfinite(fps)):
         raise CamcoreError(f"--fps must be a positive number, got {fps}")
-    if any(c in spec for c in "*?[") and "://" not in spec:
-        files = sorted(glob.glob(spec))
+    is_folder = "://" not in spec and Path(spec).is_dir()
+    if is_folder or (any(c in spec for c in "*?[") and "://" not in spec):
+        files = image_files(spec) if is_folder else sorted(glob.glob(spec))
         if not files:
             raise CamcoreError(f"no files match {spec!r}")
-        src = FrameSource(spec, f"{len(files)} images matching {spec!r}", fps, len(files), live=False)
+        what = "in folder" if is_folder else "matching"
+        src = FrameSource(spec, f"{len(files)} images {what} {spec!r}", fps, len(files), live=False)
         src._files = files
         return src
     live = spec.isdigit() or "://" in spec

@@ -58,11 +58,6 @@ def _unbroadcast_dynamic(ctx: GradContext, grad: str, operand: str, lead: int) -
     return b.ReduceSumDynamic(g, axes, keepdims=True)
 
 
-def axis_of(ctx: GradContext, axis: int, tensor: str) -> int:
-    """A possibly negative axis made non-negative for ``tensor``'s rank."""
-    return axis % ctx.rank(tensor) if axis < 0 else axis
-
-
 def const_ints(ctx: GradContext, i: int) -> list[int]:
     """Input ``i`` of the node as a list of ints; it must be a constant (initializer or
     Constant node), else a ShapeError names the node and the input."""
