@@ -55,3 +55,16 @@ def reference_gradcam(features: np.ndarray, fc_w: np.ndarray, classes: np.ndarra
         m = m - m.min()
         out.append(m / (1e-7 + m.max()))
     return np.asarray(out, np.float32)
+
+
+def tiny_nhwc_classifier(classes: int = 5, channels: int = 4, height: int = 10, width: int = 8, seed: int = 0
+                         ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:  # fmt: skip
+    """The tiny classifier with an NHWC image input, as tf2onnx exports Keras models:
+    x (N,H,W,3) -> Transpose(0,3,1,2) -> Conv3x3 -> Relu ("feat", NCHW) -> GAP -> Flatten -> Gemm."""
+    model, w = tiny_classifier(classes=classes, channels=channels, seed=seed)
+    graph = model.graph
+    graph.node.insert(0, helper.make_node("Transpose", ["x_nhwc"], ["x"], name="to_nchw", perm=[0, 3, 1, 2]))
+    del graph.input[:]
+    graph.input.append(helper.make_tensor_value_info("x_nhwc", TensorProto.FLOAT, ["N", height, width, 3]))
+    onnx.checker.check_model(model, full_check=True)
+    return model, w

@@ -217,12 +217,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from camcore.arguments import preprocessing
     from camcore.batch import BatchExplainer, Failed, Item, Names, TargetChoice
     from camcore.cam import cam_class
-    from camcore.files import atomic_write, output_folder
+    from camcore.files import atomic_write, output_folder, uninterrupted
     from camcore.preprocess import read_model_metadata
 
     # every argument, before any inference
     paths = image_paths(args.images)
-    out_dir = output_folder(args.out, [args.model, *paths], "--out")
+    out_dir = output_folder(args.out, [args.model, *args.images, *paths], "--out")
     cam = cam_class(args.method)(args.model, args.layer, output=args.output, providers=args.providers,
                                  threads=args.threads)  # fmt: skip
     choice = TargetChoice.parse(cam.engine, args.target_type, args.target)
@@ -250,7 +250,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "images": records,
         "failures": failures,
     }
-    bar = progress(len(paths), "camcore explain", "img")
 
     def items() -> Iterator[Item | Failed]:
         for path in paths:
@@ -262,19 +261,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     interrupted = ""
     t0 = time.perf_counter()
+    bar = None
     try:
+        bar = progress(len(paths), "camcore explain", "img")
         for done in explainer.run(items()):
             if isinstance(done, Failed):
                 failures.append({"image": done.key, "error": done.error})
                 tqdm.write(f"camcore: skipped {done.key}: {done.error}", file=sys.stderr)
             else:
-                records.append(_write_explained(done, out_dir, names(done.key), args))
+                with uninterrupted():  # the image's PNG, .npy and record, all or none
+                    records.append(_write_explained(done, out_dir, names(done.key), args))
             bar.update()
     except KeyboardInterrupt as exc:
         interrupted = "terminated" if isinstance(exc, Terminated) else "interrupted"
         raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         summary.update(interrupted=interrupted or False, seconds=round(time.perf_counter() - t0, 3),
                        done=len(records), total=len(paths))  # fmt: skip
         text = json.dumps(summary, indent=2)

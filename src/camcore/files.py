@@ -31,6 +31,7 @@ __all__ = [
     "output_file",
     "output_folder",
     "terminate_as_interrupt",
+    "uninterrupted",
 ]
 
 #: the image files a folder given as input contributes
@@ -124,16 +125,19 @@ def _temporary(path: Path) -> Path:
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(temporary_path)`` and rename the result to ``path`` (atomic on one filesystem)."""
+    """Call ``write(temporary_path)`` and rename the result to ``path`` (atomic on one filesystem).
+    Ctrl-C and SIGTERM (under :func:`terminate_as_interrupt`) wait until the file is in place or
+    its temporary removed, so no temporary is left behind."""
     target = Path(path)
-    tmp = _temporary(target)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with uninterrupted():
+        tmp = _temporary(target)
+        try:
+            write(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
 
 class AtomicFile:
@@ -151,9 +155,10 @@ class AtomicFile:
 
     def commit(self) -> None:
         """Move the temporary file onto ``path`` (idempotent)."""
-        if not self.done:
-            os.replace(self.temporary, self.path)
-            self.done = True
+        with uninterrupted():
+            if not self.done:
+                os.replace(self.temporary, self.path)
+                self.done = True
 
     def discard(self) -> None:
         """Remove the temporary file (idempotent); ``path`` stays as it was."""
@@ -167,18 +172,48 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, delivered as an interrupt so that the same clean-up runs as for Ctrl-C."""
 
 
+class _Signals:
+    """Interrupts held back while a file is being put in place (main thread only)."""
+
+    depth = 0
+    pending: KeyboardInterrupt | None = None
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Inside the block, Ctrl-C and SIGTERM (as handled by :func:`terminate_as_interrupt`) are
+    held back and raised when it ends: a file being written atomically is finished or removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _Signals.depth += 1
+    try:
+        yield
+    finally:
+        _Signals.depth -= 1
+        pending, _Signals.pending = _Signals.pending, None
+        if _Signals.depth == 0 and pending is not None:
+            raise pending
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """Inside the block, SIGTERM raises :class:`Terminated` in the main thread (no-op elsewhere)."""
+    """Inside the block, SIGTERM raises :class:`Terminated` and Ctrl-C ``KeyboardInterrupt`` in the
+    main thread, each held back while :func:`uninterrupted` is writing a file (no-op off the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise Terminated()
+        exc = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if _Signals.depth:
+            _Signals.pending = _Signals.pending or exc
+            return
+        raise exc
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, previous in old.items():
+            signal.signal(sig, previous)

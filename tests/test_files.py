@@ -1,0 +1,76 @@
+"""Output files: checked before work, never an input, written atomically."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from camcore.errors import CamcoreError
+from camcore.files import AtomicFile, atomic_write, image_files, output_file, output_folder
+
+
+def test_output_folder_refusals(tmp_path: Path) -> None:
+    a_file = tmp_path / "a.txt"
+    a_file.write_text("x")
+    for path, inputs, message in ((a_file, [], "is a file"), (a_file / "sub", [], "lies under"),
+                                  (tmp_path / "in", [tmp_path / "in"], "is an input")):  # fmt: skip
+        with pytest.raises(CamcoreError, match=message):
+            output_folder(path, inputs)
+    assert output_folder(tmp_path / "new" / "deep").is_dir()
+
+
+def test_output_file_refusals(tmp_path: Path) -> None:
+    src = tmp_path / "model.onnx"
+    src.write_text("m")
+    link = tmp_path / "link.onnx"
+    link.symlink_to(src)
+    for path, message in ((src, "is an input"), (link, "is an input"), (tmp_path, "is a folder")):
+        with pytest.raises(CamcoreError, match=message):
+            output_file(path, [src])
+    assert output_file(tmp_path / "out" / "m.onnx", [src]).parent.is_dir()
+
+
+def test_unwritable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only filesystem (or missing permissions; root ignores those, so it is simulated)."""
+    import tempfile
+
+    def read_only(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(CamcoreError, match=r"cannot write in --out folder .*Read-only file system"):
+        output_folder(tmp_path)
+    with pytest.raises(CamcoreError, match="cannot write in -o folder"):
+        output_file(tmp_path / "x.onnx", option="-o")
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+
+    def half(tmp: Path) -> None:
+        tmp.write_text("half of the new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, half)
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+    atomic_write(target, lambda tmp: tmp.write_text("new"))
+    assert target.read_text() == "new"
+    f = AtomicFile(target)
+    f.temporary.write_text("newer")
+    assert target.read_text() == "new"
+    f.commit()
+    assert target.read_text() == "newer" and not f.temporary.exists()
+
+
+def test_image_files(tmp_path: Path) -> None:
+    for name in ("b.PNG", "a.jpg", "notes.txt"):
+        (tmp_path / name).write_text("")
+    assert [Path(p).name for p in image_files(tmp_path)] == ["a.jpg", "b.PNG"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CamcoreError, match="holds no images"):
+        image_files(tmp_path / "empty")
