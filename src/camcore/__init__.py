@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 __version__ = "0.1.0"
@@ -56,6 +57,9 @@ def _generated() -> dict[str, Any]:
 
 
 def __getattr__(name: str) -> Any:
+    if (name.startswith("_") and name != "__all__") or importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        # private names and submodules (``from camcore import _core``) are the import system's
+        raise AttributeError(f"module 'camcore' has no attribute {name!r}")
     if name == "__all__":
         value: Any = [*sorted(_generated()), *_FIXED, "__version__"]
     elif name in _FIXED:

@@ -151,3 +151,46 @@ def test_detection_box_target_end_to_end() -> None:
     s = out[0, 5, 5]
     assert np.count_nonzero(g) == 1 and np.isclose(g[5, 5], 1.0)
     assert s > 0
+
+
+def test_registries_list_every_target_and_its_command_line_form() -> None:
+    from camcore.targets import TARGET_TYPES, TARGETS, Target
+
+    assert all(issubclass(cls, Target) for cls in TARGETS.values())
+    assert {"ClassifierOutputTarget", "DetectionBoxTarget", "SemanticSegmentationTarget"} <= set(TARGETS)
+    assert list(TARGET_TYPES) == ["class", "softmax", "binary", "raw", "regression"]
+    assert all(kind.help for kind in TARGET_TYPES.values())
+    row = np.array([0.1, 2.0, -1.0], np.float32)
+    assert TARGET_TYPES["class"].build(None, None) is None  # top-1, chosen in the graph
+    assert TARGET_TYPES["softmax"].build(None, row) == camcore.ClassifierOutputSoftmaxTarget(1)
+    assert TARGET_TYPES["regression"].build(2, None) == camcore.RegressionOutputTarget(2)
+
+
+def test_targets_refuse_what_they_cannot_explain() -> None:
+    from camcore.targets import per_image
+
+    for bad in (2.7, "3", True, None):
+        with pytest.raises(CamcoreError, match="must be an integer"):
+            camcore.ClassifierOutputTarget(bad)  # type: ignore[arg-type]
+    with pytest.raises(CamcoreError, match="0 or 1"):
+        camcore.BinaryClassifierOutputTarget(2)
+    assert camcore.ClassifierOutputTarget(np.int64(4)).category == 4
+    one = camcore.ClassifierOutputTarget(1)
+    for targets, message in ((3, "list of Target objects"), (one, "list of Target"), ([3], "must be a Target"),
+                             ([one] * 2, "2 targets")):  # fmt: skip
+        with pytest.raises(CamcoreError, match=message):
+            per_image(targets, 3)
+    model, _ = tiny_classifier()
+    cam = camcore.GradCAM(model, ["feat"])
+    x = np.zeros((3, 3, 8, 8), np.float32)
+    with pytest.raises(CamcoreError, match="list of Target objects"):
+        cam(x, targets=3)  # type: ignore[arg-type]
+    with pytest.raises(CamcoreError, match="out of range for 5 classes"):
+        cam(x, targets=[camcore.ClassifierOutputTarget(5)])
+
+
+def test_regression_target_takes_a_flat_index() -> None:
+    out = np.arange(6, dtype=np.float32).reshape(2, 3)
+    t = camcore.RegressionOutputTarget(4)
+    assert t(out) == 4.0 and t.seed(out).reshape(-1).tolist() == [0, 0, 0, 0, 1, 0]
+    assert camcore.RegressionOutputTarget((1, 0))(out) == 3.0
