@@ -194,3 +194,10 @@ def test_regression_target_takes_a_flat_index() -> None:
     t = camcore.RegressionOutputTarget(4)
     assert t(out) == 4.0 and t.seed(out).reshape(-1).tolist() == [0, 0, 0, 0, 1, 0]
     assert camcore.RegressionOutputTarget((1, 0))(out) == 3.0
+
+
+def test_the_package_exports_every_registered_target() -> None:
+    import camcore.targets as targets
+
+    assert set(targets.TARGETS) <= set(targets.__all__)
+    assert all(getattr(targets, name) is cls for name, cls in targets.TARGETS.items())

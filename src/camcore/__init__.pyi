@@ -24,17 +24,17 @@ from camcore.postprocess import overlay as overlay
 from camcore.postprocess import resize_cam as resize_cam
 from camcore.postprocess import threshold_mask as threshold_mask
 from camcore.targets import TARGETS as TARGETS
-from camcore.targets import BinaryClassifierOutputTarget as BinaryClassifierOutputTarget
-from camcore.targets import ClassifierOutputReST as ClassifierOutputReST
-from camcore.targets import ClassifierOutputSoftmaxTarget as ClassifierOutputSoftmaxTarget
-from camcore.targets import ClassifierOutputTarget as ClassifierOutputTarget
-from camcore.targets import DetectionBoxTarget as DetectionBoxTarget
-from camcore.targets import FinerWeightedTarget as FinerWeightedTarget
-from camcore.targets import RawScoresOutputTarget as RawScoresOutputTarget
-from camcore.targets import RegressionOutputTarget as RegressionOutputTarget
-from camcore.targets import SemanticSegmentationTarget as SemanticSegmentationTarget
-from camcore.targets import SimilarityToConceptTarget as SimilarityToConceptTarget
-from camcore.targets import Target as Target
+from camcore.targets.classification import BinaryClassifierOutputTarget as BinaryClassifierOutputTarget
+from camcore.targets.classification import ClassifierOutputReST as ClassifierOutputReST
+from camcore.targets.classification import ClassifierOutputSoftmaxTarget as ClassifierOutputSoftmaxTarget
+from camcore.targets.classification import ClassifierOutputTarget as ClassifierOutputTarget
+from camcore.targets.classification import FinerWeightedTarget as FinerWeightedTarget
+from camcore.targets.classification import RawScoresOutputTarget as RawScoresOutputTarget
+from camcore.targets.classification import RegressionOutputTarget as RegressionOutputTarget
+from camcore.targets.dense import SemanticSegmentationTarget as SemanticSegmentationTarget
+from camcore.targets.dense import SimilarityToConceptTarget as SimilarityToConceptTarget
+from camcore.targets.detection import DetectionBoxTarget as DetectionBoxTarget
+from camcore.targets.registry import Target as Target
 
 __version__: str
 

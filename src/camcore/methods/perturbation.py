@@ -1,10 +1,10 @@
-"""Perturbation methods: channel weights from forward passes on perturbed inputs or layers.
+"""The Score-CAM family: channel weights from forward passes on the input masked by each channel.
 
 ScoreCAM, SSCAM and ISCAM mask the *input* with each (upsampled, min-max normalised)
-activation channel and score the masked images; AblationCAM zeroes one channel of the
-*layer* and re-runs only the part of the graph after it (``engine.downstream_scores``, a
-model cut at the layer). The weights w (N, C) then make the map as in pytorch-grad-cam:
-:math:`L = \\mathrm{s}(\\max(\\sum_c w_c A_c, 0))`, per target layer, averaged.
+activation channel and score the masked images (Ablation-CAM, which perturbs the *layer*, is
+:mod:`camcore.methods.ablation`). The weights w (N, C) then make the map through the map
+assembly, as in pytorch-grad-cam: :math:`L = \\mathrm{s}(\\max(\\sum_c w_c A_c, 0))`, per target
+layer, averaged.
 
 Memory: the masked inputs are generated per batch of ``batch_size`` (the CAM object's
 ``batch_size``), so the peak is O(batch_size · C_in · H · W), never O(channels · H · W) as in
@@ -30,13 +30,10 @@ import numpy as np
 from camcore.blas import serial_blas
 from camcore.errors import CamcoreError
 from camcore.maps import assemble, weighted_layer_map
-from camcore.methods.projection import project_2d
 from camcore.methods.registry import MethodContext, register_method
 from camcore.targets import softmax
 
 Feeds = Mapping[str, np.ndarray]
-#: pytorch-grad-cam's AblationLayer: below the layer minimum when it is not 0
-ABLATION_VALUE = 1e7
 
 
 # ---------------------------------------------------------------------- helpers
@@ -91,11 +88,7 @@ def _image_nchw(context: MethodContext, feeds: Feeds) -> None:
         raise CamcoreError("the Score-CAM family masks NCHW image inputs; this model's image input is NHWC")
 
 
-def _rows(feeds: Feeds, i: int) -> dict[str, np.ndarray]:
-    return {k: v[i : i + 1] for k, v in feeds.items()}
-
-
-def _ranked_channels(
+def ranked_channels(
     context: MethodContext,
     feeds: Feeds,
     targets: list[Any],
@@ -219,7 +212,7 @@ def _score_family(
     layer_maps = []
     for layer in context.layers:
         grid = context.grid(res.activations[layer], layer)
-        channels = _ranked_channels(context, feeds, ts, layer, grid, top_k, rank_by)
+        channels = ranked_channels(context, feeds, ts, layer, grid, top_k, rank_by)
         scores = masked_scores(context, feeds, grid, channels, ts, samples, context.batch_size, distinct)
         weights = np.zeros(grid.shape[:2], np.float64)
         np.put_along_axis(weights, channels, softmax(scores), axis=1)
@@ -341,91 +334,3 @@ def iscam(num_samples: int = 10) -> MaskSamples:
     _check_samples(num_samples)
     coeffs = np.cumsum(np.arange(1, num_samples + 1) / num_samples)
     return lambda m, _hw: (m if k == 1.0 else (m * np.float32(k)) for k in coeffs)
-
-
-# ---------------------------------------------------------------------- Ablation-CAM
-def ablation_value(act: np.ndarray) -> float:
-    """pytorch-grad-cam's ablated value for one image's layer tensor: 0 when its minimum is 0
-    (after a ReLU), else ``min − 1e7``."""
-    lo = float(act.min())
-    return 0.0 if lo == 0.0 else lo - ABLATION_VALUE
-
-
-def svd_ranked_channels(grid: np.ndarray, ratio: float) -> np.ndarray:
-    """pytorch-grad-cam's ``AblationLayer.activations_to_be_ablated`` for one image (C, h, w):
-    the channels whose normalised |activation| falls most inside the EigenCAM mask (> 0.01),
-    the top ``ratio·C`` and the bottom ``ratio·C`` (its experimental selection)."""
-    proj = np.abs(project_2d(grid[None])[0])
-    proj = proj - proj.min()
-    mask = proj / proj.max() > 0.01
-    scores = []
-    for ch in np.abs(grid):
-        ch = ch - ch.min()
-        ch = ch / np.max(ch)
-        scores.append((mask * ch).sum() / ch.sum())
-    order = list(np.argsort(np.asarray(scores, dtype=np.float32)))
-    k = int(len(order) * ratio)
-    return np.asarray(order[::-1][:k] + order[:k], dtype=np.int64)
-
-
-@register_method("AblationCAM", "ablationcam",
-                 "Ablation-CAM: the relative drop of the target score when each channel is ablated",
-                 kind="pipeline", needs_gradients=False,
-                 reference="https://openaccess.thecvf.com/content_WACV_2020/papers/"
-                           "Desai_Ablation-CAM_Visual_Explanations_for_Deep_Convolutional_Network_via_"
-                           "Gradient-free_Localization_WACV_2020_paper.pdf")  # fmt: skip
-def ablationcam(
-    context: MethodContext,
-    feeds: Feeds,
-    targets: Sequence[Any] | None,
-    eigen_smooth: bool,
-    ratio_channels_to_ablate: float = 1.0,
-    top_k: int | None = None,
-    rank_by: str = "activation",
-) -> np.ndarray:
-    """Ablation-CAM (Desai & Ramaswamy 2020), as pytorch-grad-cam 1.5.7:
-
-    .. math:: w_c = \\frac{y - y_{\\setminus c}}{y}
-
-    with y the target score and :math:`y_{\\setminus c}` the score with channel c of the
-    layer set to the ablation value (0 if the layer's minimum is 0, else ``min − 1e7``).
-    Only the nodes after the layer re-run (a model cut at the layer, ``batch_size``
-    ablated copies at a time). Channels not ablated get weight 0: those outside
-    ``ratio_channels_to_ablate`` (pytorch-grad-cam's EigenCAM-based selection) or ``top_k``.
-    Token layers (N, T, C) are ablated on their last axis, as ``AblationLayerVit``.
-
-    pytorch-grad-cam's layer re-reads the minimum after the earlier rows of an ablation batch
-    were overwritten, so each row goes a further 1e7 lower when the minimum is not 0 (an
-    in-place side effect); camcore uses ``min − 1e7`` for every row, so on such layers (none
-    after a ReLU) the two can differ slightly.
-
-    Example:
-        >>> camcore.AblationCAM("resnet18.onnx", batch_size=64)(x)  # doctest: +SKIP
-    """
-    engine, batch_size = context.engine, context.batch_size
-    ts = engine.targets_for(feeds, targets, context.layers)
-    original = engine.scores(feeds, ts, batch_size)
-    res = context.run(feeds, ts, gradients=False)
-    layer_maps = []
-    for layer in context.layers:
-        act = res.activations[layer]
-        grid = context.grid(act, layer)
-        if ratio_channels_to_ablate < 1.0:
-            channels = np.stack([svd_ranked_channels(g, ratio_channels_to_ablate) for g in grid])
-        else:
-            channels = _ranked_channels(context, feeds, ts, layer, grid, top_k, rank_by)
-        axis = context.channel_axis(layer, act) % act.ndim
-        weights = np.zeros(grid.shape[:2], np.float64)
-        for i in range(act.shape[0]):
-            value = ablation_value(act[i])
-            ablated = np.full(act.shape[axis], original[i])
-            idx_all = channels[i]
-            for s in range(0, len(idx_all), batch_size):
-                idx = idx_all[s : s + batch_size]
-                batch = np.repeat(act[i : i + 1], len(idx), axis=0)
-                view = np.moveaxis(batch, axis, 1)
-                view[np.arange(len(idx)), idx] = value
-                ablated[idx] = engine.downstream_scores(layer, _rows(feeds, i), batch, [ts[i]], len(idx))
-            weights[i] = (original[i] - ablated) / original[i]
-        layer_maps.append(weighted_layer_map(weights, grid, eigen_smooth))
-    return assemble(layer_maps, context.input_size)
