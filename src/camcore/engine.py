@@ -16,6 +16,9 @@ dataset audit use it through these public names.
 * An engine pickles: the model travels as bytes (or its path when it is too big for bytes)
   and the sessions are rebuilt on the other side when first used (a Ray worker, say).
 
+Why one file of about 550 lines: it is one class and the two small caches only it uses; its parts
+(input checks, session tables, runs, scores, graph facts) share the same state and change together.
+
 Example:
     >>> engine = Engine("resnet50.onnx")
     >>> result = engine.run({"input": x}, None, layers=["/layer4/layer4.2/relu_2/Relu_output_0"])

@@ -6,6 +6,9 @@
                    │               │ (skipped frames, --every)            overlay] ──► caller
                    └── size fix    └───────────────────────────────────────►┘
 
+Why one file of about 450 lines: the stages below are the threads of one run and share its
+queues, stop flag and in-flight bound; split, each would reach into the others' state.
+
 Every stage is a thread joined by queues; OpenCV, onnxruntime and the C++ overlay release the
 GIL, so the stages overlap on several cores. A semaphore caps the frames in flight, so memory
 stays flat however long the video. The caller's thread consumes the results (and, in the CLI,
