@@ -81,7 +81,7 @@ def _shape_polygon(label: int, cx: float, cy: float, r: float, angle: float) -> 
     return np.stack([cx + radii * np.cos(t), cy + radii * np.sin(t)], axis=1)
 
 
-def _draw_object(
+def draw_object(
     canvas: np.ndarray, label: int, cx: float, cy: float, r: float, angle: float, colour: tuple[int, int, int]
 ) -> None:
     """Draw the object (anti-aliased, filled) onto ``canvas`` in place."""
@@ -93,7 +93,7 @@ def _draw_object(
     cv2.fillPoly(canvas, [pts], colour, cv2.LINE_AA, _SUBPIXEL_BITS)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def cluttered_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A cluttered float32 ``(size, size, 3)`` background in ``[0, 255]``."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
     # Linear colour gradient between two random colours in a random direction.
@@ -141,7 +141,7 @@ def generate_scene(rng: np.random.Generator, size: int = 96) -> Scene:
     Returns:
         The :class:`Scene`.
     """
-    canvas = _background(rng, size)
+    canvas = cluttered_background(rng, size)
     label = int(rng.integers(len(CLASS_NAMES)))
     scale = size / 96.0
     side = rng.uniform(*OBJECT_SIZE_RANGE) * scale
@@ -153,7 +153,7 @@ def generate_scene(rng: np.random.Generator, size: int = 96) -> Scene:
 
     # Coverage mask of the object, drawn at full intensity.
     cover = np.zeros((size, size), np.uint8)
-    _draw_object(cover, label, cx, cy, r, angle, (255, 255, 255))
+    draw_object(cover, label, cx, cy, r, angle, (255, 255, 255))
     alpha = cover.astype(np.float32)[..., None] / 255.0
 
     # A colour that stands out from the background under the object.

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from camcore.scenes import _background, _draw_object
+from camcore.scenes import cluttered_background, draw_object
 
 
 @dataclass
@@ -28,7 +28,7 @@ def moving_object_clip(n: int = 40, size: int = 192, label: int = 1, seed: int =
     """
     rng = np.random.default_rng(seed)
     scale = size / 96.0
-    background = _background(rng, 96)
+    background = cluttered_background(rng, 96)
     background = cv2.resize(background, (size, size), interpolation=cv2.INTER_LINEAR)
     r = 14.0 * scale
     colour = np.array([235.0, 40.0, 40.0], np.float32)
@@ -38,7 +38,7 @@ def moving_object_clip(n: int = 40, size: int = 192, label: int = 1, seed: int =
         cx = (r + 4) + t * (size - 2 * r - 8)
         cy = (r + 4) + (0.2 + 0.6 * t) * (size - 2 * r - 8)
         cover = np.zeros((size, size), np.uint8)
-        _draw_object(cover, label, cx, cy, r, 0.3 + 0.05 * i, (255, 255, 255))
+        draw_object(cover, label, cx, cy, r, 0.3 + 0.05 * i, (255, 255, 255))
         alpha = cover.astype(np.float32)[..., None] / 255.0
         img = background * (1 - alpha) + colour * alpha + rng.normal(0, 6, (size, size, 3)).astype(np.float32)
         rgb = np.clip(np.round(img), 0, 255).astype(np.uint8)

@@ -28,7 +28,7 @@ def unbroadcast(ctx: GradContext, grad: str, operand: str, result: str) -> str:
         else:  # unknown whether this dim was broadcast
             dynamic = True
     if dynamic:
-        return _unbroadcast_dynamic(ctx, grad, operand, lead)
+        return unbroadcast_dynamic(ctx, grad, operand, lead)
     if not fixed:
         return grad
     g = b.ReduceSum(grad, fixed, keepdims=True)
@@ -37,7 +37,7 @@ def unbroadcast(ctx: GradContext, grad: str, operand: str, result: str) -> str:
     return g
 
 
-def _unbroadcast_dynamic(ctx: GradContext, grad: str, operand: str, lead: int) -> str:
+def unbroadcast_dynamic(ctx: GradContext, grad: str, operand: str, lead: int) -> str:
     """Reduce over the axes where the operand has size 1, decided at run time."""
     b = ctx.b
     if b.opset < 13:

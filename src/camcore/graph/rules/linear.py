@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from camcore.graph.registry import GradContext, register
-from camcore.graph.rules.common import _unbroadcast_dynamic, unbroadcast
+from camcore.graph.rules.common import unbroadcast, unbroadcast_dynamic
 from camcore.graph.shapes import Dim
 
 Grads = list[str | None]
@@ -181,7 +181,7 @@ def _sum_to(ctx: GradContext, grad: str, like: str, in_shape: Sequence[Dim], out
         if d_in == 1 and d_out != 1:
             axes.append(axis)
         elif not (d_in == d_out or d_out == 1 or (isinstance(d_in, int) and d_in != 1)):
-            return _unbroadcast_dynamic(ctx, grad, like, lead)
+            return unbroadcast_dynamic(ctx, grad, like, lead)
     g = ctx.b.ReduceSum(grad, axes, keepdims=True) if axes else grad
     return ctx.b.Squeeze(g, list(range(lead))) if lead else g
 
