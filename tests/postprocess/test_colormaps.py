@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import matplotlib  # a test dependency (the `test` extra): the mpl_* tables are checked, never skipped
 import numpy as np
 import pytest
 
@@ -52,7 +53,6 @@ def test_colorize_matches_apply_color_map(name):
 
 @pytest.mark.parametrize("name", MATPLOTLIB_MAPS)
 def test_matplotlib_tables_match_matplotlib(name):
-    matplotlib = pytest.importorskip("matplotlib")
     cmap = matplotlib.colormaps[name.removeprefix("mpl_")].resampled(256)
     want = cmap(np.arange(256), bytes=True)[:, :3]
     np.testing.assert_array_equal(colormap_table(name), want)

@@ -38,7 +38,10 @@ def fullgrad(context: MethodContext, feeds: Feeds, targets: Sequence[Any] | None
     output). ``target_layers`` is ignored, as in pytorch-grad-cam. pytorch-grad-cam
     takes the biases of ``nn.Conv2d`` and ``nn.BatchNorm2d`` modules; on an export that
     keeps BatchNormalization nodes the two agree exactly; where the exporter folded BN
-    into the Conv, the folded bias (b_conv − μ)·γ/√(σ² + ε) + β replaces the two terms.
+    into the Conv, the folded bias (b_conv − μ)·γ/√(σ² + ε) + β replaces the two terms. With
+    ``eigen_smooth`` the per-channel maps are projected on their first principal component at
+    1/8 of the input size, as pytorch-grad-cam does, but at 2 × 2 at least (below 16 px its 1/8
+    is a single pixel, whose projection is 0 everywhere).
 
     Example:
         >>> maps = camcore.FullGrad("resnet18.onnx")(x)  # doctest: +SKIP
@@ -56,8 +59,8 @@ def fullgrad(context: MethodContext, feeds: Feeds, targets: Sequence[Any] | None
         contrib = np.abs(bias.reshape(1, -1, *(1,) * (grad.ndim - 2)) * grad)
         parts.append(scale_planes(contrib, size).sum(axis=1, keepdims=True))
     stacked = np.concatenate(parts, axis=1)
-    if eigen_smooth:
-        small = (size[0] // 8, size[1] // 8)
+    if eigen_smooth:  # pytorch-grad-cam projects at 1/8 of the size; under 16 px that is one pixel (a zero map)
+        small = (max(size[0] // 8, 2), max(size[1] // 8, 2))
         stacked = project_2d(scale_planes(stacked, small))[:, None]
         stacked = scale_planes(stacked, size)
     return scale_cam_image(stacked.sum(axis=1))

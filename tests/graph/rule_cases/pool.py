@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from tests.graph.rule_cases import RuleCase
+from tests.graph.rule_cases import RuleCase, near_ties
 from tests.graph.rule_cases.linear import model
+
+#: ops that route the gradient to the maximum (minimum): fed distinct values with near ties
+ARG_OPS = ("MaxPool", "GlobalMaxPool", "ReduceMax", "ReduceMin")
+
+
+def _ties(op: str, dims: list[str]):  # type: ignore[no-untyped-def]
+    if op not in ARG_OPS:
+        return None
+    make = near_ties(tuple(int(v) for v in dims))
+    return lambda rng: {"x": make(rng)}
 
 
 def pool(op: str, cid: str, opset: int, xs: str, attrs: str = "", batch: bool = False) -> RuleCase:
@@ -12,7 +22,7 @@ def pool(op: str, cid: str, opset: int, xs: str, attrs: str = "", batch: bool = 
     shape = ",".join(["N", *dims[1:]]) if batch else xs
     feed = {"x": tuple(int(v) for v in dims)} if batch else {}
     text = model(opset, f"float[{shape}] x", f"y = {op}{attrs}(x)", len(dims))
-    return RuleCase(f"{op}-{cid}-op{opset}", op, text, feed_shapes=feed)
+    return RuleCase(f"{op}-{cid}-op{opset}", op, text, feed_shapes=feed, make_inputs=_ties(op, dims))
 
 
 def reduce(
@@ -33,7 +43,11 @@ def reduce(
     text = model(opset, f"float[{shape}] x", body, rank, inits)
     feed = {"x": tuple(int(v) for v in dims)} if batch else {}
     return RuleCase(
-        f"{op}-axes{axes}-keep{keepdims}-noop{noop}-{'N' if batch else xs}-op{opset}", op, text, feed_shapes=feed
+        f"{op}-axes{axes}-keep{keepdims}-noop{noop}-{'N' if batch else xs}-op{opset}",
+        op,
+        text,
+        feed_shapes=feed,
+        make_inputs=_ties(op, dims),
     )
 
 
@@ -126,6 +140,7 @@ CASES = [
         "MaxPool-with-indices-output-op13",
         "MaxPool",
         model(13, "float[1,2,6,6] x", "y, i = MaxPool<kernel_shape = [3, 3], strides = [2, 2]>(x)", 4),
+        make_inputs=_ties("MaxPool", ["1", "2", "6", "6"]),
     ),
     reduce("ReduceSum", 11, [1], 0),
     reduce("ReduceSum", 13, [-1, 0], 1),
