@@ -66,10 +66,18 @@ def test_default_layer_is_last_spatial_activation(tiny) -> None:
 
 
 def test_multiple_layers_average_then_rescale(tiny) -> None:
-    x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    """Two layers: each layer's map is scaled, the mean of the two is scaled again."""
+    x = np.random.default_rng(3).standard_normal((2, 3, 8, 8)).astype(np.float32)
     both = camcore.GradCAM(tiny[0], ["feat", "conv"])(x)
-    assert both.shape == (1, 8, 8)
-    assert both.min() >= 0 and abs(float(both.max()) - 1) < 1e-5
+    feat = camcore.GradCAM(tiny[0], ["feat"])(x)
+    conv = camcore.GradCAM(tiny[0], ["conv"])(x)
+
+    def s(m: np.ndarray) -> np.ndarray:
+        m = m - m.min(axis=(1, 2), keepdims=True)
+        return m / (1e-7 + m.max(axis=(1, 2), keepdims=True))
+
+    np.testing.assert_allclose(both, s((feat + conv) / 2), atol=1e-6)
+    assert not np.allclose(feat, conv, atol=1e-3)  # the two layers differ, so the mean is a real test
 
 
 def test_dynamic_spatial_model_is_fixed_per_call() -> None:
@@ -130,4 +138,8 @@ def test_context_manager_like_pytorch_grad_cam(tiny) -> None:
     x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
     with camcore.GradCAM(model=tiny[0], target_layers=["feat"]) as cam:
         maps = cam(input_tensor=x, targets=None)
-    assert maps.shape == (1, 8, 8)
+        assert cam.engine.sessions()  # compiled while open
+    assert cam.engine.sessions() == []  # released on exit, as pytorch-grad-cam releases its hooks
+    logits, feat = _features(tiny[0], x)
+    np.testing.assert_allclose(maps, reference_gradcam(feat, tiny[1]["fc_w"], logits.argmax(1)), atol=2e-5)
+    np.testing.assert_allclose(cam(x), maps, atol=1e-7)  # and still usable: sessions are rebuilt
