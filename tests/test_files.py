@@ -74,3 +74,20 @@ def test_image_files(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(CamcoreError, match="holds no images"):
         image_files(tmp_path / "empty")
+
+
+def test_an_interrupt_during_nested_writes_comes_out_at_the_end(tmp_path: Path) -> None:
+    """SIGTERM while a file is put in place (inside nested blocks) is raised once all are done."""
+    import signal
+
+    from camcore.files import Terminated, terminate_as_interrupt, uninterrupted
+
+    done = []
+    with pytest.raises(Terminated), terminate_as_interrupt():
+        with uninterrupted():
+            with uninterrupted():
+                signal.raise_signal(signal.SIGTERM)
+                done.append("inner")
+            done.append("outer")  # still runs: the interrupt waits for the outermost block
+        done.append("after")  # never: the interrupt comes out when the outer block ends
+    assert done == ["inner", "outer"]

@@ -191,8 +191,8 @@ def uninterrupted() -> Iterator[None]:
         yield
     finally:
         _Signals.depth -= 1
-        pending, _Signals.pending = _Signals.pending, None
-        if _Signals.depth == 0 and pending is not None:
+        if _Signals.depth == 0 and _Signals.pending is not None:  # the outermost block raises what came
+            pending, _Signals.pending = _Signals.pending, None
             raise pending
 
 
