@@ -61,10 +61,14 @@ def test_side_by_side_and_avi(clip_file: Path, tmp_path: Path) -> None:
     assert count_frames(out) == (9, FPS, (384, 192))
 
 
+@pytest.mark.parametrize("decoder", ["pyav", "opencv"])
 def test_ctrl_c_leaves_a_playable_file(
-    clip_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    clip_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], decoder: str
 ) -> None:
-    frames = FrameSource.frames
+    from camcore.video.pyav import AvSource
+
+    source = AvSource if decoder == "pyav" else FrameSource
+    frames = source.frames
 
     def interrupted(self: FrameSource) -> Iterator[np.ndarray]:
         for i, frame in enumerate(frames(self)):
@@ -72,9 +76,9 @@ def test_ctrl_c_leaves_a_playable_file(
                 raise KeyboardInterrupt  # Ctrl-C while decoding frame 15
             yield frame
 
-    monkeypatch.setattr(FrameSource, "frames", interrupted)
+    monkeypatch.setattr(source, "frames", interrupted)
     out = tmp_path / "cut.mp4"
-    assert run_video(str(clip_file), "-o", str(out)) == 130
+    assert run_video(str(clip_file), "-o", str(out), "--decoder", decoder) == 130
     assert count_frames(out) == (15, FPS, (192, 192))
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["result"]["interrupted"] and len(summary["frames"]) == 15

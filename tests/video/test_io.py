@@ -44,11 +44,13 @@ def test_image_glob_in_sorted_order(tmp_path: Path, caplog: pytest.LogCaptureFix
     order = [frames[1], frames[2], frames[0]]  # img_0, img_1, img_2
     assert len(got) == 3 and src.delivered == 3
     for g, want in zip(got, order):
-        np.testing.assert_array_equal(g, want)
+        np.testing.assert_array_equal(g.image, want)
+    assert [g.time for g in got] == [0.0, 0.2, 0.4]  # an image sequence is timed by its frame rate
     assert "skipped" in caplog.text and "img_3.png" in caplog.text
 
 
-def test_video_file_round_trip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("decoder", ["pyav", "opencv"])
+def test_video_file_round_trip(tmp_path: Path, decoder: str) -> None:
     path = tmp_path / "clip.avi"
     ramp = np.linspace(0, 200, 48, dtype=np.float32)[None, :, None]
     frames = [np.broadcast_to(ramp + 10 * i, (32, 48, 3)).astype(np.uint8) for i in range(5)]  # smooth: JPEG-friendly
@@ -56,14 +58,16 @@ def test_video_file_round_trip(tmp_path: Path) -> None:
         for f in frames:
             sink.write(f)
     assert sink.written == 5 and sink.size == (48, 32) and sink.fourcc == "MJPG"
-    src = open_source(str(path))
+    src = open_source(str(path), decoder=decoder)
     assert (src.count, src.fps, src.live) == (5, 8.0, False)
-    got = list(src.frames())
+    timed = list(src.frames())
+    assert [t.time for t in timed] == pytest.approx([i / 8 for i in range(5)])
+    got = [t.image for t in timed]
     assert len(got) == 5 and all(g.shape == (32, 48, 3) for g in got)
     # lossy, but each frame is nearest its own original: all of them, in order
     errors = np.array([[np.abs(g.astype(int) - f).mean() for f in frames] for g in got])
     assert errors.argmin(axis=1).tolist() == [0, 1, 2, 3, 4] and errors.diagonal().max() < 4
-    assert open_source(str(path), fps=3.0).fps == 3.0  # the override wins
+    assert open_source(str(path), fps=3.0, decoder=decoder).fps == 3.0  # the override wins
 
 
 @pytest.mark.parametrize(
@@ -155,7 +159,10 @@ def test_video_sink_is_written_under_a_temporary_name(tmp_path: Path) -> None:
 
 
 def test_open_sink_and_summary_path(tmp_path: Path) -> None:
-    assert isinstance(open_sink(tmp_path / "a.mp4", 10), VideoSink)
+    from camcore.video.pyav import AvSink
+
+    assert isinstance(open_sink(tmp_path / "a.mp4", 10), AvSink) and open_sink(tmp_path / "a.webm", 10).codec == "vp9"
+    assert isinstance(open_sink(tmp_path / "a.mp4", 10, fourcc="mp4v"), VideoSink)
     assert isinstance(open_sink(tmp_path / "a.AVI", 10), VideoSink)
     assert isinstance(open_sink(tmp_path / "a.xyz", 10, fourcc="MJPG"), VideoSink)
     assert isinstance(open_sink(tmp_path / "frames", 10), FolderSink)

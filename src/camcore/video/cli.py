@@ -44,10 +44,13 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
         add_overlay_options,
         add_preprocess_options,
         add_top_k_option,
+        count,
         positive_float,
         positive_int,
         unit_float,
     )
+    from camcore.video.io import DECODERS
+    from camcore.video.pyav import CODECS
 
     v = subparsers.add_parser(
         "video",
@@ -90,7 +93,18 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
     v.add_argument("--side-by-side", action="store_true", help="write the frame and the overlay side by side")
     add_preprocess_options(v)
     v.add_argument("--fps", type=positive_float, help="output frame rate (default: the input's, else 25)")
-    v.add_argument("--fourcc", metavar="CODE", help="video codec FourCC (default: mp4v, MJPG for .avi)")
+    v.add_argument("--codec", choices=list(CODECS),
+                   help="video codec (default: h264 for .mp4/.mov/.mkv, vp9 for .webm; needs PyAV)")  # fmt: skip
+    v.add_argument("--quality", default=None, metavar="Q",
+                   help="high, medium (default) or low, or a constant-quality rate factor (lower: better)")  # fmt: skip
+    v.add_argument("--decoder", choices=DECODERS, default="auto",
+                   help="auto (PyAV for files and streams when installed, else OpenCV), pyav or opencv")  # fmt: skip
+    v.add_argument("--reconnect", type=count, default=5, metavar="N",
+                   help="live streams: reconnection attempts after a drop, with backoff (default: 5)")  # fmt: skip
+    v.add_argument("--segment", type=positive_float, metavar="MINUTES",
+                   help="write OUT_000.mp4, OUT_001.mp4, ... of this many minutes each (live sources)")  # fmt: skip
+    v.add_argument("--fourcc", metavar="CODE",
+                   help="write with OpenCV and this FourCC instead of PyAV (MJPG is the default for .avi)")  # fmt: skip
     v.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after this many frames")
     add_top_k_option(v)
     v.add_argument("--workers", type=positive_int, metavar="N",
@@ -162,10 +176,17 @@ def _limit(frames: Iterator[np.ndarray], n: int | None) -> Iterator[np.ndarray]:
 
 def cmd_video(args: argparse.Namespace) -> int:
     """Run ``camcore video``; returns the exit code (0, or 130 after Ctrl-C, 143 after SIGTERM).
+    The video module's warnings (a dropped stream, a resized frame, re-encoded audio) print as
+    ``camcore: warning: ...`` and go into the summary.
 
     Raises:
         CamcoreError: bad input (the CLI prints it on one line and exits with 2).
     """
+    with _warnings_to_stderr() as warnings:
+        return _video(args, warnings)
+
+
+def _video(args: argparse.Namespace, warnings: _Collect) -> int:
     from camcore.arguments import preprocessing
     from camcore.batch import TargetChoice
     from camcore.cam import cam_class
@@ -186,8 +207,13 @@ def cmd_video(args: argparse.Namespace) -> int:
         output_file(summary_path(args.out), inputs, "-o (its .json)")
     else:
         output_folder(args.out, inputs, "-o")
-    source = open_source(args.input, args.fps)  # fails fast, before the model is compiled
+    source = open_source(args.input, args.fps, args.decoder, args.reconnect)  # fails fast, before the model
     try:
+        fps = source.fps or DEFAULT_FPS
+        segment = None if args.segment is None else args.segment * 60.0
+        sink = open_sink(args.out, fps, args.fourcc, codec=args.codec, quality=args.quality, source=source.info,
+                         segment=segment)  # fmt: skip
+        # (open_sink checks the codec and quality and writes nothing until the first frame)
         on_gpu = select_providers(args.providers).providers[0] != "CPUExecutionProvider"
         threads = args.threads if args.threads is not None else (None if on_gpu else 1)
         workers = args.workers or (1 if on_gpu or threads != 1 else (os.cpu_count() or 1))
@@ -217,10 +243,8 @@ def cmd_video(args: argparse.Namespace) -> int:
             class_names=read_model_metadata(cam.engine.model, args.model).class_names,
         )
         say(note)
-        fps = source.fps or DEFAULT_FPS
         if source.fps is None:
             say(f"the input has no frame rate; writing {fps:g} fps (set --fps)")
-        sink = open_sink(args.out, fps, args.fourcc)
         header = {
             "model": str(args.model),
             "input": args.input,
@@ -233,6 +257,9 @@ def cmd_video(args: argparse.Namespace) -> int:
             "std": list(preprocess.std),
             "preprocessing": note,
             "fps": fps,
+            "decoder": type(source).__name__,
+            "writer": type(sink).__name__,
+            "codec": getattr(sink, "codec", getattr(sink, "fourcc", None)),
             "frames_announced": source.count,
             "every": args.every,
             "smooth": args.smooth,
@@ -242,12 +269,12 @@ def cmd_video(args: argparse.Namespace) -> int:
             "threads": threads,
         }
         total = source.count if args.max_frames is None else min(source.count or args.max_frames, args.max_frames)
-        return _run(pipe, source, sink, SummaryWriter(summary_path(args.out), header), total, args)
+        return _run(pipe, source, sink, SummaryWriter(summary_path(args.out), header), total, args, warnings)
     finally:
         source.close()
 
 
-def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, args: Any) -> int:
+def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, args: Any, warnings: _Collect) -> int:
     from camcore.arguments import progress
     from camcore.files import Terminated
 
@@ -256,13 +283,10 @@ def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, arg
     explained = resized = 0
     t0 = time.perf_counter()
     bar = progress(total, "camcore video", "frame")
-    with (
-        _warnings_to_stderr() as warnings,
-        contextlib.closing(pipe.stream(_limit(source.frames(), args.max_frames))) as stream,
-    ):
+    with contextlib.closing(pipe.stream(_limit(source.frames(), args.max_frames))) as stream:
         try:
             for result, info in stream:
-                sink.write(result.overlay)
+                sink.write(result.overlay, info.time)
                 summary.add(_record(result, info))
                 explained += info.explained
                 resized += info.resized_from is not None
@@ -274,6 +298,9 @@ def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, arg
         finally:
             with _no_signals():
                 stream.close()
+                cut_short = bool(stopped or error) or (args.max_frames is not None and sink.written >= args.max_frames)
+                if hasattr(sink, "cut_short"):
+                    sink.cut_short = cut_short  # the input's audio then ends with the last frame written
                 sink.close()
                 bar.close()
                 seconds = time.perf_counter() - t0
@@ -287,6 +314,8 @@ def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, arg
                         "warnings": warnings.messages,
                         "seconds": round(seconds, 3),
                         "fps": round(sink.written / seconds, 2) if seconds > 0 else None,
+                        "segments": [str(p) for p in getattr(sink, "paths", [])],
+                        "reconnections": len(getattr(source, "gaps", [])),
                     }
                 )
     if error is not None:

@@ -10,6 +10,7 @@ names and renamed into place when closed, so a killed run leaves the previous pa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import json
 import logging
@@ -20,18 +21,30 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import cv2
 import numpy as np
 
 from camcore.errors import CamcoreError
 from camcore.files import AtomicFile, image_files
+from camcore.video.pyav import AvSink, AvSource, StreamInfo, have_pyav
 
 log = logging.getLogger("camcore.video")
 
-#: Output suffixes written as a video file; anything else is a folder of frames.
-VIDEO_SUFFIXES: dict[str, str] = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+#: Output suffixes written as a video file, with the OpenCV FourCC used without PyAV; anything
+#: else is a folder of frames. With PyAV (the default) .mp4/.mov/.mkv get H.264 and .webm VP9.
+VIDEO_SUFFIXES: dict[str, str] = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG",
+                                  ".webm": "VP90"}  # fmt: skip
+#: the decoders ``open_source`` takes: ``auto`` is PyAV for files and streams when it is installed
+DECODERS = ("auto", "pyav", "opencv")
+class TimedFrame(NamedTuple):
+    """A decoded frame (uint8 H x W x 3) and the time it is shown at, in seconds (None: unknown)."""
+
+    image: np.ndarray
+    time: float | None
+
+
 #: Consecutive failed reads tolerated on a live source (camera, URL) before it counts as dropped.
 LIVE_RETRIES = 5
 
@@ -110,17 +123,26 @@ class FrameSource:
         self._cap: cv2.VideoCapture | None = None
         self._files: list[str] | None = None
         self.delivered = 0
+        #: what an output takes over: the frame rate and, for a file PyAV can read, its audio
+        self.info = StreamInfo(fps=fps)
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """The frames, BGR uint8; counts them in ``delivered``."""
+    def frames(self) -> Iterator[TimedFrame]:
+        """The frames, BGR uint8, with the time each is shown at; counts them in ``delivered``."""
         if self._files is not None:
             inner: Iterator[np.ndarray] = self._read_files(self._files)
         else:
             assert self._cap is not None
             inner = read_frames(self._cap, live=self.live, name=self.description)
+        cap = self._cap
         for frame in inner:
+            shown_at = None
+            if cap is not None and not self.live:
+                msec = cap.get(cv2.CAP_PROP_POS_MSEC)
+                shown_at = msec / 1000.0 if msec == msec and msec >= 0 else None
+            elif self.fps:
+                shown_at = self.delivered / self.fps
             self.delivered += 1
-            yield frame
+            yield TimedFrame(frame, shown_at)
         if self.count is not None and not self.live and self.delivered < self.count:
             log.warning(
                 "%s ended after %d of the %d frames its header announces (truncated file or decode error)",
@@ -142,16 +164,25 @@ class FrameSource:
             self._cap.release()
 
 
-def open_source(spec: str, fps: float | None = None) -> FrameSource:
+def open_source(
+    spec: str, fps: float | None = None, decoder: str = "auto", retries: int = 5
+) -> FrameSource | AvSource:
     """Open ``spec``: a digit string is a camera index, ``scheme://`` a stream URL, a folder or a
     pattern with ``*``, ``?`` or ``[`` a sorted image sequence, anything else a file (or an OpenCV
     ``%04d`` sequence pattern). ``fps`` overrides (or supplies) the frame rate.
 
+    Files and streams are decoded by PyAV (FFmpeg's threaded decoding, the frames' timestamps and
+    display rotation, reconnection of dropped streams up to ``retries`` times) when it is
+    installed, else by OpenCV; ``decoder`` ("auto", "pyav", "opencv") chooses. Cameras and image
+    sequences go through OpenCV.
+
     Raises:
-        CamcoreError: the file does not exist, OpenCV cannot open it, or it has no frames.
+        CamcoreError: the file does not exist, cannot be opened, or has no video.
     """
     if fps is not None and not (fps > 0 and math.isfinite(fps)):
         raise CamcoreError(f"--fps must be a positive number, got {fps}")
+    if decoder not in DECODERS:
+        raise CamcoreError(f"decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
     is_folder = "://" not in spec and Path(spec).is_dir()
     if is_folder or (any(c in spec for c in "*?[") and "://" not in spec):
         files = image_files(spec) if is_folder else sorted(glob.glob(spec))
@@ -164,6 +195,10 @@ def open_source(spec: str, fps: float | None = None) -> FrameSource:
     live = spec.isdigit() or "://" in spec
     if not live and "%" not in spec and not Path(spec).is_file():
         raise CamcoreError(f"input {spec!r} does not exist")
+    if decoder == "pyav" and not have_pyav():
+        raise CamcoreError("--decoder pyav needs PyAV: pip install av")
+    if not spec.isdigit() and "%" not in spec and decoder != "opencv" and have_pyav():
+        return AvSource(spec, fps, live=live, retries=retries)
     with _quiet_stderr():
         cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
         opened = cap.isOpened()
@@ -176,6 +211,8 @@ def open_source(spec: str, fps: float | None = None) -> FrameSource:
         native = 0.0
     src = FrameSource(spec, repr(spec), fps or (native or None), count if count > 0 and not live else None, live)
     src._cap = cap
+    if not live and have_pyav():  # the audio of the file can still be copied
+        src.info = AvSource.probe(spec, src.fps)
     return src
 
 
@@ -215,8 +252,8 @@ class VideoSink:
             )
         self._writer, self.size = writer, (width, height)
 
-    def write(self, frame: np.ndarray) -> None:
-        """Append one BGR uint8 frame."""
+    def write(self, frame: np.ndarray, time: float | None = None) -> None:
+        """Append one BGR uint8 frame (OpenCV writes a constant frame rate: ``time`` is not used)."""
         if self._writer is None:
             self._open(frame.shape[1], frame.shape[0])
         assert self._writer is not None
@@ -251,8 +288,8 @@ class FolderSink:
         except OSError as exc:
             raise CamcoreError(f"cannot create output folder {str(self.path)!r}: {exc.strerror}") from None
 
-    def write(self, frame: np.ndarray) -> None:
-        """Write the next frame."""
+    def write(self, frame: np.ndarray, time: float | None = None) -> None:
+        """Write the next frame (``time`` is not used)."""
         target = self.path / f"frame_{self.written:06d}{self.ext}"
         if not cv2.imwrite(str(target), frame):
             raise CamcoreError(f"cannot write {str(target)!r}")
@@ -268,12 +305,103 @@ class FolderSink:
         self.close()
 
 
-def open_sink(path: str | Path, fps: float, fourcc: str | None = None) -> VideoSink | FolderSink:
-    """A :class:`VideoSink` for a video suffix (see :data:`VIDEO_SUFFIXES`), else a folder."""
+def open_sink(
+    path: str | Path,
+    fps: float,
+    fourcc: str | None = None,
+    *,
+    codec: str | None = None,
+    quality: str | int | None = None,
+    source: StreamInfo | None = None,
+    segment: float | None = None,
+) -> Sink:
+    """The sink for ``path``: a folder of frames when it has no video suffix; OpenCV's writer for
+    .avi or an explicit ``fourcc``; else PyAV (:class:`~camcore.video.pyav.AvSink`: H.264 in .mp4,
+    .mov, .mkv, VP9 in .webm, ``codec`` and ``quality`` to choose, the ``source``'s audio kept),
+    in files of ``segment`` seconds each when given. Without PyAV, OpenCV writes MPEG-4 Part 2
+    (``mp4v``), which browsers do not play, and a warning says so.
+
+    Raises:
+        CamcoreError: a codec or quality the output cannot take.
+    """
     p = Path(path)
-    if p.suffix.lower() in VIDEO_SUFFIXES or (fourcc and p.suffix):
+    suffix = p.suffix.lower()
+    if suffix not in VIDEO_SUFFIXES and not (fourcc and p.suffix):
+        return FolderSink(p)
+    if fourcc or suffix == ".avi":
+        if codec or segment:
+            raise CamcoreError("--codec and --segment need PyAV outputs (.mp4, .mov, .mkv, .webm), not --fourcc/.avi")
         return VideoSink(p, fps, fourcc)
-    return FolderSink(p)
+    if not have_pyav():
+        if codec or segment:
+            raise CamcoreError("--codec and --segment need PyAV: pip install av")
+        log.warning("PyAV is not installed: writing %s with OpenCV (%s), which browsers do not play; pip install av "
+                    "for H.264", p.name, VIDEO_SUFFIXES[suffix])  # fmt: skip
+        return VideoSink(p, fps)
+    if segment is not None:
+        return SegmentedSink(p, fps, segment, codec=codec, quality=quality, source=source)
+    return AvSink(p, fps, codec, quality, source=source)
+
+
+class SegmentedSink:
+    """A long-running output cut into files of ``seconds`` each: ``OUT_000.mp4``, ``OUT_001.mp4``...
+
+    Each segment is finished (playable, with its share of the input's audio) when the next one
+    starts; the frame times restart at 0 in every file.
+    """
+
+    def __init__(self, path: Path, fps: float, seconds: float, *, codec: str | None, quality: str | int | None,
+                 source: StreamInfo | None) -> None:  # fmt: skip
+        if not (seconds > 0 and math.isfinite(seconds)):
+            raise CamcoreError(f"a segment lasts more than 0 s, got {seconds}")
+        AvSink(path, fps, codec, quality)  # checks the codec and quality now, before any frame
+        self.path, self.fps, self.seconds = path, float(fps), float(seconds)
+        self.codec, self.quality, self.source = codec, quality, source
+        self.paths: list[Path] = []
+        self.written = 0
+        self._sink: AvSink | None = None
+        self._first: float | None = None
+        self._index = -1
+        self._start = 0.0
+
+    def write(self, frame: np.ndarray, time: float | None = None) -> None:
+        """Append one BGR frame shown at ``time`` seconds (default: its index / fps)."""
+        t = self.written / self.fps if time is None else float(time)
+        if self._first is None:
+            self._first = t
+        index = int((t - self._first) // self.seconds)
+        if self._sink is None or index > self._index:
+            self._next(index)
+        assert self._sink is not None
+        self._sink.write(frame, t - self._start)
+        self.written += 1
+
+    def _next(self, index: int) -> None:
+        if self._sink is not None:  # the segment ends: its audio with its last frame
+            self._sink.close()
+            self._sink = None
+        assert self._first is not None
+        self._index, self._start = index, self._first + index * self.seconds
+        target = self.path.with_name(f"{self.path.stem}_{len(self.paths):03d}{self.path.suffix}")
+        self.paths.append(target)
+        source = None
+        if self.source is not None:
+            source = dataclasses.replace(self.source, audio_offset=self._start)
+        self._sink = AvSink(target, self.fps, self.codec, self.quality, source=source)
+        self._sink.cut_short = True
+
+    def close(self) -> None:
+        """Finish the current segment (idempotent)."""
+        if self._sink is not None:
+            self._sink.cut_short = self.cut_short
+            self._sink.close()
+            self._sink = None
+
+    #: the run stopped before the input ended (the last segment's audio ends with its last frame)
+    cut_short = False
+
+
+Sink = VideoSink | FolderSink | AvSink | SegmentedSink
 
 
 def summary_path(output: str | Path) -> Path:

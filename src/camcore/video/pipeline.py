@@ -30,10 +30,13 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    import av
 
 from camcore.batch import BatchExplainer, Item
 from camcore.cam import BaseCAM
@@ -42,9 +45,10 @@ from camcore.postprocess import overlay as draw_overlay
 from camcore.preprocess import Channels, Preprocess, model_input_size
 from camcore.targets import Target
 from camcore.video.follow import FrameTargets, as_frame_targets
+from camcore.video.io import TimedFrame
 from camcore.video.smoothing import Normalization, TemporalSmoother
 
-__all__ = ["FrameInfo", "FrameResult", "VideoPipeline", "explain_frames"]
+__all__ = ["FrameInfo", "FrameResult", "TimedFrame", "VideoPipeline", "explain_frames"]
 
 log = logging.getLogger("camcore.video")
 _POLL = 0.1  # seconds between checks of the stop flag while a stage waits
@@ -54,16 +58,18 @@ class FrameResult(NamedTuple):
     """One explained frame, as yielded by :func:`explain_frames`.
 
     Attributes:
-        frame: the input frame (uint8 H x W x 3; resized if it came in at the wrong size).
+        frame: the input frame (uint8 H x W x 3; resized if it came in at the wrong size), or
+            with ``output="av"`` the input PyAV frame.
         cam_map: float32 map in [0, 1] at the model's input size, after smoothing.
-        overlay: uint8 picture, the heat map blended on the frame (H x 2W x 3 side by side).
+        overlay: uint8 picture, the heat map blended on the frame (H x 2W x 3 side by side), or
+            with ``output="av"`` a PyAV frame of it carrying the input frame's timestamp.
         outputs: the model outputs for this frame (batch axis removed); on frames skipped by
             ``every``, those of the last explained frame.
     """
 
-    frame: np.ndarray
+    frame: np.ndarray | av.VideoFrame
     cam_map: np.ndarray
-    overlay: np.ndarray
+    overlay: np.ndarray | av.VideoFrame
     outputs: list[np.ndarray]
 
 
@@ -79,6 +85,7 @@ class FrameInfo:
         resized_from: the (height, width) the frame came in at, when it had to be resized.
         detection: the followed detection, with :class:`~camcore.video.follow.FollowDetection`.
         record: the explained class and the top-k predictions (:func:`camcore.batch.prediction_record`).
+        time: when the input frame is shown, in seconds (from a PyAV frame or a :class:`TimedFrame`).
     """
 
     index: int
@@ -88,6 +95,7 @@ class FrameInfo:
     resized_from: tuple[int, int] | None = None
     detection: dict[str, Any] | None = None
     record: dict[str, Any] = field(default_factory=dict)
+    time: float | None = None
 
 
 @dataclass
@@ -95,6 +103,8 @@ class _Item:
     info: FrameInfo
     frame: np.ndarray
     x: np.ndarray | None = None
+    #: the input frame as given when it was not an array (a PyAV frame, kept for ``output="av"``)
+    original: Any = None
     target: Target | None = None
     raw: np.ndarray | None = None
     outputs: list[np.ndarray] = field(default_factory=list)
@@ -132,6 +142,8 @@ class VideoPipeline:
         overlay_threads: threads of each overlay call (1: the pipeline already runs in parallel).
         top_k: predictions kept per frame in :attr:`FrameInfo.record`.
         class_names: the model's class names, for the records.
+        output: ``"av"``: the overlay (and the frame) of each result as a PyAV ``VideoFrame``, with the
+            input frame's timestamp, ready to encode; the input frames must then be PyAV frames.
 
     Example:
         >>> cam = camcore.GradCAM("model.onnx", threads=1)
@@ -160,6 +172,7 @@ class VideoPipeline:
         overlay_threads: int = 1,
         top_k: int = 5,
         class_names: list[str] | None = None,
+        output: Literal["numpy", "av"] = "numpy",
     ) -> None:
         for name, value in (("batch", batch), ("every", every), ("overlay_threads", overlay_threads)):
             if value < 1:
@@ -184,7 +197,9 @@ class VideoPipeline:
         self.workers = workers
         self.in_flight = in_flight or 2 * batch * workers + every + 8
         self.overlay_threads = overlay_threads
-        self.top_k, self.class_names = top_k, class_names
+        if output not in ("numpy", "av"):
+            raise CamcoreError(f"output must be 'numpy' or 'av', got {output!r}")
+        self.top_k, self.class_names, self.output = top_k, class_names, output
 
     # ------------------------------------------------------------------ public
     def run(self, frames: Iterable[np.ndarray]) -> Iterator[FrameResult]:
@@ -313,8 +328,8 @@ class _Run:
                     return
                 if self.stop.is_set():
                     raise _CancelledError
-                frame = _as_bgr_like(frame, count)
-                info = FrameInfo(index=count, explained=count % self.pipe.every == 0, source=count)
+                frame, shown_at, original = _as_image(frame, count, self.pipe.channels)
+                info = FrameInfo(index=count, explained=count % self.pipe.every == 0, source=count, time=shown_at)
                 if size is None:
                     size = frame.shape[:2]
                 elif frame.shape[:2] != size:
@@ -324,7 +339,7 @@ class _Run:
                         count, frame.shape[1], frame.shape[0], size[1], size[0],
                     )  # fmt: skip
                     frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-                self._put(self.decoded, _Item(info, frame))
+                self._put(self.decoded, _Item(info, frame, original=original))
                 count += 1
         finally:
             close = getattr(iterator, "close", None)
@@ -407,7 +422,10 @@ class _Run:
                     item.info.detection = last.info.detection
                     item.info.record = last.info.record
                 picture = self._overlay(item.frame, cam_map)
-                self._put(self.out, (FrameResult(item.frame, cam_map, picture, item.outputs), item.info))
+                result = FrameResult(item.frame, cam_map, picture, item.outputs)
+                if pipe.output == "av":
+                    result = _as_av(result, item, pipe.channels)
+                self._put(self.out, (result, item.info))
                 next_index += 1
             if end is not None and next_index >= end.count:
                 self._put(self.out, end)
@@ -423,6 +441,33 @@ class _Run:
         both[:, :w] = frame
         draw_overlay(frame, cam_map, out=both[:, w:], threads=pipe.overlay_threads, **opts)
         return both
+
+
+def _as_av(result: FrameResult, item: _Item, channels: Channels) -> FrameResult:
+    """The result with PyAV frames: the overlay carries the input frame's timestamp."""
+    import av
+
+    original = item.original
+    if original is None:
+        raise CamcoreError(f"frame {item.info.index} is not a PyAV frame: output='av' needs PyAV input frames")
+    overlay = cast("np.ndarray", result.overlay)
+    picture = av.VideoFrame.from_ndarray(overlay, format="bgr24" if channels == "bgr" else "rgb24")
+    picture.pts, picture.time_base = original.pts, original.time_base
+    return FrameResult(original, result.cam_map, picture, result.outputs)
+
+
+def _as_image(frame: Any, index: int, channels: Channels) -> tuple[np.ndarray, float | None, Any]:
+    """(uint8 H x W x 3 array in ``channels`` order, shown-at time, the PyAV frame or None) of an
+    input frame: an array (grey expanded, an alpha channel dropped), a :class:`TimedFrame`, or a
+    PyAV ``VideoFrame`` (converted, turned upright by its display rotation, its time kept)."""
+    if isinstance(frame, TimedFrame):
+        return _as_bgr_like(frame.image, index), frame.time, None
+    if hasattr(frame, "to_ndarray") and hasattr(frame, "time"):  # av.VideoFrame
+        from camcore.video.pyav import upright
+
+        image = upright(frame.to_ndarray(format="bgr24" if channels == "bgr" else "rgb24"), frame.rotation or 0)
+        return image, frame.time, frame
+    return _as_bgr_like(frame, index), None, None
 
 
 def _as_bgr_like(frame: Any, index: int) -> np.ndarray:
