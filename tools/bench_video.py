@@ -1,16 +1,21 @@
 """Benchmark: the camcore video pipeline against the work bound and the naive pytorch-grad-cam loop.
 
-A generated 720p clip (300 frames, mp4v) and ResNet-18 with random weights at 224x224, CPU:
-  (a) the work bound: each stage alone, single-threaded, per frame (decode, preprocess, plain
-      onnxruntime inference of the unmodified model, encode); bound = cores / sum of the stages.
-      The CAM's own extra costs (augmented run, overlay) are printed too, outside the bound;
-  (b) camcore's video pipeline end to end, decode to encode, explaining every frame;
+A generated 720p clip (300 frames, H.264) and ResNet-18 with random weights at 224x224, CPU:
+  (a) the work bound: each stage alone, single-threaded, per frame (decode with the chosen
+      decoder, preprocess, plain onnxruntime inference of the unmodified model, encode with the
+      chosen codec); bound = cores / sum of the stages. The CAM's own extra costs (augmented run,
+      overlay) are printed too, outside the bound;
+  (b) camcore's video pipeline end to end, decode to encode, explaining every frame, with the
+      source and sink ``camcore video`` uses (``--decoder``, ``--codec``);
   (c) the naive loop, when torch and pytorch-grad-cam import: read a frame, GradCAM,
       show_cam_on_image, write the frame.
 Prints the configuration, per-stage costs, fps and the ratios (b)/(a) and (b)/(c).
 
-    python tools/bench_video.py [--model resnet18.onnx] [--frames 300] [--naive-frames 60]
-    python tools/bench_video.py --soak 5000          # RSS at the start and the end of 5,000 frames
+    python tools/bench_video.py [--model resnet18.onnx] [--frames 300] [--codec h264] [--decoder pyav]
+    python tools/bench_video.py --codec mp4v --decoder opencv   # the OpenCV-only set-up of earlier versions
+    python tools/bench_video.py --codecs                # each codec's and decoder's ms per frame, 720p and 1080p
+    python tools/bench_video.py --startup               # ``camcore video`` start-up: a 1-frame run against N frames
+    python tools/bench_video.py --soak 5000             # RSS at the start and the end of 5,000 frames
 
 Without --model, torch + torchvision export the network (input "input", output "logits").
 """
@@ -35,22 +40,37 @@ import onnxruntime as ort
 
 # ---------------------------------------------------------------------- inputs
 def make_clip(path: Path, frames: int, height: int, width: int, fps: float = 30.0) -> Path:
-    """A clip with motion and texture: shapes moving over a gradient, plus sensor noise."""
+    """A clip with motion and texture: shapes moving over a gradient, plus sensor noise; H.264
+    (x264 ``medium``, as cameras and phones deliver) when PyAV is installed, else mp4v."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     base = np.stack([xx / width * 200, yy / height * 180, (xx + yy) / (width + height) * 220], -1).astype(np.uint8)
     noise = [rng.integers(0, 24, (height, width, 3), dtype=np.uint8) for _ in range(8)]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    if not writer.isOpened():
-        raise SystemExit("cannot write mp4v with this OpenCV build")
-    for i in range(frames):
+
+    def frame_at(i: int) -> np.ndarray:
         frame = cv2.add(base, noise[i % len(noise)])
         t = i / max(frames - 1, 1)
         cx, cy = int(100 + t * (width - 200)), int(height / 2 + np.sin(6 * t) * height / 4)
         cv2.circle(frame, (cx, cy), 70, (30, 30, 230), -1, cv2.LINE_AA)
         cv2.rectangle(frame, (width - cx - 60, cy - 50), (width - cx + 60, cy + 50), (230, 200, 20), -1)
-        writer.write(frame)
-    writer.release()
+        return frame
+
+    try:
+        import av
+    except ImportError:
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        for i in range(frames):
+            writer.write(frame_at(i))
+        writer.release()
+        return path
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=round(fps), options={"preset": "medium", "crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame_at(i), format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
     return path
 
 
@@ -84,48 +104,86 @@ def per_frame_ms(fn: Callable[[], object], n: int) -> float:
     return statistics.median(times)
 
 
-def stage_costs(clip: Path, model: Path, sample: int) -> tuple[dict[str, float], dict[str, float], list[np.ndarray]]:
+def decode_ms(clip: Path, decoder: str, threads: int | None = 1, keep: int = 0) -> tuple[float, list[np.ndarray]]:
+    """Median ms to decode one frame to a BGR array, and the first ``keep`` frames."""
+    frames, times = [], []
+    if decoder == "opencv":
+        cap = capture(clip, threads)
+        while True:
+            t0 = time.perf_counter()
+            ok, frame = cap.read()
+            if not ok:
+                break
+            times.append((time.perf_counter() - t0) * 1e3)
+            if len(frames) < keep:
+                frames.append(frame)
+        cap.release()
+    else:
+        import av
+
+        with av.open(str(clip)) as c:
+            stream = c.streams.video[0]
+            if threads is not None:
+                stream.codec_context.thread_count = threads
+            stream.thread_type = "AUTO" if threads != 1 else "SLICE"
+            it = c.decode(stream)
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    frame = next(it).to_ndarray(format="bgr24")
+                except StopIteration:
+                    break
+                times.append((time.perf_counter() - t0) * 1e3)
+                if len(frames) < keep:
+                    frames.append(frame)
+    return statistics.median(times), frames
+
+
+def encode_ms(frames: list[np.ndarray], codec: str, threads: int | None = 1, fps: float = 30.0) -> float:
+    """ms per frame to write ``frames`` as a file with ``codec`` (its finishing included), best of 3."""
+    from camcore.video.pyav import AvSink
+
+    best = float("inf")
+    for _ in range(3):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            if codec == "mp4v":
+                w = cv2.VideoWriter(os.path.join(tmp, "e.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                    frames[0].shape[1::-1])  # fmt: skip
+                for f in frames:
+                    w.write(f)
+                w.release()
+            else:
+                suffix = ".webm" if codec == "vp9" else ".mp4"
+                sink = AvSink(Path(tmp) / f"e{suffix}", fps, codec, threads=threads)
+                for i, f in enumerate(frames):
+                    sink.write(f, i / fps)
+                sink.close()
+            best = min(best, (time.perf_counter() - t0) * 1e3 / len(frames))
+    return best
+
+
+def stage_costs(
+    clip: Path, model: Path, sample: int, decoder: str, codec: str
+) -> tuple[dict[str, float], dict[str, float], list[np.ndarray]]:
     """Median single-threaded ms per frame of each stage; the CAM's extra costs apart."""
     import camcore
     from camcore.postprocess import overlay
     from camcore.video import Preprocess
 
     cv2.setNumThreads(1)
-    cap = capture(clip, 1)
-    frames, times = [], []
-    while True:
-        t0 = time.perf_counter()
-        ok, frame = cap.read()
-        if not ok:
-            break
-        times.append((time.perf_counter() - t0) * 1e3)
-        if len(frames) < sample:
-            frames.append(frame)
-    cap.release()
+    decode, frames = decode_ms(clip, decoder, 1, keep=sample)
     pre = Preprocess((224, 224))
     x1 = pre(frames[0])[None]
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     plain = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     it = iter(range(10**9))
-
-    def encode_all() -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            w = cv2.VideoWriter(os.path.join(tmp, "e.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30, frames[0].shape[1::-1])
-            t0 = time.perf_counter()
-            for f in frames:
-                w.write(f)
-            w.release()
-            enc.append((time.perf_counter() - t0) * 1e3 / len(frames))
-
-    enc: list[float] = []
-    for _ in range(3):
-        encode_all()
     stages = {
-        "decode": statistics.median(times),
+        f"decode ({decoder})": decode,
         "preprocess": per_frame_ms(lambda: pre(frames[next(it) % len(frames)]), 3 * sample),
         "inference (plain ORT, 1 thread)": per_frame_ms(lambda: plain.run(None, {"input": x1}), 3 * sample),
-        "encode (mp4v)": min(enc),
+        f"encode ({codec})": encode_ms(frames, codec),
     }
     cam = camcore.GradCAM(str(model), threads=1)
     cam(x1)
@@ -142,25 +200,29 @@ def stage_costs(clip: Path, model: Path, sample: int) -> tuple[dict[str, float],
 
 # ---------------------------------------------------------------------- (b) camcore
 def run_pipeline(
-    clip: Path, model: Path, batch: int, workers: int, limit: int | None = None
+    clip: Path, model: Path, batch: int, workers: int, decoder: str, codec: str, limit: int | None = None
 ) -> tuple[int, float, float]:
-    """Frames written, wall seconds and CPU seconds (all threads), decode to encode, warm CAM."""
+    """Frames written, wall seconds and CPU seconds (all threads), decode to encode, warm CAM, with
+    the source and sink ``camcore video`` uses."""
     import camcore
-    from camcore.video import Preprocess, VideoPipeline, VideoSink, read_frames
+    from camcore.video import Preprocess, VideoPipeline, open_sink, open_source
 
     cam = camcore.GradCAM(str(model), threads=1)
     cam(np.zeros((1, 3, 224, 224), np.float32))  # compile once, outside the timing
     pipe = VideoPipeline(cam, preprocess=Preprocess((224, 224)), batch=batch, workers=workers)
     with tempfile.TemporaryDirectory() as tmp:
-        cap = capture(clip, 1)
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        frames: Iterator[np.ndarray] = read_frames(cap)
+        source = open_source(str(clip), decoder=decoder)
+        suffix = ".webm" if codec == "vp9" else ".mp4"
+        fourcc = "mp4v" if codec == "mp4v" else None
+        sink = open_sink(Path(tmp) / f"out{suffix}", source.fps or 30.0, fourcc,
+                         codec=None if fourcc else codec, source=source.info)  # fmt: skip
         t0, c0 = time.perf_counter(), time.process_time()
-        with VideoSink(Path(tmp) / "out.mp4", fps) as sink:
-            for result in pipe.run(frames):
-                sink.write(result.overlay)
-                if limit is not None and sink.written >= limit:
-                    break
+        for result, info in pipe.stream(source.frames()):
+            sink.write(result.overlay, info.time)
+            if limit is not None and sink.written >= limit:
+                break
+        sink.close()
+        source.close()
         return sink.written, time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -236,6 +298,45 @@ def soak(clip: Path, model: Path, total: int, batch: int, workers: int) -> None:
           f"at the end {marks[-1][1]:.1f} MB (change from frame {steady[0]}: {growth:+.1f} MB)")  # fmt: skip
 
 
+def codec_costs(work: Path, frames: int) -> None:
+    """Each codec's and decoder's ms per frame at 720p and 1080p, on 1 thread and on every core."""
+    from camcore.video.pyav import CODECS
+
+    print("| size | codec | encode ms/frame, 1 thread | encode, all cores |\n|---|---|---|---|")
+    clips = {}
+    for h, w in ((720, 1280), (1080, 1920)):
+        clip = make_clip(work / f"codec_{h}.mp4", frames, h, w)
+        clips[h] = clip
+        _, sample = decode_ms(clip, "opencv", None, keep=frames)
+        for codec in ("mp4v", *CODECS):
+            print(f"| {h}p | {codec} | {encode_ms(sample, codec, 1):.2f} | {encode_ms(sample, codec, None):.2f} |",
+                  flush=True)  # fmt: skip
+    print("\n| size | decoder | decode ms/frame, 1 thread | decode, all cores |\n|---|---|---|---|")
+    for h, clip in clips.items():
+        for decoder in ("opencv", "pyav"):
+            one = statistics.median(decode_ms(clip, decoder, 1)[0] for _ in range(3))
+            every = statistics.median(decode_ms(clip, decoder, None)[0] for _ in range(3))
+            print(f"| {h}p | {decoder} | {one:.2f} | {every:.2f} |", flush=True)
+
+
+def startup(model: Path, clip: Path, frames: int, rounds: int) -> None:
+    """``camcore video`` as a user runs it: t(n) = start-up + n x per-frame, from a 1-frame run and a
+    whole-clip run, alternating; medians."""
+    short, full = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(rounds):
+            for n, times in ((1, short), (frames, full)):
+                out = Path(tmp) / f"s{n}.mp4"
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "camcore", "video", str(model), str(clip), "-o", str(out),
+                                "--max-frames", str(n)], check=True, capture_output=True)  # fmt: skip
+                times.append(time.perf_counter() - t0)
+    t1, tn = statistics.median(short), statistics.median(full)
+    per_frame = (tn - t1) / (frames - 1)
+    print(f"camcore video: 1 frame {t1:.2f} s, {frames} frames {tn:.2f} s (medians of {rounds}); start-up "
+          f"{t1 - per_frame:.2f} s, then {per_frame * 1e3:.1f} ms per frame ({1 / per_frame:.1f} fps)")  # fmt: skip
+
+
 # ---------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -248,6 +349,10 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=40, help="frames kept for the stage timings")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of (a) and (b)")
     ap.add_argument("--soak", type=int, help="run N frames through the pipeline and report RSS instead")
+    ap.add_argument("--codec", default="h264", choices=("h264", "vp9", "av1", "mp4v"), help="output codec")
+    ap.add_argument("--decoder", default="pyav", choices=("pyav", "opencv"), help="input decoder")
+    ap.add_argument("--codecs", action="store_true", help="each codec's and decoder's cost per frame instead")
+    ap.add_argument("--startup", action="store_true", help="camcore video's start-up instead")
     ap.add_argument("--export", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.export:
@@ -271,7 +376,13 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {cores} cores; python {platform.python_version()}")
     versions = f"onnxruntime {ort.__version__}, OpenCV {cv2.__version__}, numpy {np.__version__}"
     print(f"camcore {camcore.__version__}, {versions}")
-    print(f"clip: {args.frames} frames {w}x{h} mp4v (generated); model: {model.name} at 224x224, CPU")
+    print(f"clip: {args.frames} frames {w}x{h} (generated); model: {model.name} at 224x224, CPU")
+    if args.codecs:
+        codec_costs(work, args.frames)
+        return
+    if args.startup:
+        startup(model, clip, args.frames, args.rounds)
+        return
     if args.soak:
         print(f"soak: {args.soak} frames, batch {args.batch}, {args.workers} workers x 1 onnxruntime thread")
         soak(clip, model, args.soak, args.batch, args.workers)
@@ -279,9 +390,9 @@ def main() -> None:
 
     rounds = []
     for r in range(args.rounds):  # stages and pipeline alternate, so both see the same machine load
-        stages, extra, _ = stage_costs(clip, model, args.sample)
+        stages, extra, _ = stage_costs(clip, model, args.sample, args.decoder, args.codec)
         bound = cores / sum(stages.values()) * 1e3
-        n, seconds, cpu = run_pipeline(clip, model, args.batch, args.workers)
+        n, seconds, cpu = run_pipeline(clip, model, args.batch, args.workers, args.decoder, args.codec)
         rounds.append((stages, extra, bound, n / seconds, cpu * 1e3 / n))
         print(f"round {r + 1}: work bound {bound:.1f} fps, camcore video {n / seconds:.1f} fps "
               f"({n} frames in {seconds:.2f} s): {n / seconds / bound:.2f}x; "
@@ -305,7 +416,8 @@ def main() -> None:
     print(f"\n(b) CPU time, all threads: {cpu_b:.1f} ms per frame (the bound's stages: {total:.1f} ms); "
           f"on {cores} idle cores that allows {cores * 1e3 / cpu_b:.1f} fps")  # fmt: skip
     print(f"(b) camcore video pipeline: {fps_b:.1f} fps, median of {args.rounds} rounds "
-          f"(batch {args.batch}, {args.workers} workers x 1 onnxruntime thread, mp4v out)")  # fmt: skip
+          f"(batch {args.batch}, {args.workers} workers x 1 onnxruntime thread, {args.decoder} in, "
+          f"{args.codec} out)")  # fmt: skip
 
     print()
     naive: dict[int, tuple[int, float]] = {}
