@@ -123,6 +123,9 @@ class FrameSource:
         self._cap: cv2.VideoCapture | None = None
         self._files: list[str] | None = None
         self.delivered = 0
+        #: live sources: reopening attempts after a drop, and the gaps (seconds) they bridged
+        self.retries = 5
+        self.gaps: list[float] = []
         #: what an output takes over: the frame rate and, for a file PyAV can read, its audio
         self.info = StreamInfo(fps=fps)
 
@@ -130,9 +133,11 @@ class FrameSource:
         """The frames, BGR uint8, with the time each is shown at; counts them in ``delivered``."""
         if self._files is not None:
             inner: Iterator[np.ndarray] = self._read_files(self._files)
+        elif self.live:
+            inner = self._read_live()
         else:
             assert self._cap is not None
-            inner = read_frames(self._cap, live=self.live, name=self.description)
+            inner = read_frames(self._cap, name=self.description)
         cap = self._cap
         for frame in inner:
             shown_at = None
@@ -148,6 +153,33 @@ class FrameSource:
                 "%s ended after %d of the %d frames its header announces (truncated file or decode error)",
                 self.description, self.delivered, self.count,
             )  # fmt: skip
+
+    def _read_live(self) -> Iterator[np.ndarray]:
+        """A camera or stream through OpenCV: after a drop it is reopened after 0.5, 1, 2, ... s, at
+        most ``retries`` times in a row; each gap is logged."""
+        tries = 0  # in a row: a reopened source that delivers frames starts the count again
+        while True:
+            assert self._cap is not None
+            before = self.delivered
+            yield from read_frames(self._cap, live=True, name=self.description)
+            if self.delivered > before:
+                tries = 0
+            start = time.monotonic()
+            while tries < self.retries:
+                time.sleep(0.5 * 2**tries)
+                tries += 1
+                with _quiet_stderr():
+                    cap = cv2.VideoCapture(int(self.spec) if self.spec.isdigit() else self.spec)
+                if cap.isOpened():
+                    self._cap = cap
+                    gap = time.monotonic() - start
+                    self.gaps.append(gap)
+                    log.warning("%s reopened after %.1f s (attempt %d)", self.description, gap, tries)
+                    break
+                cap.release()
+            else:
+                log.warning("%s: gave up after %d reconnection attempt(s)", self.description, tries)
+                return
 
     @staticmethod
     def _read_files(files: list[str]) -> Iterator[np.ndarray]:
@@ -210,7 +242,7 @@ def open_source(
     if not (native > 0 and math.isfinite(native)) or native > 1000:
         native = 0.0
     src = FrameSource(spec, repr(spec), fps or (native or None), count if count > 0 and not live else None, live)
-    src._cap = cap
+    src._cap, src.retries = cap, retries
     if not live and have_pyav():  # the audio of the file can still be copied
         src.info = AvSource.probe(spec, src.fps)
     return src
