@@ -5,18 +5,30 @@ For each architecture this script
 1. builds the real torchvision network (``weights=None``, ``eval()``) and replaces every
    parameter and buffer with a deterministic *recipe* tensor (see ``tests/golden_models.py``):
    He/LeCun-scaled weights, norm scales near 1, small biases, and BatchNorm running
-   statistics calibrated in one forward pass so that activations stay O(1);
-2. exports it with the TorchScript exporter (opset 17, no constant folding, so BatchNorm is
+   statistics calibrated in one forward pass of the recipe input so that activations stay O(1);
+2. makes the golden input *kink-free*: the recipe input, nudged until every switch of the
+   network (each input of a ReLU, ReLU6/Hardtanh (ONNX ``Clip``), Hardswish, Hardsigmoid,
+   and each max-pool window's choice) is at least ``KINK_MARGIN`` of its tensor's maximum
+   away from its kink (0, 6, +-3; the gap between a window's two largest values), measured
+   in float64. PyTorch's float32 forward moves these values by at most 1.7e-6 of the maximum
+   on these networks (onnxruntime's alike), so no float32 run flips a switch and every
+   gradient is a smooth function of the rounding. A nudge is the least-norm input change
+   that pushes the switches found too close (and holds those pushed before) to
+   ``KINK_TARGET`` in the linearised network, quantised to multiples of ``NUDGE_QUANTUM``;
+   it is stored as int16 (``input_nudge``). A switch no input moves is reported, not nudged;
+   smooth networks (EfficientNet-B0, ConvNeXt-T, ViT-Ti/16) have none to clear;
+3. exports it with the TorchScript exporter (opset 17, no constant folding, so BatchNorm is
    not fused and every initializer keeps its ``state_dict`` name), checks that each
    initializer equals its recipe bit for bit, strips it from the file and records the
    recipe in ``<arch>.json``; the stripped graph is ``<arch>.onnx`` (tens of KB);
-3. computes, in float64 PyTorch autograd, the logits and, for three targets, the activation
+4. computes, in float64 PyTorch autograd, the logits and, for three targets, the activation
    and its gradient of ``sum(seed * logits)`` for a one-hot and a random seed: the last-stage
    (CAM) layer, stored in full; a mid-network layer and the model input, stored as
    ``sample_flat`` samples with the random seed only; these go to ``<arch>.npz`` as float32.
-   The ONNX tensor of each module output is located by value. Each stored array's kink
-   sensitivity (its move under float32 and 1e-6 input perturbations) goes to the manifest;
-4. rebuilds the model from the recipe with ``tests/golden_models.py`` (numpy only), runs it in
+   The ONNX tensor of each module output is located by value. The manifest records the
+   switch margins reached and, per stored array, how far PyTorch's float32 autograd is
+   from the float64 reference (``torch_float32_error``, relative to the array's maximum);
+5. rebuilds the model from the recipe with ``tests/golden_models.py`` (numpy only), runs it in
    onnxruntime and checks logits and activation against the reference before writing.
 
 Usage::
@@ -27,6 +39,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import math
@@ -46,21 +59,40 @@ import torch
 import torchvision
 from onnx import numpy_helper
 from torch import nn
+from torch.nn import functional as F  # noqa: N812  (the usual name)
+from torch.overrides import TorchFunctionMode
 from torchvision.models.vision_transformer import VisionTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.golden_models import rebuild_model, recipe_from_spec, recipe_values, sample_flat  # noqa: E402
+from tests.golden_models import (  # noqa: E402
+    NUDGE_QUANTUM,
+    apply_nudge,
+    rebuild_model,
+    recipe_from_spec,
+    recipe_values,
+    sample_flat,
+    save_npz,
+)
 
 BATCH = 2
 ONEHOT_CLASS = 7
 OPSET = 17
 #: Stored initializers that are not recipes (shape constants) must stay below this size.
 MAX_KEPT_BYTES = 4096
-#: Reference dtypes of the sensitivity probes; every probe but the first perturbs the input.
-PROBES = (torch.float32, torch.float32, torch.float32, torch.float64, torch.float64)
 #: Elements per sample kept of the deep targets' arrays (activation, gradient).
 DEEP_SAMPLE = 2048
+#: Smallest distance of a switch input to its kink, relative to the max |value| of its tensor.
+#: A float32 forward pass moves these values by at most ~1.7e-6 of it (measured in PyTorch).
+KINK_MARGIN = 2e-5
+#: Where a nudge puts a switch found closer than ``KINK_MARGIN`` (same units).
+KINK_TARGET = 4e-5
+#: Constrained switches closer than ``HOLD * KINK_TARGET`` are pushed or held in each round.
+HOLD = 2.0
+#: Tikhonov term of the least-norm nudge, relative to the mean squared row norm.
+NUDGE_RIDGE = 1e-6
+#: Rounds of nudging before giving up.
+MAX_NUDGE_ROUNDS = 40
 
 
 @dataclass(frozen=True)
@@ -364,22 +396,214 @@ def dump_manifest(manifest: dict[str, Any]) -> str:
     return "{\n" + "\n".join(lines) + '\n  "initializers": {\n' + ",\n".join(inits) + "\n  }\n}\n"
 
 
-def references(name: str, arch: Arch) -> tuple[nn.Module, dict[str, Any], dict[str, np.ndarray], dict[str, float]]:
-    """Return the model, the input spec, the float64 references and their kink sensitivity.
-
-    Networks with millions of ReLU inputs always hold some within float32 rounding of zero;
-    any float32 run (PyTorch's, camcore's) flips a few of them and the deep gradients jump.
-    The sensitivity of a stored array is its largest move, relative to its maximum, over
-    ``PROBES``: PyTorch float32 autograd at the input and at inputs perturbed by 1e-6, and
-    float64 autograd at perturbed inputs. Smooth arrays move by ~1e-6; the test widens its
-    tolerance to a multiple of the sensitivity where kinks make an array move more.
-    """
+def build_model(name: str) -> tuple[nn.Module, dict[str, dict[str, Any]], dict[str, Any]]:
+    """Return the recipe-weighted float32 model of ``name``, its recipe specs and the spec of
+    its recipe input (the BatchNorm statistics are calibrated on that input, not on the
+    nudged golden input, so the network does not depend on the nudge)."""
+    arch = ARCHS[name]
     s = arch.image_size
     input_spec = _spec(f"input/{name}", (BATCH, 3, s, s), 1.0)
-    x = recipe_from_spec(input_spec)
     torch.manual_seed(0)
     model = arch.build().eval()
-    apply_recipes(model, torch.from_numpy(x))
+    specs = apply_recipes(model, torch.from_numpy(recipe_from_spec(input_spec)))
+    return model, specs, input_spec
+
+
+# ---------------------------------------------------------------------- switches
+#: Elementwise functions with kinks: name and the kinks given the call's arguments.
+_ELEMENTWISE: dict[Callable[..., Any], Callable[[tuple[Any, ...], dict[str, Any]], tuple[float, ...]]] = {
+    F.relu: lambda a, k: (0.0,),
+    F.relu6: lambda a, k: (0.0, 6.0),
+    F.hardtanh: lambda a, k: (
+        float(a[1]) if len(a) > 1 else float(k.get("min_val", -1.0)),
+        float(a[2]) if len(a) > 2 else float(k.get("max_val", 1.0)),
+    ),
+    F.hardswish: lambda a, k: (-3.0, 3.0),
+    F.hardsigmoid: lambda a, k: (-3.0, 3.0),
+}
+_MAX_POOLS = (F.max_pool2d, F.max_pool2d_with_indices)
+#: Kinked functions this recorder does not handle: an architecture using one is refused.
+_UNHANDLED = (
+    torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, torch.clamp, torch.clip,
+    torch.Tensor.clamp, torch.Tensor.clip, torch.abs, torch.Tensor.abs, F.leaky_relu,
+    F.max_pool1d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, torch.maximum, torch.minimum,
+)  # fmt: skip
+
+
+@dataclass
+class Switch:
+    """One recorded switch tensor: elementwise inputs ``value`` with ``kinks``, or a max-pool's
+    window gaps ``value`` (largest minus second largest) with the window maxima ``top``."""
+
+    kind: str
+    value: torch.Tensor
+    kinks: tuple[float, ...] = ()
+    top: torch.Tensor | None = None
+
+    def margin(self) -> tuple[torch.Tensor, float]:
+        """Elementwise distance to the kink relative to the tensor's scale, and that scale."""
+        v = self.value.detach()
+        if self.top is not None:
+            top = self.top.detach()
+            scale = float(top.abs().max())
+            dist = v.clone()
+            dist[(v == 0) & (top == 0)] = math.inf  # ties of post-ReLU zeros: no gradient reaches them
+        else:
+            scale = float(v.abs().max())
+            dist = torch.stack([(v - k).abs() for k in self.kinks]).amin(0)
+        return dist / max(scale, 1e-30), scale
+
+    def push(self, index: tuple[int, ...], scale: float, target: float) -> float:
+        """The move of element ``index`` that puts it ``target * scale`` from its kink (0 if it is)."""
+        v = float(self.value[index])
+        if self.top is not None:
+            return max(target * scale - v, 0.0)
+        kink = min(self.kinks, key=lambda k: abs(v - k))
+        d = v - kink
+        return max(target * scale - abs(d), 0.0) * (1.0 if d >= 0 else -1.0)
+
+
+def _window_gaps(
+    x: torch.Tensor,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest minus second largest value, and the largest, of every max-pool window."""
+    pair = lambda v: (int(v), int(v)) if isinstance(v, int) else tuple(int(i) for i in v)  # noqa: E731
+    k, p, d = pair(kernel_size), pair(padding), pair(dilation)
+    s = pair(stride) if stride not in (None, [], ()) else k
+    if d != (1, 1) or ceil_mode:
+        raise NotImplementedError("max-pool switch margins need dilation 1 and floor mode")
+    xp = F.pad(x, (p[1], p[1], p[0], p[0]), value=-math.inf)
+    top2 = xp.unfold(2, k[0], s[0]).unfold(3, k[1], s[1]).flatten(-2).topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1], top2[..., 0]
+
+
+class SwitchRecorder(TorchFunctionMode):
+    """Records every switch of a forward pass (see :class:`Switch`); in-place activations run
+    out of place (same values, and the recorded input keeps its autograd history)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.switches: list[Switch] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = dict(kwargs or {})
+        if func in _ELEMENTWISE:
+            kinks = _ELEMENTWISE[func](args, kwargs)
+            self.switches.append(Switch(func.__name__, args[0], kinks))
+            if func is F.hardtanh:
+                return F.hardtanh(args[0], kinks[0], kinks[1])
+            return func(args[0])
+        if func in _MAX_POOLS:
+            gap, top = _window_gaps(*args, **kwargs)
+            self.switches.append(Switch("max_pool2d", gap, top=top))
+        elif func in _UNHANDLED:
+            raise NotImplementedError(f"no switch margins for {func}")
+        return func(*args, **kwargs)
+
+
+def record_switches(model: nn.Module, x: torch.Tensor) -> tuple[list[Switch], torch.Tensor]:
+    """Run ``model`` on ``x`` recording its switches; return them and the output."""
+    recorder = SwitchRecorder()
+    with recorder:
+        out = model(x)
+    return recorder.switches, out
+
+
+def kink_free_nudge(model: nn.Module, x0: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Return int16 ``nudge`` such that ``apply_nudge(x0, nudge)`` keeps every switch at least
+    ``KINK_MARGIN`` from its kink (float64), and a summary.
+
+    Each round measures the margins in float64. Every switch found closer than
+    ``KINK_MARGIN`` joins the constrained set; the constrained switches closer than
+    ``HOLD * KINK_TARGET`` are pushed to ``KINK_TARGET`` (or held where they already are) by
+    the least-norm input change of the network linearised at the input, image by image:
+    ``dx = G^T (G G^T + r I)^-1 w``, one row of ``G`` per switch (its float32 input
+    gradient, computed when it joins), ``r = NUDGE_RIDGE * trace(G G^T) / rows`` (neighbouring
+    switches can have near-equal rows). A least-norm change spreads over all pixels, so it
+    moves the other switches by a small fraction of the push and the rounds converge; it is
+    quantised to ``NUDGE_QUANTUM`` and the margins re-measured.
+    """
+    model64 = copy.deepcopy(model).double()
+    nudge = np.zeros(x0.shape, dtype=np.int64)
+    rows: dict[tuple[int, tuple[int, ...]], np.ndarray | None] = {}
+    first: dict[str, Any] = {}
+    for rnd in range(MAX_NUDGE_ROUNDS):
+        x = apply_nudge(x0, nudge)
+        with torch.no_grad():
+            switches, out = record_switches(model64, torch.from_numpy(x).double())
+            plain = model64(torch.from_numpy(x).double())
+        if not torch.equal(out, plain):
+            raise RuntimeError("recording the switches changed the model's output")
+        if not switches:  # a smooth network (GELU, SiLU, no max-pool): nothing to clear
+            return np.zeros(x0.shape, np.int16), {"switch_tensors": 0, "rounds": 0, "nudged_values": 0}
+        margins = [sw.margin() for sw in switches]
+        # A switch no input moves (a depthwise conv of inputs all clipped to 0 or 6: its BatchNorm
+        # shift) is computed from constants alone: its float32 error is ~1e-7 of its own size,
+        # not of its tensor's, so it keeps its side; it is reported, not nudged.
+        fixed = {k for k, row in rows.items() if row is not None and not row.any()}
+        for i, idx in fixed:
+            margins[i][0][idx] = math.inf
+        worst = min(float(m.min()) for m, _ in margins)
+        close = [
+            (i, tuple(int(j) for j in idx)) for i, (m, _) in enumerate(margins)
+            for idx in torch.nonzero(m < KINK_MARGIN)
+        ]  # fmt: skip
+        if not first:
+            first = {"switch_tensors": len(switches), "switch_values": sum(int(m.numel()) for m, _ in margins),
+                     "close_at_recipe_input": len(close), "min_margin_at_recipe_input": worst}  # fmt: skip
+        print(f"  nudge round {rnd}: {len(close)} switches closer than {KINK_MARGIN:g} (min margin "
+              f"{worst:.2e}), {len(rows)} constrained, {len(fixed)} input-independent", flush=True)  # fmt: skip
+        if not close:
+            kinds: dict[str, float] = {}
+            for sw, (m, _) in zip(switches, margins, strict=True):
+                kinds[sw.kind] = min(kinds.get(sw.kind, math.inf), float(m.min()))
+            const = [float(switches[i].margin()[0][idx]) for i, idx in fixed]
+            return nudge.astype(np.int16), {
+                **first, "rounds": rnd, "constrained": len(rows), "min_margin": worst,
+                "min_margin_by_kind": kinds, "input_independent": len(fixed),
+                "input_independent_min_margin": min(const, default=None),
+                "nudged_values": int(np.count_nonzero(nudge)),
+                "max_abs_nudge": float(np.abs(nudge).max()) * NUDGE_QUANTUM,
+            }  # fmt: skip
+        for key in close:
+            rows.setdefault(key, None)
+        for n in range(x.shape[0]):
+            cons = [k for k in rows if k[1][0] == n and float(margins[k[0]][0][k[1]]) < HOLD * KINK_TARGET]
+            need = [k for k in cons if rows[k] is None]
+            if need:
+                xt = torch.from_numpy(x[n : n + 1].copy()).requires_grad_(True)
+                graph, _ = record_switches(model, xt)
+                for i, idx in need:
+                    (g,) = torch.autograd.grad(graph[i].value[(0, *idx[1:])], xt, retain_graph=True)
+                    rows[(i, idx)] = g.double().numpy().ravel()
+                del graph
+            cons = [k for k in cons if rows[k].any()]  # type: ignore[union-attr]  # no input moves it: no flip either
+            if not cons:
+                continue
+            g_mat = np.stack([rows[k] for k in cons])  # type: ignore[misc]
+            want = np.asarray([switches[i].push(idx, margins[i][1], KINK_TARGET) for i, idx in cons])
+            gram = g_mat @ g_mat.T
+            ridge = NUDGE_RIDGE * float(np.trace(gram)) / len(cons)
+            dx = g_mat.T @ np.linalg.solve(gram + ridge * np.eye(len(cons)), want)
+            nudge[n] += np.rint(dx / NUDGE_QUANTUM).reshape(x.shape[1:]).astype(np.int64)
+        if np.abs(nudge).max() >= 2**15:
+            raise RuntimeError("the input nudge left the int16 range")
+    raise RuntimeError(f"no kink-free input after {MAX_NUDGE_ROUNDS} rounds")
+
+
+def references(
+    name: str, model: nn.Module, x: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
+    """Return the float64 references (all targets, full), the seeds, and per stored array the
+    error of PyTorch's float32 autograd relative to the array's maximum (a measurement of
+    float32 rounding on the kink-free input; ~1e-6)."""
+    arch = ARCHS[name]
     with torch.no_grad():
         shape = model(torch.from_numpy(x)).shape
     onehot = np.zeros(shape, dtype=np.float32)
@@ -388,20 +612,16 @@ def references(name: str, arch: Arch) -> tuple[nn.Module, dict[str, Any], dict[s
     paths = {"last": arch.target_module, "mid": arch.mid_module, "input": ""}
     full_ref = reference(model, x, paths, seeds)
     ref = stored_arrays(full_ref)
-    sensitivity = dict.fromkeys(ref, 0.0)
-    for probe, dtype in enumerate(PROBES):
-        bump = recipe_values(x.shape, _seed(f"bump/{name}/{probe}"), 1e-6) if probe else 0.0
-        other = stored_arrays(reference(model, x + bump, paths, seeds, dtype))
-        for key, value in other.items():
-            sensitivity[key] = max(sensitivity[key], _rel_err(value, ref[key]))
-    return model, input_spec, full_ref, sensitivity
+    f32 = stored_arrays(reference(model, x, paths, seeds, torch.float32))
+    return full_ref, seeds, {key: _rel_err(f32[key], ref[key]) for key in ref}
 
 
 def make(name: str, arch: Arch, out: Path) -> dict[str, Any]:
     """Build, export, strip and verify one architecture; write its three golden files."""
-    model, input_spec, full_ref, sensitivity = references(name, arch)
-    x = recipe_from_spec(input_spec)
-    specs = apply_recipes(model, torch.from_numpy(x))
+    model, specs, input_spec = build_model(name)
+    nudge, kinks = kink_free_nudge(model, recipe_from_spec(input_spec))
+    x = apply_nudge(recipe_from_spec(input_spec), nudge)
+    full_ref, _, float32_error = references(name, model, x)
     full = export_onnx(model, torch.from_numpy(x))
     stripped, manifest_inits = strip_initializers(full, specs)
     ref = stored_arrays(full_ref)
@@ -418,6 +638,14 @@ def make(name: str, arch: Arch, out: Path) -> dict[str, Any]:
         "deep_sample": DEEP_SAMPLE,
         "onehot_class": ONEHOT_CLASS,
         "input": input_spec,
+        "input_nudge": {
+            "quantum": NUDGE_QUANTUM,
+            "margin": KINK_MARGIN,
+            "target": KINK_TARGET,
+            "hold": HOLD,
+            "ridge": NUDGE_RIDGE,
+            **kinks,
+        },
         "seed_random": seed_spec,
         "generator": {
             "tool": "tools/make_autograd_golden.py",
@@ -428,7 +656,7 @@ def make(name: str, arch: Arch, out: Path) -> dict[str, Any]:
             "exporter": "torch.onnx.export(dynamo=False, do_constant_folding=False)",
             "reference": "float64 torch autograd",
         },
-        "sensitivity": sensitivity,
+        "torch_float32_error": float32_error,
         "initializers": manifest_inits,
     }
     rebuilt = rebuild_model(stripped, manifest)
@@ -448,7 +676,7 @@ def make(name: str, arch: Arch, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(stripped, str(out / f"{name}.onnx"))
     (out / f"{name}.json").write_text(dump_manifest(manifest))
-    np.savez_compressed(out / f"{name}.npz", **{k: v.astype(np.float32) for k, v in ref.items()})
+    save_npz(out / f"{name}.npz", {**{k: v.astype(np.float32) for k, v in ref.items()}, "input_nudge": nudge})
     return {
         "arch": name,
         "target": target,
@@ -459,7 +687,9 @@ def make(name: str, arch: Arch, out: Path) -> dict[str, Any]:
         "grad_max": float(np.abs(ref["grad_random"]).max()),
         "input_grad_max": float(np.abs(ref["input_grad_random"]).max()),
         "ort_logits_err": float(np.abs(got_logits - ref["logits"]).max() / scale),
-        "sensitivity": max(sensitivity.values()),
+        "kink_min_margin": kinks.get("min_margin", "none"),
+        "nudged": kinks["nudged_values"],
+        "torch_f32_err": max(float32_error.values()),
         "onnx_kb": (out / f"{name}.onnx").stat().st_size / 1024,
         "n_recipes": len(manifest_inits),
     }
@@ -473,7 +703,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
-          f"onnx {onnx.__version__}, onnxruntime {ort.__version__}, batch {BATCH}")  # fmt: skip
+          f"onnx {onnx.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}; "
+          f"batch {BATCH}, opset {OPSET}, one-hot class {ONEHOT_CLASS}, deep sample {DEEP_SAMPLE}; "
+          f"kink margin {KINK_MARGIN:g}, nudge target {KINK_TARGET:g} (hold below {HOLD:g}x, ridge {NUDGE_RIDGE:g}), "
+          f"nudge quantum 2^{math.log2(NUDGE_QUANTUM):.0f}, "
+          f"{torch.get_num_threads()} threads; archs {args.arch} -> {args.out}")  # fmt: skip
     for name in args.arch:
         t0 = time.perf_counter()
         info = make(name, ARCHS[name], args.out)

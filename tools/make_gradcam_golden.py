@@ -8,10 +8,13 @@ torchvision network with the same recipe weights (that tool's builders and
 ViT cases use pytorch-grad-cam's documented ``reshape_transform`` (drop the class token,
 tokens to the 4x4 grid, NHWC to NCHW).
 
-Each case stores its float32 maps (N, H, W), the ONNX tensor names of its target layers
+Each case stores its whole maps (N, H, W) with ``tests/golden_models.encode_maps`` (24-bit
+fixed point, error <= 3e-8, predictor + LZMA), the ONNX tensor names of its target layers
 (each located by value in the exported graph, as the autograd tool does), the classes
 explained and whether they were explicit. ``tests/api/test_parity_pytorch_grad_cam.py``
 replays the cases with ``camcore.GradCAM`` on the recipe-rebuilt ONNX model, without torch.
+The network is the autograd tool's (``build_model``: recipes, BatchNorm calibrated on the
+recipe input) and the input is the golden one (the recipe plus its kink-clearing nudge).
 
 Two pytorch-grad-cam behaviours are worked around, both outside the CAM method itself:
 
@@ -24,13 +27,19 @@ Two pytorch-grad-cam behaviours are worked around, both outside the CAM method i
 * a targets list is ``zip``-ed with the batch, so one target for two images explains
   the first image only; every case passes one target per image.
 
-For ``--methods`` the ViT AblationCAM cases use ``AblationLayerVit`` with the minimum taken
-once per ablation batch (``FixedValueAblationLayerVit``): the stock layer lowers the value
-by a further 1e7 for each earlier row, in place (on ``ln_1`` that moves the map by ~1e-5).
+For ``--methods`` (every method camcore shares with pytorch-grad-cam, on ResNet-18,
+DenseNet-121, MobileNetV3-small and ViT-Ti/16) the AblationCAM cases use ablation layers
+with the minimum taken once per ablation batch (``FixedValueAblationLayer`` and
+``FixedValueAblationLayerVit``): the stock layers lower the value by a further 1e7 for each
+earlier row, in place, wherever the layer has negative values (ViT's ``ln_1``, DenseNet's
+``norm5``, MobileNetV3's hard-swish ``features.12``); on post-ReLU layers (ResNet-18's) the
+value is 0 either way.
 
 Usage::
 
     /work/xcenv/bin/python tools/make_gradcam_golden.py [--arch resnet18 ...] [--out DIR]
+    /work/xcenv/bin/python tools/make_gradcam_golden.py --methods [resnet18 ...]
+    /work/xcenv/bin/python tools/make_gradcam_golden.py --metrics
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -55,7 +65,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.golden_models import load_golden, load_manifest  # noqa: E402
+from tests.golden_models import encode_maps, load_golden, load_manifest, save_npz  # noqa: E402
 
 
 def _load_autograd_tool() -> ModuleType:
@@ -140,9 +150,7 @@ def build(name: str) -> tuple[nn.Module, np.ndarray]:
     """Return the recipe-weighted torch model of ``name`` and the golden input."""
     _, arrays, _ = load_golden(name)
     x = arrays["input"]
-    torch.manual_seed(0)
-    model = mag.ARCHS[name].build().eval()
-    mag.apply_recipes(model, torch.from_numpy(x))
+    model, _, _ = mag.build_model(name)
     with torch.no_grad():
         logits = model(torch.from_numpy(x)).numpy()
     scale = float(np.abs(arrays["logits"]).max())
@@ -252,7 +260,7 @@ def make(name: str, out: Path) -> dict[str, Any]:
             err = float(np.abs(acts[0] - golden_act).max() / np.abs(golden_act).max())
             if err > 1e-4:
                 raise RuntimeError(f"{name} {case.name}: saved activation off by {err:.2e}")
-        arrays[f"{case.name}__maps"] = maps
+        arrays[f"{case.name}__maps"] = encode_maps(maps)
         arrays[f"{case.name}__layers"] = np.asarray([tensors[p] for p in case.modules])
         arrays[f"{case.name}__classes"] = classes
         arrays[f"{case.name}__explicit"] = np.asarray(case.classes is not None)
@@ -262,17 +270,12 @@ def make(name: str, out: Path) -> dict[str, Any]:
             summary[case.name] += f" unpatched_diff={alias:.3g}"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"gradcam_{name}.npz"
-    np.savez_compressed(path, **arrays)
+    save_npz(path, arrays)
     summary["kb"] = round(path.stat().st_size / 1024, 1)
     return summary
 
 
 # ---------------------------------------------------------------------- every method
-#: Every map is stored at a stride of 4 pixels (offset 1) to keep the files small; the
-#: bilinear upsampling from the layer grid means any real difference shows on that grid.
-STRIDE = 4
-
-
 @dataclass(frozen=True)
 class MethodCase:
     """One pytorch-grad-cam method call, stored as ``methods_<arch>.npz`` entries ``<name>__*``.
@@ -291,7 +294,8 @@ class MethodCase:
 
 
 def _cases(layer: str, *, conv: bool, extra: tuple[MethodCase, ...] = ()) -> list[MethodCase]:
-    """The common cases; ``conv``: a CNN (FullGrad and SESS: pytorch-grad-cam applies the ViT
+    """The common cases: every layer method top-1, target and smoothing variants, FEM's k;
+    ``conv``: a CNN, adding SESS and FullGrad (pytorch-grad-cam applies the ViT
     ``reshape_transform`` to FullGrad's conv bias layers too, which fails)."""
     m = (layer,)
     cases = [MethodCase(k.lower(), k, m) for k in (
@@ -334,11 +338,32 @@ METHOD_CASES: dict[str, list[MethodCase]] = {
             MethodCase("ablationcam_classes", "AblationCAM", (VIT_LN,), target="classes"),
         ),
     ),
-    "mobilenet_v3_small": [
-        MethodCase("shapleycam", "ShapleyCAM", ("features.12",)),
-        MethodCase("shapleycam_classes", "ShapleyCAM", ("features.12",), target="classes"),
-        MethodCase("gradcam", "GradCAM", ("features.12",)),
-    ],
+    # ScoreCAM runs the whole network once per channel: on DenseNet it explains
+    # ``transition1`` (128 channels) rather than ``norm5`` (1024, 35 s per case in camcore).
+    "densenet121": _cases(
+        "features.norm5",
+        conv=True,
+        extra=(
+            MethodCase("refinecam", "RefineCAM", ("features.denseblock3", "features.norm5")),
+            MethodCase("scorecam", "ScoreCAM", ("features.transition1",)),
+            MethodCase("scorecam_classes", "ScoreCAM", ("features.transition1",), target="classes"),
+            MethodCase("ablationcam", "AblationCAM", ("features.norm5",)),
+            MethodCase("ablationcam_classes", "AblationCAM", ("features.norm5",), target="classes"),
+        ),
+    ),
+    # ShapleyCAM goes through hard-swish curvature here.
+    "mobilenet_v3_small": _cases(
+        "features.12",
+        conv=True,
+        extra=(
+            MethodCase("shapleycam_classes", "ShapleyCAM", ("features.12",), target="classes"),
+            MethodCase("refinecam", "RefineCAM", ("features.8", "features.12")),
+            MethodCase("scorecam", "ScoreCAM", ("features.12",)),
+            MethodCase("scorecam_classes", "ScoreCAM", ("features.12",), target="classes"),
+            MethodCase("ablationcam", "AblationCAM", ("features.12",)),
+            MethodCase("ablationcam_classes", "AblationCAM", ("features.12",), target="classes"),
+        ),
+    ),
 }
 
 
@@ -359,6 +384,21 @@ class ReshapedShapleyCAM(pgc.ShapleyCAM):
         acts = self.activations_and_grads.reshape_transform(activations).detach().cpu().numpy()
         weighted = weights[:, :, None, None] * acts
         return pgc.utils.svd_on_activations.get_2d_projection(weighted) if eigen_smooth else weighted.sum(axis=1)
+
+
+class FixedValueAblationLayer(pgc.ablation_layer.AblationLayer):
+    """pytorch-grad-cam 1.5.7's ``AblationLayer`` takes ``torch.min(output)`` again for each row
+    of an ablation batch after the earlier rows were set in place, so row r gets
+    ``min - (r + 1)·1e7`` when the minimum is not 0. This takes the minimum once per batch, so
+    every ablated channel gets ``min - 1e7`` (0 if the minimum is 0), as camcore."""
+
+    def __call__(self, x):  # type: ignore[no-untyped-def]
+        output = self.activations
+        lo = torch.min(output)
+        value = 0.0 if lo == 0 else lo - 1e7
+        for i in range(output.size(0)):
+            output[i, self.indices[i], :] = value
+        return output
 
 
 class FixedValueAblationLayerVit(pgc.ablation_layer.AblationLayerVit):
@@ -385,8 +425,8 @@ def run_method(
         cls = ReshapedShapleyCAM
     layers = [model.get_submodule(p) for p in case.modules]
     options = dict(case.options)
-    if case.method == "AblationCAM" and reshape is not None:
-        options["ablation_layer"] = FixedValueAblationLayerVit()
+    if case.method == "AblationCAM":
+        options["ablation_layer"] = FixedValueAblationLayerVit() if reshape is not None else FixedValueAblationLayer()
     cam = cls(model=model, target_layers=layers, reshape_transform=reshape, **options)
     hooked = layers
     if case.method == "FullGrad":
@@ -414,7 +454,10 @@ def run_guided(model: nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def make_methods(name: str, out: Path) -> dict[str, Any]:
-    """Every method case of ``name``; writes ``methods_<name>.npz``."""
+    """Every method case of ``name``; writes ``methods_<name>.npz``: per case its whole maps
+    (``encode_maps``, entry ``<case>``), ``guided`` (ResNet-18's guided backprop, channels
+    first) and ``meta``, one JSON string: generator, explicit classes, and per case the
+    method, its target layers (ONNX names), target kind, smoothing flags and options."""
     model, x = build(name)
     cases = METHOD_CASES[name]
     paths = sorted({p for case in cases for p in case.modules})
@@ -423,27 +466,25 @@ def make_methods(name: str, out: Path) -> dict[str, Any]:
     if name.startswith("vit"):
         grid = x.shape[-1] // 16
         reshape = vit_reshape_transform(grid, grid)
-    arrays: dict[str, np.ndarray] = {
-        "cases": np.asarray([c.name for c in cases]),
-        "generator": np.asarray(GENERATOR),
-        "stride": np.asarray(STRIDE),
-        "classes": np.asarray(CLASSES),
-    }
+    meta: dict[str, Any] = {"generator": GENERATOR, "classes": list(CLASSES), "cases": {}}
+    arrays: dict[str, np.ndarray] = {}
     for case in cases:
         torch.manual_seed(0)
+        t0 = time.perf_counter()
         maps = run_method(model, x, case, reshape)
-        arrays[f"{case.name}__maps"] = maps[:, 1::STRIDE, 1::STRIDE]
-        arrays[f"{case.name}__method"] = np.asarray(case.method)
-        arrays[f"{case.name}__layers"] = np.asarray([tensors[p] for p in case.modules])
-        arrays[f"{case.name}__target"] = np.asarray(case.target or "")
-        arrays[f"{case.name}__aug_smooth"] = np.asarray(case.aug_smooth)
-        arrays[f"{case.name}__eigen_smooth"] = np.asarray(case.eigen_smooth)
-        arrays[f"{case.name}__options"] = np.asarray(repr(dict(case.options)))
-    if name == "resnet18":
-        arrays["guided__gb"] = run_guided(model, x)[:, 1::STRIDE, 1::STRIDE]
+        print(f"  {name} {case.name}: {case.method} {case.modules} max {maps.max():.3g}, "
+              f"{time.perf_counter() - t0:.1f}s", flush=True)  # fmt: skip
+        arrays[case.name] = encode_maps(maps)
+        meta["cases"][case.name] = {
+            "method": case.method, "layers": [tensors[p] for p in case.modules], "target": case.target or "",
+            "aug_smooth": case.aug_smooth, "eigen_smooth": case.eigen_smooth, "options": dict(case.options),
+        }  # fmt: skip
+    if name == "resnet18":  # (N, H, W, C), stored channels first: the predictor runs over (H, W)
+        arrays["guided"] = encode_maps(run_guided(model, x).transpose(0, 3, 1, 2))
+    arrays["meta"] = np.asarray(json.dumps(meta, sort_keys=True))
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"methods_{name}.npz"
-    np.savez_compressed(path, **arrays)
+    save_npz(path, arrays)
     return {"arch": name, "cases": len(cases), "kb": round(path.stat().st_size / 1024, 1)}
 
 
@@ -490,13 +531,23 @@ def make_metrics(name: str, out: Path) -> dict[str, Any]:
     arrays["morf_avg"] = road.ROADMostRelevantFirstAverage([20, 50, 80])(xt, cams, targets, model)
     arrays["lerf_avg"] = road.ROADLeastRelevantFirstAverage([20, 50, 80])(xt, cams, targets, model)
     arrays["combined"] = road.ROADCombined([30, 70])(xt, cams, targets, model)
+    # ARCC takes the harmonic mean with ROAD clipped to [0, 1]: with the maps above ROAD is
+    # negative and ARCC a constant 3e-8, so it gets maps for which ROAD is positive on this
+    # random-weights network, the inverted Grad-CAM maps (stored as uint8).
     gradcam = GradCAM(model=model, target_layers=[model.layer4])
-    arrays["arcc"] = np.asarray(ARCC(gradcam, road_percentiles=[20, 80])(xt, cams, targets, model), np.float32)
+    arcc_q = 255 - np.round(255 * gradcam(input_tensor=xt, targets=targets)).astype(np.uint8)
     gradcam.activations_and_grads.release()
+    arcc_cams = arcc_q.astype(np.float32) / np.float32(255)
+    arrays["arcc_cams_u8"] = arcc_q
+    gradcam = GradCAM(model=model, target_layers=[model.layer4])
+    arrays["arcc"] = np.asarray(ARCC(gradcam, road_percentiles=[20, 80])(xt, arcc_cams, targets, model), np.float32)
+    gradcam.activations_and_grads.release()
+    if not (arrays["arcc"] > 1e-3).all():
+        raise RuntimeError(f"ARCC {arrays['arcc']} is degenerate (ROAD clipped to 0)")
     arrays["arcc_layers"] = np.asarray([onnx_names(name, model, x, ["layer4"])["layer4"]])
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"metrics_{name}.npz"
-    np.savez_compressed(path, **arrays)
+    save_npz(path, arrays)
     return {"arch": name, "kb": round(path.stat().st_size / 1024, 1)}
 
 
@@ -511,6 +562,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     print(GENERATOR)
+    print(f"numpy {np.__version__}; explicit classes {CLASSES}; min top-1 gap {MIN_TOP1_GAP:g}; "
+          f"{torch.get_num_threads()} threads; "
+          + ("metrics: resnet18" if args.metrics else
+             f"methods: {args.methods or sorted(METHOD_CASES)}" if args.methods is not None else
+             f"gradcam: {args.arch}") + f" -> {args.out}")  # fmt: skip
     if args.metrics:
         print(make_metrics("resnet18", args.out))
         return 0

@@ -6,14 +6,17 @@ references of the logits, of a target activation and of its gradient for two see
 one-hot class and a random vector). Nothing here needs torch: the weights are rebuilt
 from their recipes by ``tests/golden_models.py``.
 
-Tolerances: an array passes when ``|got - want| <= RTOL |want| + atol`` with
-``atol = max(ATOL_FRAC, KINK_FACTOR * sensitivity) * max|want|``. The reference is
-float64 and camcore runs in float32, so smooth arrays differ by accumulated rounding
-(~1e-6 of the maximum). Networks with millions of ReLU/max-pool/clip inputs always hold
-some within rounding of their switch point, and a float32 run flips a few: gradients
-that flow back through the high-resolution stem then jump by up to a few percent. The
-tool records each array's ``sensitivity``, its largest move under float32 and 1e-6 input
-perturbations in PyTorch; it is ~1e-6 for smooth arrays, which keep the strict bound.
+The golden input is kink-free: the tool nudged it until every switch of the network (each
+ReLU, ReLU6/clip, hard-swish and hard-sigmoid input, each max-pool window's choice) is at
+least 2e-5 of its tensor's maximum from its kink, in float64, while a float32 forward pass
+moves those values by at most 1.7e-6 of it (measured in PyTorch). So camcore's float32 run
+takes every switch the way the float64 reference does, and every array here is a smooth
+function of float32 rounding.
+
+Tolerances: an array passes when ``max|got - want| <= tol * max|want|``. ``TOLERANCE`` holds
+``tol`` per array, about ten times the largest error observed over the architectures
+(``python -m pytest tests/graph/test_crosscheck_autograd.py -q -s`` prints them); the manifest's
+``torch_float32_error`` records the same figure for PyTorch's own float32 autograd.
 """
 
 from __future__ import annotations
@@ -27,12 +30,32 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from tests.golden_models import golden_architectures, load_golden, load_manifest, sample_flat
+from tests.golden_models import (
+    GOLDEN_DIR,
+    golden_architectures,
+    load_golden,
+    load_manifest,
+    recipe_from_spec,
+    sample_flat,
+)
 
 ARCHS = golden_architectures()
-RTOL = 1e-4
-ATOL_FRAC = 1e-4
-KINK_FACTOR = 3.0
+#: Largest ``max|got - want| / max|want|`` per golden array, about ten times the largest
+#: error observed (float32 accumulation against the float64 reference).
+TOLERANCE: dict[str, float] = {
+    # observed maxima over the 8 networks (camcore float32 vs float64 autograd), per array:
+    "logits": 1e-5,  # 1.4e-6 (EfficientNet-B0)
+    "activation": 2e-5,  # 2.1e-6 (EfficientNet-B0's SiLU stack)
+    "grad_onehot": 5e-6,  # 5.2e-7 (VGG-11-BN); exact (0) on the linear heads after pooling
+    "grad_random": 5e-6,  # 5.7e-7 (MobileNetV3-small)
+    "mid_activation": 1e-5,  # 9.4e-7 (EfficientNet-B0)
+    "mid_grad_random": 3e-5,  # 3.2e-6 (EfficientNet-B0, back through 11 blocks)
+    "input_grad_random": 2e-5,  # 1.8e-6 (EfficientNet-B0); 1.4e-6 MobileNetV3-small, 6e-7 DenseNet-121
+}
+#: (arch, array) -> (tolerance, reason) where one architecture needs more than ``TOLERANCE``.
+SPECIAL: dict[tuple[str, str], tuple[float, str]] = {}
+#: Smallest kink margin the tool must have reached (relative to each switch tensor's maximum).
+KINK_MARGIN = 2e-5
 
 
 @dataclass
@@ -47,8 +70,8 @@ class Golden:
 
     def check(self, got: np.ndarray, key: str, what: str = "") -> None:
         """Compare ``got`` with the golden array ``key`` at that array's tolerance."""
-        sensitivity = self.manifest["sensitivity"][key]
-        assert_matches(got, self.arrays[key], f"{self.arch} {what or key}", sensitivity)
+        tol = SPECIAL.get((self.arch, key), (TOLERANCE[key], ""))[0]
+        assert_matches(got, self.arrays[key], f"{self.arch} {what or key}", tol)
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -71,29 +94,44 @@ def rel_err(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got.astype(np.float64) - want).max() / np.abs(want).max())
 
 
-def assert_matches(got: np.ndarray, want: np.ndarray, what: str, sensitivity: float = 0.0) -> None:
-    """Assert ``got`` is ``want`` within ``RTOL`` and a fraction of its max magnitude.
-
-    The fraction is ``ATOL_FRAC``, or ``KINK_FACTOR`` times the array's recorded kink
-    sensitivity where that is larger (see the module docstring).
-    """
+def assert_matches(got: np.ndarray, want: np.ndarray, what: str, tol: float) -> None:
+    """Assert ``max|got - want| <= tol * max|want|`` (and equal shapes, finite values)."""
     assert got.shape == want.shape, f"{what}: shape {got.shape} != reference {want.shape}"
     assert np.isfinite(got).all(), f"{what}: non-finite values"
-    atol = max(ATOL_FRAC, KINK_FACTOR * sensitivity) * float(np.abs(want).max())
-    bad = np.abs(got - want) > RTOL * np.abs(want) + atol
-    assert not bad.any(), (
-        f"{what}: {int(bad.sum())}/{bad.size} elements off; max error "
-        f"{rel_err(got, want):.2e} of max|ref| (tolerance rtol={RTOL}, atol={atol:.2e})"
-    )
+    err = rel_err(got, want)
+    print(f"{what}: max error {err:.2e} of max|ref| (tolerance {tol:.0e})")
+    assert err <= tol, f"{what}: max error {err:.2e} of max|ref| > tolerance {tol:.0e}"
 
 
 def test_golden_files_are_small() -> None:
     """The golden directory stays light enough to live in the repository."""
-    from tests.golden_models import GOLDEN_DIR
-
     total = sum(p.stat().st_size for p in GOLDEN_DIR.iterdir())
-    assert total < 3 * 2**20, f"tests/golden holds {total / 2**20:.1f} MiB"
+    assert total < 3.5 * 2**20, f"tests/golden holds {total / 2**20:.2f} MiB"
     assert len(ARCHS) >= 7, f"golden architectures: {ARCHS}"
+
+
+def test_golden_input_is_kink_free(golden: Golden) -> None:
+    """The manifest records the switch margins the tool reached on the stored input, and the
+    stored input is the recipe plus that nudge (smooth networks have no switches to clear)."""
+    nudge = golden.manifest["input_nudge"]
+    recipe = recipe_from_spec(golden.manifest["input"])
+    moved = int(np.count_nonzero(golden.arrays["input"] != recipe))
+    if nudge["switch_tensors"] == 0:
+        assert moved == 0 and nudge["nudged_values"] == 0
+        return
+    assert nudge["margin"] >= KINK_MARGIN and nudge["min_margin"] >= nudge["margin"], nudge
+    assert 0 < moved <= nudge["nudged_values"]
+    assert float(np.abs(golden.arrays["input"] - recipe).max()) <= 1.01 * nudge["max_abs_nudge"]
+
+
+def test_tolerances_are_consistent() -> None:
+    """Every array has a tolerance; special ones name real architectures and are looser."""
+    assert set(TOLERANCE) == {
+        "logits", "activation", "grad_onehot", "grad_random", "mid_activation", "mid_grad_random",
+        "input_grad_random",
+    }  # fmt: skip
+    for (arch, key), (tol, why) in SPECIAL.items():
+        assert arch in ARCHS and tol > TOLERANCE[key] and why, (arch, key)
 
 
 def test_rebuilt_model_reproduces_reference(golden: Golden) -> None:
@@ -181,8 +219,8 @@ def deep_run(golden: Golden) -> dict[str, np.ndarray]:
 def test_deep_gradient_matches_autograd(golden: Golden, deep_run: dict[str, np.ndarray], key: str) -> None:
     """Gradients that flow back through the whole network (a mid layer, the input) match.
 
-    The arrays are ``sample_flat`` samples; the golden input was chosen so that neither
-    float32 rounding nor a 1e-6 input perturbation flips a ReLU or max-pool switch.
+    The arrays are ``sample_flat`` samples; the golden input is kink-free (module
+    docstring), so no float32 rounding flips a ReLU, clip, hard-swish or max-pool switch.
     """
     golden.check(deep_run[key], key)
 
@@ -199,13 +237,11 @@ def test_torch_live_gradient_matches_golden() -> None:
     import make_autograd_golden as tool
 
     manifest = load_manifest("resnet18")
-    model = tool.ARCHS["resnet18"].build().eval()
+    model, _, _ = tool.build_model("resnet18")
     _, arrays, _ = load_golden("resnet18")
-    import torch
-
-    tool.apply_recipes(model, torch.from_numpy(arrays["input"]))
     seeds = {"onehot": arrays["seed_onehot"], "random": arrays["seed_random"]}
     paths = {"last": manifest["target_module"], "mid": manifest["deep_modules"]["mid"], "input": ""}
     live = tool.stored_arrays(tool.reference(model, arrays["input"], paths, seeds))
     for key, want in live.items():
-        assert_matches(want.astype(np.float32), arrays[key], f"live resnet18 {key}")
+        # the live reference is float64 like the stored one, which is float32: rounding only
+        assert_matches(want.astype(np.float32), arrays[key], f"live resnet18 {key}", 1e-6)

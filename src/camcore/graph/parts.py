@@ -19,15 +19,22 @@ def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 
 
 def _constant(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    """The value of ``name`` if it is an initializer or a Constant, also through Identity
+    nodes: the TorchScript exporter stores equal initializers once and feeds every other
+    user through an Identity (all BatchNorm scales of one width at their init value, 1)."""
     inits = _initializers(model)
-    if name in inits:
-        return numpy_helper.to_array(inits[name])
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output[0] == name:
+    producers = {out: node for node in model.graph.node for out in node.output}
+    while name not in inits:
+        node = producers.get(name)
+        if node is None or node.op_type not in ("Identity", "Constant"):
+            return None
+        if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value":
                     return numpy_helper.to_array(attr.t)
-    return None
+            return None
+        name = node.input[0]
+    return numpy_helper.to_array(inits[name])
 
 
 def bias_terms(model: onnx.ModelProto, info: dict[str, TensorInfo]) -> list[tuple[str, np.ndarray]]:

@@ -43,6 +43,13 @@ def fullgrad(context: MethodContext, feeds: Feeds, targets: Sequence[Any] | None
     1/8 of the input size, as pytorch-grad-cam does, but at 2 × 2 at least (below 16 px its 1/8
     is a single pixel, whose projection is 0 everywhere).
 
+    Every term flows back through every ReLU below it, and each plane is scaled by its
+    single largest value, so FullGrad is sensitive to float32 rounding at ReLU kinks: a
+    pre-activation within rounding of 0 can take the other side in onnxruntime than in
+    PyTorch and move the whole map (by 8.6e-3 on a randomly initialised ResNet-18 at 224²,
+    from one ReLU input at −2.5e-7 in float64 that onnxruntime computes as +6.0e-7; fed
+    that one value, pytorch-grad-cam in float64 gives camcore's map to 6e-7).
+
     Example:
         >>> maps = camcore.FullGrad("resnet18.onnx")(x)  # doctest: +SKIP
     """
