@@ -57,7 +57,7 @@ def fullgrad(context: MethodContext, feeds: Feeds, targets: Sequence[Any] | None
     name, x = engine.image_input(feeds)
     if engine.input_layout != "NCHW":
         raise CamcoreError("FullGrad needs an NCHW image input (its input-gradient term is per channel plane)")
-    terms = engine.bias_terms()
+    terms = [(tensor, bias) for tensor, bias in engine.bias_terms() if np.any(bias)]  # a zero bias adds 0
     size = (int(x.shape[2]), int(x.shape[3]))
     res = context.run(feeds, targets, layers=[], gradients=False, extra=[name, *(t for t, _ in terms)])
     parts = [scale_planes(np.abs(res.extra[name] * x), size)]
