@@ -500,17 +500,21 @@ class Engine:
             return per_image(targets, n)
         return top1_targets(self.outputs_of(feeds, layers))
 
-    def scores(self, feeds: Feeds, targets: Sequence[Target] | None, batch_size: int = 32) -> np.ndarray:
+    def scores(
+        self, feeds: Feeds, targets: Sequence[Target] | None, batch_size: int = 32, layers: Sequence[str] = ()
+    ) -> np.ndarray:
         """Forward only, ``batch_size`` rows at a time: the target score per image, (N,).
 
-        With ``targets=None`` the score is the top-1 logit.
+        With ``targets=None`` the score is the top-1 logit. ``layers``: the method's layers, so that
+        the runs share the forward session of its other runs (each session's idle threads spin for
+        a while after a run and slow the next session's run on a small machine).
         """
         n = self.batch_of(feeds)
         checked = None if targets is None else per_image(targets, n)
         out = []
         for s in range(0, n, batch_size):
             part = {k: v[s : s + batch_size] for k, v in feeds.items()}
-            rows = self.outputs_of(part)
+            rows = self.outputs_of(part, layers)
             for j, row in enumerate(rows):
                 out.append(float(np.max(row)) if checked is None else float(checked[s + j](row)))
         return np.asarray(out, dtype=np.float64)

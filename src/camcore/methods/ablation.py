@@ -82,7 +82,7 @@ def ablationcam(
     """
     engine, batch_size = context.engine, context.batch_size
     ts = engine.targets_for(feeds, targets, context.layers)
-    original = engine.scores(feeds, ts, batch_size)
+    original = engine.scores(feeds, ts, batch_size, context.layers)
     res = context.run(feeds, ts, gradients=False)
     layer_maps = []
     for layer in context.layers:

@@ -189,7 +189,7 @@ def _image_scores(
         count = 0
         for m in samples(masks, grid_hw):
             np.multiply(img, m[:, None], out=buf[:b])
-            total += context.engine.scores(batch, [target] * b, b)
+            total += context.engine.scores(batch, [target] * b, b, context.layers)
             count += 1
         out[s : s + b] = total / count
     return out
