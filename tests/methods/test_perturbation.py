@@ -112,9 +112,9 @@ def test_scorecam_topk_scores_only_k_channels() -> None:
     cam = camcore.ScoreCAM(model, ["feat"], top_k=5, batch_size=4)
     real = cam.engine.scores
 
-    def spy(feeds, targets, batch_size=None):  # type: ignore[no-untyped-def]
+    def spy(feeds, targets, batch_size=32, layers=()):  # type: ignore[no-untyped-def]
         calls.append(next(iter(feeds.values())).shape[0])
-        return real(feeds, targets, batch_size)
+        return real(feeds, targets, batch_size, layers)
 
     cam.engine.scores = spy  # type: ignore[method-assign]
     out = cam(x)
