@@ -207,14 +207,17 @@ def _video(args: argparse.Namespace, warnings: _Collect) -> int:
         output_file(summary_path(args.out), inputs, "-o (its .json)")
     else:
         output_folder(args.out, inputs, "-o")
-    source = open_source(args.input, args.fps, args.decoder, args.reconnect)  # fails fast, before the model
+    on_gpu = select_providers(args.providers).providers[0] != "CPUExecutionProvider"
+    # on the CPU the inference workers keep every core busy: one decoder and one encoder thread
+    # waste least (frame threads add CPU time and contention); on a GPU, FFmpeg's own choice
+    io_threads = None if on_gpu else 1
+    source = open_source(args.input, args.fps, args.decoder, args.reconnect, io_threads)  # before the model
     try:
         fps = source.fps or DEFAULT_FPS
         segment = None if args.segment is None else args.segment * 60.0
         sink = open_sink(args.out, fps, args.fourcc, codec=args.codec, quality=args.quality, source=source.info,
-                         segment=segment)  # fmt: skip
+                         segment=segment, threads=io_threads)  # fmt: skip
         # (open_sink checks the codec and quality and writes nothing until the first frame)
-        on_gpu = select_providers(args.providers).providers[0] != "CPUExecutionProvider"
         threads = args.threads if args.threads is not None else (None if on_gpu else 1)
         workers = args.workers or (1 if on_gpu or threads != 1 else (os.cpu_count() or 1))
         cam = cam_class(args.method)(args.model, args.layer, providers=args.providers, threads=threads,

@@ -197,7 +197,7 @@ class FrameSource:
 
 
 def open_source(
-    spec: str, fps: float | None = None, decoder: str = "auto", retries: int = 5
+    spec: str, fps: float | None = None, decoder: str = "auto", retries: int = 5, threads: int | None = None
 ) -> FrameSource | AvSource:
     """Open ``spec``: a digit string is a camera index, ``scheme://`` a stream URL, a folder or a
     pattern with ``*``, ``?`` or ``[`` a sorted image sequence, anything else a file (or an OpenCV
@@ -206,7 +206,8 @@ def open_source(
     Files and streams are decoded by PyAV (FFmpeg's threaded decoding, the frames' timestamps and
     display rotation, reconnection of dropped streams up to ``retries`` times) when it is
     installed, else by OpenCV; ``decoder`` ("auto", "pyav", "opencv") chooses. Cameras and image
-    sequences go through OpenCV.
+    sequences go through OpenCV. ``threads``: the decoder's threads (None: FFmpeg's choice; 1 is
+    the most efficient when inference already keeps every core busy).
 
     Raises:
         CamcoreError: the file does not exist, cannot be opened, or has no video.
@@ -230,9 +231,10 @@ def open_source(
     if decoder == "pyav" and not have_pyav():
         raise CamcoreError("--decoder pyav needs PyAV: pip install av")
     if not spec.isdigit() and "%" not in spec and decoder != "opencv" and have_pyav():
-        return AvSource(spec, fps, live=live, retries=retries)
+        return AvSource(spec, fps, live=live, retries=retries, threads=threads)
+    params = [] if threads is None else [cv2.CAP_PROP_N_THREADS, threads]
     with _quiet_stderr():
-        cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
+        cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec, cv2.CAP_ANY, params)
         opened = cap.isOpened()
     if not opened:
         what = "camera" if spec.isdigit() else "stream" if live else "video file"
@@ -346,12 +348,13 @@ def open_sink(
     quality: str | int | None = None,
     source: StreamInfo | None = None,
     segment: float | None = None,
+    threads: int | None = None,
 ) -> Sink:
     """The sink for ``path``: a folder of frames when it has no video suffix; OpenCV's writer for
     .avi or an explicit ``fourcc``; else PyAV (:class:`~camcore.video.pyav.AvSink`: H.264 in .mp4,
     .mov, .mkv, VP9 in .webm, ``codec`` and ``quality`` to choose, the ``source``'s audio kept),
-    in files of ``segment`` seconds each when given. Without PyAV, OpenCV writes MPEG-4 Part 2
-    (``mp4v``), which browsers do not play, and a warning says so.
+    in files of ``segment`` seconds each when given (``threads``: the encoder's). Without PyAV,
+    OpenCV writes MPEG-4 Part 2 (``mp4v``), which browsers do not play, and a warning says so.
 
     Raises:
         CamcoreError: a codec or quality the output cannot take.
@@ -371,8 +374,8 @@ def open_sink(
                     "for H.264", p.name, VIDEO_SUFFIXES[suffix])  # fmt: skip
         return VideoSink(p, fps)
     if segment is not None:
-        return SegmentedSink(p, fps, segment, codec=codec, quality=quality, source=source)
-    return AvSink(p, fps, codec, quality, source=source)
+        return SegmentedSink(p, fps, segment, codec=codec, quality=quality, source=source, threads=threads)
+    return AvSink(p, fps, codec, quality, source=source, threads=threads)
 
 
 class SegmentedSink:
@@ -383,12 +386,12 @@ class SegmentedSink:
     """
 
     def __init__(self, path: Path, fps: float, seconds: float, *, codec: str | None, quality: str | int | None,
-                 source: StreamInfo | None) -> None:  # fmt: skip
+                 source: StreamInfo | None, threads: int | None = None) -> None:  # fmt: skip
         if not (seconds > 0 and math.isfinite(seconds)):
             raise CamcoreError(f"a segment lasts more than 0 s, got {seconds}")
         AvSink(path, fps, codec, quality)  # checks the codec and quality now, before any frame
         self.path, self.fps, self.seconds = path, float(fps), float(seconds)
-        self.codec, self.quality, self.source = codec, quality, source
+        self.codec, self.quality, self.source, self.threads = codec, quality, source, threads
         self.paths: list[Path] = []
         self.written = 0
         self._sink: AvSink | None = None
@@ -419,7 +422,7 @@ class SegmentedSink:
         source = None
         if self.source is not None:
             source = dataclasses.replace(self.source, audio_offset=self._start)
-        self._sink = AvSink(target, self.fps, self.codec, self.quality, source=source)
+        self._sink = AvSink(target, self.fps, self.codec, self.quality, source=source, threads=self.threads)
         self._sink.cut_short = True
 
     def close(self) -> None:
