@@ -74,7 +74,8 @@ def test_other_codecs(with_audio: Path, tmp_path: Path, suffix: str, codec: str 
 
 def test_bad_codec_and_quality_are_one_line(with_audio: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cases = [(["--codec", "vp9"], "does not go in '.mp4'"), (["--quality", "best"], "quality must be"),
-             (["--quality", "99"], "0..63"), (["--segment", "1", "--fourcc", "MJPG"], "need PyAV")]  # fmt: skip
+             (["--quality", "99"], "0..63"), (["--segment", "1", "--fourcc", "MJPG"], "need PyAV"),
+             (["-o", str(tmp_path / "o.flv")], "videos, or frames into a folder")]  # fmt: skip
     for argv, needle in cases:
         assert run(str(with_audio), "-o", str(tmp_path / "o.mp4"), *argv) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if line]

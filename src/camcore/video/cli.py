@@ -202,7 +202,14 @@ def _video(args: argparse.Namespace, warnings: _Collect) -> int:
     if args.range is not None and not args.range[1] > args.range[0]:
         raise CamcoreError(f"--range needs LO < HI, got {args.range[0]} {args.range[1]}")
     inputs = [args.model] + ([] if "://" in args.input or args.input.isdigit() else [args.input])
-    if Path(args.out).suffix.lower() in VIDEO_SUFFIXES or (args.fourcc and Path(args.out).suffix):
+    out_suffix = Path(args.out).suffix.lower()
+    if out_suffix and out_suffix not in VIDEO_SUFFIXES and not args.fourcc and not args.out.endswith(("/", os.sep)) \
+            and not Path(args.out).is_dir():  # fmt: skip
+        raise CamcoreError(
+            f"-o {args.out!r}: camcore writes {', '.join(sorted(VIDEO_SUFFIXES))} videos, or frames into a folder "
+            "(a path without a suffix, or ending in /)"
+        )
+    if out_suffix in VIDEO_SUFFIXES or (args.fourcc and out_suffix):
         output_file(args.out, inputs, "-o")
         output_file(summary_path(args.out), inputs, "-o (its .json)")
     else:

@@ -38,6 +38,8 @@ VIDEO_SUFFIXES: dict[str, str] = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v"
                                   ".webm": "VP90"}  # fmt: skip
 #: the decoders ``open_source`` takes: ``auto`` is PyAV for files and streams when it is installed
 DECODERS = ("auto", "pyav", "opencv")
+
+
 class TimedFrame(NamedTuple):
     """A decoded frame (uint8 H x W x 3) and the time it is shown at, in seconds (None: unknown)."""
 
