@@ -247,3 +247,19 @@ def test_method_choices_are_the_registry_in_one_order() -> None:
     for command in ("explain", "video"):
         method = next(a for a in subs[command]._actions if a.dest == "method")
         assert list(method.choices) == list(METHODS)
+
+
+def test_explain_reads_an_nhwc_input_from_the_graph(images: Path, tmp_path: Path, capsys) -> None:
+    """A Keras-style NHWC model: explain feeds it NHWC without --nhwc and writes maps at its height x width."""
+    import onnx
+
+    from tests.models import tiny_nhwc_classifier
+
+    model, _ = tiny_nhwc_classifier(height=10, width=8)
+    path = tmp_path / "nhwc.onnx"
+    onnx.save(model, str(path))
+    out = tmp_path / "out"
+    assert main(["explain", str(path), str(images / "img0.png"), "--out", str(out), "--layer", "feat"]) == 0
+    assert "NHWC (from the graph)" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert np.load(summary["images"][0]["map"]).shape == (10, 8) and summary["input_size"] == [10, 8]
