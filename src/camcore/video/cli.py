@@ -205,6 +205,7 @@ def _video(args: argparse.Namespace, warnings: _Collect) -> int:
     out_suffix = Path(args.out).suffix.lower()
     if out_suffix and out_suffix not in VIDEO_SUFFIXES and not args.fourcc and not args.out.endswith(("/", os.sep)) \
             and not Path(args.out).is_dir():  # fmt: skip
+        output_file(args.out, inputs, "-o")  # an input is named as such first
         raise CamcoreError(
             f"-o {args.out!r}: camcore writes {', '.join(sorted(VIDEO_SUFFIXES))} videos, or frames into a folder "
             "(a path without a suffix, or ending in /)"
