@@ -28,7 +28,7 @@ import numpy as np
 from camcore.cam import BaseCAM
 from camcore.engine import Engine
 from camcore.errors import CamcoreError
-from camcore.targets import TARGET_TYPES, Target, TargetType, softmax
+from camcore.targets import TARGET_TYPES, Target, TargetType, softmax, top1_targets
 
 __all__ = ["BatchExplainer", "Explained", "Failed", "Item", "Names", "TargetChoice", "prediction_record", "top_k"]
 
@@ -89,7 +89,7 @@ def prediction_record(
     if target is not None:
         record["explained_class"] = target.class_index
     elif row.ndim == 1:
-        record["explained_class"] = int(np.argmax(row))
+        record["explained_class"] = top1_targets(row[None])[0].class_index
     if row.ndim == 1 and k > 0:
         record["top_k"] = top_k(row, k)
         if class_names:

@@ -12,7 +12,7 @@ import numpy as np
 
 from camcore.maps import weighted_activations
 from camcore.methods.registry import LayerRun, Need, register_method
-from camcore.targets import ClassifierOutputTarget
+from camcore.targets import ClassifierOutputTarget, top1_targets
 
 
 def spatial_axes(x: np.ndarray) -> tuple[int, ...]:
@@ -30,7 +30,8 @@ def explained_classes(run: LayerRun) -> np.ndarray:
     from camcore.errors import CamcoreError
 
     if run.targets is None:
-        return np.asarray(np.argmax(run.result.outputs[run.context.engine.output_index], axis=-1)).reshape(-1)
+        outputs = run.result.outputs[run.context.engine.output_index]
+        return np.asarray([t.class_index for t in top1_targets(outputs)])
     if any(t.class_index is None for t in run.targets):
         raise CamcoreError("this method needs class targets (ClassifierOutputTarget)")
     return np.asarray([t.class_index for t in run.targets])

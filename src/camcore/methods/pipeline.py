@@ -18,7 +18,7 @@ import numpy as np
 from camcore.errors import CamcoreError
 from camcore.maps import project_2d, scale_cam_image, scale_planes
 from camcore.methods.registry import MethodContext, method_by_key, register_method
-from camcore.targets import ClassifierOutputTarget, FinerWeightedTarget, softmax
+from camcore.targets import FinerWeightedTarget, Target, softmax, top1_targets
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -198,8 +198,8 @@ def _patches(img: np.ndarray, sizes: Sequence[int], window: int, step: int) -> t
     return np.stack(patches), coords
 
 
-def _top_classes(context: MethodContext, name: str, x: np.ndarray, window: int, base_method: str) -> list[int]:
-    """Each image's top-1 class. When the window covers the image and the base method is a
+def _top1(context: MethodContext, name: str, x: np.ndarray, window: int, base_method: str) -> list[Target]:
+    """Each image's top-1 class target. When the window covers the image and the base method is a
     layer method, its own run gives the outputs: the patches then share that one session."""
     base = method_by_key(base_method)
     if base.kind == "layer" and x.shape[2:] == (window, window):
@@ -207,7 +207,7 @@ def _top_classes(context: MethodContext, name: str, x: np.ndarray, window: int, 
         out = res.outputs[context.engine.output_index]
     else:
         out = context.engine.outputs_of({name: x})
-    return [int(k) for k in np.argmax(out.reshape(len(x), -1), axis=-1)]
+    return top1_targets(out.reshape(len(x), -1))
 
 
 def _patch_scores(outs: np.ndarray, target: Any, use_softmax_scores: bool) -> np.ndarray:
@@ -274,7 +274,7 @@ def sess(
     step_px = round(window * scale_step_ratio)
     sizes = list(scales) if scales is not None else [window + step_px * i for i in range(num_scales)]
     if targets is None:
-        targets = [ClassifierOutputTarget(k) for k in _top_classes(context, name, x, window, base_method)]
+        targets = _top1(context, name, x, window, base_method)
     one_pass = pre_filter_ratio == 0 and method_by_key(base_method).kind == "layer"
     maps = []
     for i in range(n):
