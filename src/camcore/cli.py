@@ -276,12 +276,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         interrupted = "terminated" if isinstance(exc, Terminated) else "interrupted"
         raise
     finally:
-        if bar is not None:
-            bar.close()
-        summary.update(interrupted=interrupted or False, seconds=round(time.perf_counter() - t0, 3),
-                       done=len(records), total=len(paths))  # fmt: skip
-        text = json.dumps(summary, indent=2)
-        atomic_write(out_dir / "summary.json", lambda tmp: tmp.write_text(text))
+        with uninterrupted():  # a signal that comes now waits for summary.json to be in place
+            if bar is not None:
+                bar.close()
+            summary.update(interrupted=interrupted or False, seconds=round(time.perf_counter() - t0, 3),
+                           done=len(records), total=len(paths))  # fmt: skip
+            text = json.dumps(summary, indent=2)
+            atomic_write(out_dir / "summary.json", lambda tmp: tmp.write_text(text))
     print(f"explained {len(records)} of {len(paths)} image(s) into {out_dir} (layer {', '.join(cam.target_layers)})")
     if failures:
         print(f"camcore: {len(failures)} image(s) failed; see {out_dir / 'summary.json'}", file=sys.stderr)

@@ -140,6 +140,23 @@ def test_explain_reads_preprocessing_from_the_model_and_says_so(images: Path, tm
     assert "from --mean/--std" in capsys.readouterr().err
 
 
+def test_sigterm_while_the_summary_is_written_waits_for_it(images: Path, tmp_path: Path, monkeypatch) -> None:
+    import camcore.cli as cli
+
+    dumps = json.dumps
+
+    def terminated_meanwhile(*args, **kwargs):  # type: ignore[no-untyped-def]
+        os.kill(os.getpid(), signal.SIGTERM)  # handled at once, in this (the main) thread
+        return dumps(*args, **kwargs)
+
+    monkeypatch.setattr(cli.json, "dumps", terminated_meanwhile)
+    out = tmp_path / "out"
+    assert main(["explain", DEMO, str(images), "--out", str(out)]) == 143
+    monkeypatch.setattr(cli.json, "dumps", dumps)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["done"] == summary["total"] == 3 and summary["interrupted"] is False
+
+
 def test_ctrl_c_during_explain_keeps_what_was_done(images: Path, tmp_path: Path, monkeypatch) -> None:
     import camcore.cli as cli
 

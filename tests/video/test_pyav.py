@@ -72,6 +72,23 @@ def test_other_codecs(with_audio: Path, tmp_path: Path, suffix: str, codec: str 
         assert "camcore: warning: the input's aac audio is re-encoded to Opus" in err  # said, not silent
 
 
+def test_av1_leaves_no_thread_at_real_time_priority(tmp_path: Path) -> None:
+    """SVT-AV1 run as root turns its caller's thread and its workers SCHED_FIFO 99; a process
+    started afterwards would inherit it and could shut this one out of every core."""
+    from camcore.video.pyav import AvSink, _thread_policies
+
+    if os.geteuid() != 0:
+        pytest.skip("only root may raise a thread to real-time priority, so there is nothing to undo")
+    with AvSink(tmp_path / "o.webm", fps=25, codec="av1") as sink:
+        for _ in range(3):
+            sink.write(np.zeros((64, 64, 3), np.uint8))
+        during = _thread_policies()
+    after = _thread_policies()
+    real_time = {os.SCHED_FIFO, os.SCHED_RR}
+    assert len(during) > 3 and not real_time & set(during.values()), during
+    assert not real_time & set(after.values()), after
+
+
 def test_bad_codec_and_quality_are_one_line(with_audio: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cases = [(["--codec", "vp9"], "does not go in '.mp4'"), (["--quality", "best"], "quality must be"),
              (["--quality", "99"], "0..63"), (["--segment", "1", "--fourcc", "MJPG"], "need PyAV"),

@@ -122,6 +122,41 @@ def _quiet_encoder_logs() -> None:
     av.logging.set_level(av.logging.ERROR)
 
 
+_REAL_TIME = {getattr(os, name) for name in ("SCHED_FIFO", "SCHED_RR") if hasattr(os, name)}
+
+
+def _thread_policies() -> dict[int, int]:
+    """The scheduling policy of each thread of this process (Linux; elsewhere empty)."""
+    policies = {}
+    with contextlib.suppress(OSError):
+        for tid in map(int, os.listdir("/proc/self/task")):
+            with contextlib.suppress(OSError):
+                policies[tid] = os.sched_getscheduler(tid)
+    return policies
+
+
+@contextlib.contextmanager
+def ordinary_scheduling() -> Iterator[None]:
+    """Threads that the block turns real-time go back to the ordinary policy.
+
+    SVT-AV1, run as root, makes the thread that starts it and its own 40-odd workers SCHED_FIFO at
+    priority 99. Left so, the caller's thread, every thread and process it starts later (inference
+    threads included) and the encoder itself can starve the rest of the machine: a child process
+    that spins its threads shuts its parent out of both cores for as long as it runs. Non-root
+    users and other platforms are unaffected (the change is refused or absent)."""
+    if not hasattr(os, "sched_setscheduler"):
+        yield
+        return
+    before = _thread_policies()
+    try:
+        yield
+    finally:
+        for tid, policy in _thread_policies().items():
+            if policy in _REAL_TIME and before.get(tid) not in _REAL_TIME:
+                with contextlib.suppress(OSError):
+                    os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+
+
 def upright(image: np.ndarray, rotation: int) -> np.ndarray:
     """``image`` turned so that it displays upright: a frame whose display rotation is ``rotation``
     degrees (counter-clockwise, as FFmpeg's display matrix) is rotated by it."""
@@ -357,7 +392,8 @@ class AvSink:
         import av
 
         if self._stream is None:
-            self._open(frame.shape[1], frame.shape[0])
+            with ordinary_scheduling():
+                self._open(frame.shape[1], frame.shape[0])
         h, w = frame.shape[:2]
         if (w, h) != self.size:
             raise CamcoreError(f"frame {self.written} is {w}x{h}, the video is {self.size[0]}x{self.size[1]}")  # type: ignore[index]
@@ -372,7 +408,10 @@ class AvSink:
         out = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="bgr24")
         out.pts = round(t * 90000)
         out.time_base = Fraction(1, 90000)
-        for packet in self._stream.encode(out):
+        # SVT-AV1 starts its threads on the first frame (see ordinary_scheduling)
+        with ordinary_scheduling() if self.written == 0 else contextlib.nullcontext():
+            packets = self._stream.encode(out)
+        for packet in packets:
             self._container.mux(packet)
         self.written += 1
 
@@ -384,7 +423,9 @@ class AvSink:
         self._closed = True
         if self._stream is None:
             return
-        for packet in self._stream.encode():
+        with ordinary_scheduling():
+            packets = self._stream.encode()
+        for packet in packets:
             self._container.mux(packet)
         self._container.close()
         from camcore.files import AtomicFile
