@@ -16,6 +16,7 @@ from camcore.maps import (
     reduce_channels,
     scale_cam_image,
     spatial_size,
+    token_grid,
     tokens_to_grid,
     weighted_layer_map,
 )
@@ -90,6 +91,37 @@ def test_layouts_arrange_channels_first() -> None:
     np.testing.assert_array_equal(grid, tokens[:, 1:].reshape(2, 7, 4, 8).transpose(0, 3, 1, 2))
     assert arrange(nhwc, None, None, lambda t: t[:, :1]).shape == (2, 1, 6, 3)  # reshape_transform wins
     assert tokens_to_grid(np.zeros((1, 1 + 14 * 14, 2)), (224, 224)).shape == (1, 2, 14, 14)
+
+
+@pytest.mark.parametrize(
+    ("count", "input_hw", "want"),
+    [
+        (197, (224, 224), (1, 14, 14)),  # ViT: a class token
+        (1 + 4 + 256, (224, 224), (5, 16, 16)),  # DINOv2 with registers
+        (2 + 196, (224, 224), (2, 14, 14)),  # DeiT: class and distillation tokens
+        (49, (224, 224), (0, 7, 7)),  # Swin's last stage: no class token
+        (7 * 10, (224, 320), (0, 7, 10)),  # the input's aspect ratio picks 7 x 10 over 10 x 7
+        (12 * 40, (48, 160), (0, 12, 40)),
+        (97, (224, 224), None),  # no known prefix leaves a near-square grid
+        (1 + 8 + 196, (224, 224), (9, 14, 14)),
+    ],
+)
+def test_token_grid_drops_class_and_register_tokens(count: int, input_hw, want) -> None:
+    assert token_grid(count, input_hw) == want
+
+
+def test_token_counts_that_fit_no_grid_are_refused() -> None:
+    with pytest.raises(CamcoreError, match="cannot arrange 97 tokens as a grid"):
+        tokens_to_grid(np.zeros((1, 97, 4)), (224, 224))
+
+
+def test_a_sequence_is_one_row_of_the_image() -> None:
+    seq = _rng(7).standard_normal((2, 5, 40)).astype(np.float32)  # (N, C, L): a text model's features
+    got = LayerLayout("channels_first").arrange(seq, (32, 320))
+    assert got.shape == (2, 5, 1, 40)
+    np.testing.assert_array_equal(got[:, :, 0], seq)
+    cam = assemble([got.sum(axis=1)], (32, 320))
+    assert cam.shape == (2, 32, 320) and np.ptp(cam[:, :, 5], axis=1).min() == 0  # constant down each column
 
 
 def test_spatial_size_reads_the_inputs_layout() -> None:

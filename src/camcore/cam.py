@@ -233,8 +233,9 @@ class BaseCAM:
 
     # ------------------------------------------------------------------ layouts
     def layout(self, layer: str, array: np.ndarray) -> LayerLayout:
-        """The layout of ``layer``'s tensors (from its rank: tokens at rank 3, else channels first)."""
-        return LayerLayout.of(array)
+        """The layout of ``layer``'s tensors: as the graph shows it (:meth:`Engine.layer_layout`),
+        else as its rank implies (:meth:`LayerLayout.of`: tokens at rank 3, else channels first)."""
+        return self.engine.layer_layout(layer) or LayerLayout.of(array)
 
     # ------------------------------------------------------------------ explaining
     def context(self, feeds: Feeds) -> MethodContext:

@@ -41,10 +41,10 @@ import onnx
 from camcore.errors import CamcoreError, InputError
 from camcore.graph import Augmented, augment, prepare_model
 from camcore.graph.layers import explained_output, resolve_target_layers
-from camcore.graph.layouts import image_layout
+from camcore.graph.layouts import LayerKind, image_layout, layer_layouts
 from camcore.graph.parts import bias_terms, classifier_weights, downstream_model, with_outputs
 from camcore.graph.shapes import TensorInfo
-from camcore.maps import InputLayout, spatial_size
+from camcore.maps import InputLayout, LayerLayout, spatial_size
 from camcore.runtime import Session, select_providers
 from camcore.targets import Target, per_image, top1_targets
 
@@ -200,6 +200,7 @@ class Engine:
         self.output_index = self.output_names.index(self.output)
         #: the image input's layout (its first input), read from the graph
         self.input_layout: InputLayout = image_layout(proto, info, self.input_names[0])
+        self._layer_kinds: dict[str, LayerKind] | None = None
         self._compiled = _Compiled()
         self._memo = _CallMemo()
 
@@ -335,6 +336,14 @@ class Engine:
                 continue
             if k < 0 or (classes is not None and k >= classes):
                 raise CamcoreError(f"target class {k} is out of range for {classes} classes")
+
+    def layer_layout(self, layer: str) -> LayerLayout | None:
+        """The layout of ``layer``'s tensor as the graph shows it; None where it shows none
+        (:func:`~camcore.graph.layouts.layer_layouts`)."""
+        if self._layer_kinds is None:
+            self._layer_kinds = layer_layouts(self.model, self.info)
+        kind = self._layer_kinds.get(layer)
+        return None if kind is None else LayerLayout(kind)
 
     def resolve_layers(self, target_layers: Sequence[str] | str | None) -> list[str]:
         """Tensor names for ``target_layers`` (tensor or node names); None: the default layer."""

@@ -9,9 +9,11 @@ Notation: ``A`` a target layer's activation arranged as (N, C, *spatial) (:func:
 input's own layout (NCHW or NHWC, :func:`spatial_size`).
 
 1. **Layout.** A layer tensor is arranged as (N, C, *spatial) from its :class:`LayerLayout`:
-   channels first (NCHW), channels last (NHWC) or transformer tokens (N, T, C) laid on the
-   grid their count and the input's aspect ratio imply (:func:`tokens_to_grid`), or by the
-   user's ``reshape_transform``.
+   channels first (NCHW, or (N, C, L) as one row), channels last (NHWC) or transformer
+   tokens (N, T, C) laid on the grid their count and the input's aspect ratio imply
+   (:func:`tokens_to_grid`), or by the user's ``reshape_transform``. The layout is read off
+   the graph (:func:`camcore.graph.layouts.layer_layouts`), never assumed from the rank
+   where the graph says otherwise.
 2. **Layer map.** A method gives per-channel contributions (N, C, *spatial), e.g.
    :math:`w_c A_c` (:func:`weighted_activations`), reduced over channels by
    :func:`reduce_channels`: :math:`M = \\sum_c w_c A_c`, or with ``eigen_smooth`` their
@@ -56,6 +58,7 @@ __all__ = [
     "scale_cam_image",
     "scale_planes",
     "spatial_size",
+    "token_grid",
     "tokens_to_grid",
     "weighted_activations",
     "weighted_layer_map",
@@ -72,8 +75,9 @@ LayerKind = Literal["channels_first", "channels_last", "tokens"]
 class LayerLayout:
     """Which axes of a layer tensor hold the channels and which the spatial grid.
 
-    ``channels_first``: (N, C, *spatial), NCHW; ``channels_last``: (N, *spatial, C), NHWC;
-    ``tokens``: (N, T, C) transformer tokens, laid on a grid by :func:`tokens_to_grid`.
+    ``channels_first``: (N, C, *spatial), NCHW, or (N, C, L) sequences (a row: text models
+    whose height collapses to 1); ``channels_last``: (N, *spatial, C), NHWC; ``tokens``:
+    (N, T, C) transformer tokens, laid on a grid by :func:`tokens_to_grid`.
 
     Example:
         >>> LayerLayout("channels_last").arrange(np.zeros((2, 7, 7, 64)), None).shape
@@ -84,8 +88,9 @@ class LayerLayout:
 
     @staticmethod
     def of(array: np.ndarray) -> LayerLayout:
-        """The layout a tensor's rank implies when the graph says nothing else: (N, T, C)
-        tokens at rank 3, channels first otherwise."""
+        """The layout a tensor's rank implies when the graph says nothing (see
+        :func:`camcore.graph.layouts.layer_layouts`): (N, T, C) tokens at rank 3, channels
+        first otherwise."""
         return LayerLayout("tokens" if array.ndim == 3 else "channels_first")
 
     @property
@@ -94,12 +99,12 @@ class LayerLayout:
         return 1 if self.kind == "channels_first" else -1
 
     def arrange(self, array: np.ndarray, input_hw: tuple[int, int] | None) -> np.ndarray:
-        """``array`` as (N, C, *spatial)."""
+        """``array`` as (N, C, *spatial); a sequence (N, C, L) as (N, C, 1, L), a row of the image."""
         if self.kind == "tokens":
             return tokens_to_grid(array, input_hw)
         if self.kind == "channels_last":
-            return np.moveaxis(array, -1, 1)
-        return array
+            array = np.moveaxis(array, -1, 1)
+        return array[:, :, None, :] if array.ndim == 3 else array
 
 
 def arrange(
@@ -115,35 +120,61 @@ def arrange(
     return (layout or LayerLayout.of(array)).arrange(array, input_hw)
 
 
-def tokens_to_grid(tokens: np.ndarray, input_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """(N, T, C) transformer tokens -> (N, C, h, w); a leading class token is dropped.
+#: the leading tokens that are not patches, fewest first: none (Swin), a class token (ViT),
+#: class and distillation tokens (DeiT), a class token and 4, 8 or 16 registers (DINOv2-reg)
+PREFIX_TOKENS = (0, 1, 2, 5, 9, 17)
+#: how far a token grid's aspect ratio may stray from the input's
+GRID_RATIO_TOLERANCE = 1.2
 
-    The grid is inferred from the token count and the input's aspect ratio: T or T-1
-    must factor as h·w with h/w closest to the input's H/W. Nothing is hard-coded.
+
+def token_grid(count: int, input_hw: tuple[int, int] | None = None) -> tuple[int, int, int] | None:
+    """(prefix, h, w) for ``count`` transformer tokens: the fewest leading non-patch tokens
+    (:data:`PREFIX_TOKENS`) such that the rest factor as h·w with h/w within
+    :data:`GRID_RATIO_TOLERANCE` of the input's H/W (1 when unknown); None when nothing fits.
+
+    Example:
+        >>> token_grid(1 + 4 + 16 * 16, (224, 224))   # a class token and 4 registers
+        (5, 16, 16)
+    """
+    ratio = input_hw[0] / input_hw[1] if input_hw else 1.0
+    for prefix in (p for p in PREFIX_TOKENS if count - p >= 2):
+        grid = _factor_grid(count - prefix, ratio)
+        if grid is not None:
+            return (prefix, *grid)
+    return None
+
+
+def tokens_to_grid(tokens: np.ndarray, input_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """(N, T, C) transformer tokens -> (N, C, h, w); leading class or register tokens are dropped.
+
+    The grid is inferred from the token count and the input's aspect ratio (:func:`token_grid`).
+    Nothing is hard-coded.
 
     Example:
         >>> tokens_to_grid(np.zeros((2, 1 + 14 * 14, 192)), (224, 224)).shape
         (2, 192, 14, 14)
     """
     n, t, c = tokens.shape
-    ratio = input_hw[0] / input_hw[1] if input_hw else 1.0
-    for count, skip in ((t, 0), (t - 1, 1)):
-        grid = _factor_grid(count, ratio)
-        if grid is not None:
-            h, w = grid
-            return tokens[:, skip:, :].reshape(n, h, w, c).transpose(0, 3, 1, 2)
-    raise CamcoreError(f"cannot arrange {t} tokens as a grid (with or without a class token); pass reshape_transform")
+    grid = token_grid(t, input_hw)
+    if grid is None:
+        raise CamcoreError(
+            f"cannot arrange {t} tokens as a grid with the input's aspect ratio (after "
+            f"{', '.join(map(str, PREFIX_TOKENS))} class or register tokens); pass reshape_transform"
+        )
+    skip, h, w = grid
+    return tokens[:, skip:, :].reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 
 def _factor_grid(count: int, ratio: float) -> tuple[int, int] | None:
+    """h·w = count with h/w closest to ``ratio``, if within the tolerance."""
     best: tuple[int, int] | None = None
-    for h in range(1, count + 1):
+    for h in range(1, math.isqrt(count) + 1):
         if count % h:
             continue
-        w = count // h
-        if best is None or abs(math.log(h / w / ratio)) < abs(math.log(best[0] / best[1] / ratio)):
-            best = (h, w)
-    if best is None or (min(best) == 1 and count > 3):
+        for hh, ww in ((h, count // h), (count // h, h)):
+            if best is None or abs(math.log(hh / ww / ratio)) < abs(math.log(best[0] / best[1] / ratio)):
+                best = (hh, ww)
+    if best is None or abs(math.log(best[0] / best[1] / ratio)) > math.log(GRID_RATIO_TOLERANCE):
         return None
     return best
 

@@ -82,7 +82,7 @@ def test_candidates_are_float_rank3_tensors_between_inputs_and_output(branchy) -
     # graph order; not the int64 shape, the rank-2 flat, the side output, nor the constants' cc
     assert [c.tensor for c in layers] == ["conv", "feat", "pooled", "shifted", "g"]
     by_name = {c.tensor: c for c in layers}
-    assert by_name["feat"] == Layer("feat", "node_2_relu", "Relu", ("N", 4, 8, 8))
+    assert by_name["feat"] == Layer("feat", "node_2_relu", "Relu", ("N", 4, 8, 8), "channels_first")
     assert by_name["pooled"].shape == ("N", 4, 4, 4) and by_name["pooled"].op_type == "MaxPool"
     assert by_name["g"].shape == ("N", 4, 1, 1)
     # another output has its own candidates: what leads to it
@@ -91,12 +91,13 @@ def test_candidates_are_float_rank3_tensors_between_inputs_and_output(branchy) -
 
 def test_default_layer_is_the_last_with_spatial_extent(branchy) -> None:
     model, info = branchy
-    layer = default_layer(candidate_layers(model, info, "logits"))
+    layer = default_layer(candidate_layers(model, info, "logits"), (8, 8), "logits")
     assert layer is not None and layer.tensor == "shifted"  # g is 1 x 1: no spatial extent
-    aux = default_layer(candidate_layers(model, info, "aux"))
-    assert aux is not None and aux.tensor == "aux"
+    aux = default_layer(candidate_layers(model, info, "aux"), (8, 8), "aux")
+    assert aux is not None and aux.tensor == "feat"  # the output itself leaves nothing to differentiate
     assert default_layer([]) is None
-    assert default_layer([Layer("g", "n", "GlobalAveragePool", ("N", 4, 1, 1))]) is None
+    assert default_layer([Layer("g", "n", "GlobalAveragePool", ("N", 4, 1, 1), "channels_first")]) is None
+    assert default_layer([Layer("f", "n", "Relu", ("N", 4, 7, 7))]) is None  # no layout shown: not a grid
 
 
 @pytest.mark.parametrize(

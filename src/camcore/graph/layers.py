@@ -11,17 +11,25 @@ import onnx
 from camcore.errors import CamcoreError, UnknownLayerError
 from camcore.graph.autodiff import backward_reach, forward_reach
 from camcore.graph.builder import FLOAT_TYPES
+from camcore.graph.layouts import LayerKind, image_layout, layer_layouts
 from camcore.graph.shapes import Dim, TensorInfo
+from camcore.maps import token_grid
+
+#: how far a layer grid's strides along height and width may differ (a text model's collapsed
+#: height, a grid of one row, is allowed besides)
+STRIDE_RATIO_TOLERANCE = 2.5
 
 
 @dataclass(frozen=True)
 class Layer:
-    """A tensor that can be explained: its name, producing node and shape."""
+    """A tensor that can be explained: its name, producing node, shape and layout (where its
+    channels are, as the graph shows it; None where it shows nothing)."""
 
     tensor: str
     node: str
     op_type: str
     shape: tuple[Dim, ...] | None
+    layout: LayerKind | None = None
 
     @property
     def has_spatial_extent(self) -> bool:
@@ -31,6 +39,58 @@ class Layer:
         h, w = self.shape[2], self.shape[3]
         known = [d for d in (h, w) if isinstance(d, int)]
         return not (len(known) == 2 and known[0] * known[1] <= 1)
+
+    @property
+    def channels(self) -> Dim:
+        """The channel count (None when the layout or the dim is unknown)."""
+        if self.shape is None or self.layout is None:
+            return None
+        return self.shape[1] if self.layout == "channels_first" else self.shape[-1]
+
+    def grid(self, input_hw: tuple[int, int] | None = None) -> tuple[Dim, Dim] | None:
+        """The (height, width) grid of the layer's map; None when its layout is unknown or it
+        is not laid out as an image (tokens that factor as no grid).
+
+        Example:
+            >>> Layer("t", "n", "Relu", ("N", 7, 7, 64), "channels_last").grid()
+            (7, 7)
+        """
+        s, kind = self.shape, self.layout
+        if s is None or kind is None:
+            return None
+        if kind == "tokens" and len(s) == 3:
+            found = token_grid(s[1], input_hw) if isinstance(s[1], int) else None
+            return None if found is None else found[1:]
+        if kind == "channels_last" and len(s) == 4:
+            return s[1], s[2]
+        if kind == "channels_first" and len(s) in (3, 4):
+            return (1, s[2]) if len(s) == 3 else (s[2], s[3])
+        return None
+
+    def is_image_grid(self, input_hw: tuple[int, int] | None = None) -> bool:
+        """Whether the layer's map can be a downsampled picture of the input: a known layout,
+        more than one cell and more than one channel, no side longer than the input's, and
+        strides along height and width within :data:`STRIDE_RATIO_TOLERANCE` of each other
+        (or a single row). Dims that are not known pass.
+
+        Example:
+            >>> Layer("dfl", "n", "Conv", (1, 1, 4, 8400), "channels_first").is_image_grid((640, 640))
+            False
+        """
+        grid = self.grid(input_hw)
+        if grid is None or self.channels == 1:
+            return False
+        h, w = grid
+        if isinstance(h, int) and isinstance(w, int) and h * w <= 1:
+            return False
+        if input_hw is None or not (isinstance(h, int) and isinstance(w, int)):
+            return True
+        if h > input_hw[0] or w > input_hw[1]:
+            return False
+        if h == 1:
+            return True
+        strides = (input_hw[0] / h, input_hw[1] / w)
+        return max(strides) / min(strides) <= STRIDE_RATIO_TOLERANCE
 
 
 def resolve_layers(model: onnx.ModelProto, names: Sequence[str]) -> list[str]:
@@ -61,13 +121,15 @@ def resolve_layers(model: onnx.ModelProto, names: Sequence[str]) -> list[str]:
 
 
 def candidate_layers(model: onnx.ModelProto, info: dict[str, TensorInfo], output: str) -> list[Layer]:
-    """Float node outputs of rank >= 3 between the inputs and ``output``, in graph order."""
+    """Float node outputs of rank >= 3 between the inputs and ``output``, in graph order, with
+    the layout the graph shows for each (:func:`~camcore.graph.layouts.layer_layouts`)."""
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
     inputs = [i.name for i in graph.input if i.name not in initializers]
     nodes = list(graph.node)
     fwd = forward_reach(nodes, inputs, info)
     bwd = backward_reach(nodes, [output])
+    kinds = layer_layouts(model, info)
     layers: list[Layer] = []
     for node in nodes:
         for out in node.output:
@@ -75,14 +137,33 @@ def candidate_layers(model: onnx.ModelProto, info: dict[str, TensorInfo], output
             if not out or out not in fwd or out not in bwd or ti is None:
                 continue
             if ti.elem_type in FLOAT_TYPES and ti.shape is not None and len(ti.shape) >= 3:
-                layers.append(Layer(out, node.name, node.op_type, ti.shape))
+                layers.append(Layer(out, node.name, node.op_type, ti.shape, kinds.get(out)))
     return layers
 
 
-def default_layer(candidates: Sequence[Layer]) -> Layer | None:
-    """The last activation on the path to the output that still has spatial extent."""
-    spatial = [c for c in candidates if c.has_spatial_extent]
-    return spatial[-1] if spatial else None
+def default_layer(
+    candidates: Sequence[Layer], input_hw: tuple[int, int] | None = None, output: str | None = None
+) -> Layer | None:
+    """The last activation on the path to the output that is an image grid
+    (:meth:`Layer.is_image_grid`), the output itself left out (nothing would be differentiated).
+
+    Example:
+        >>> default_layer(candidate_layers(model, info, "logits"), (224, 224), "logits")  # doctest: +SKIP
+        Layer(tensor='/layer4/layer4.1/relu_1/Relu_output_0', ...)
+    """
+    grids = [c for c in candidates if c.tensor != output and c.is_image_grid(input_hw)]
+    return grids[-1] if grids else None
+
+
+def input_size(model: onnx.ModelProto, info: dict[str, TensorInfo]) -> tuple[int, int] | None:
+    """The image input's static (height, width) in its own layout; None when not both are known."""
+    inits = {i.name for i in model.graph.initializer}
+    first = next((i.name for i in model.graph.input if i.name not in inits), None)
+    ti = info.get(first) if first else None
+    if first is None or ti is None or ti.shape is None or len(ti.shape) != 4:
+        return None
+    h, w = ti.shape[1:3] if image_layout(model, info, first) == "NHWC" else ti.shape[2:4]
+    return (h, w) if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 else None
 
 
 __all__ = [
@@ -90,6 +171,7 @@ __all__ = [
     "candidate_layers",
     "default_layer",
     "explained_output",
+    "input_size",
     "resolve_layers",
     "resolve_target_layers",
 ]
@@ -119,11 +201,12 @@ def resolve_target_layers(
         ['/layer4/layer4.1/relu_1/Relu_output_0']
     """
     if target_layers is None:
-        layer = default_layer(candidate_layers(model, info, output))
+        layer = default_layer(candidate_layers(model, info, output), input_size(model, info), output)
         if layer is None:
             raise CamcoreError(
-                "no default target layer: no 4-D activation with spatial extent leads to "
-                f"{output!r}; pass target_layers (see `camcore layers MODEL`)"
+                "no default target layer: no activation laid out as an image grid (channels on a "
+                f"known axis, more than one cell) leads to {output!r}; pass target_layers "
+                "(see `camcore layers MODEL`)"
             )
         return [layer.tensor]
     names = [target_layers] if isinstance(target_layers, str) else list(target_layers)
