@@ -217,7 +217,8 @@ def check_case(case) -> None:
     assert {n.domain for n in aug.model.graph.node} <= {""}, "non-standard domain emitted"
 
     out_name = model.graph.output[0].name
-    ref64 = ReferenceEvaluator(to_double(model), new_ops=PRECISE_OPS)
+    oracle = model if case.oracle is None else onnx.parser.parse_model(case.oracle)
+    ref64 = ReferenceEvaluator(to_double(oracle), new_ops=PRECISE_OPS)
     feeds64 = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
     y0 = ref64.run([out_name], feeds64)[0]
     seed = rng.standard_normal(y0.shape)

@@ -3,6 +3,11 @@
 Only the nodes on a path from a target tensor to the differentiated output are
 differentiated; weights and shape computations get no gradient. Gradients reaching
 one tensor along several paths are summed with Add.
+
+Quantized (QDQ) models are differentiated with a straight-through gradient: the integer
+output of a QuantizeLinear that reads a reached float tensor counts as reached, and the
+rules of ``rules/quantize.py`` pass the gradient through QuantizeLinear/DequantizeLinear
+unchanged. Other integer tensors (shapes, indices, ArgMax) carry no gradient.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from camcore.errors import UnsupportedOpError
+from camcore.errors import CamcoreError, UnsupportedOpError
 from camcore.graph.builder import FLOAT_TYPES, GraphBuilder
 from camcore.graph.registry import RULES, GradContext
 from camcore.graph.shapes import TensorInfo
@@ -23,9 +28,31 @@ from camcore.graph.shapes import TensorInfo
 _MAX_CONSTANT_ELEMENTS = 4096
 
 
+#: integer element types of quantized tensors: a gradient flows through them from QuantizeLinear on
+QUANTIZED_TYPES = frozenset(
+    {
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.UINT16,
+        onnx.TensorProto.INT4,
+        onnx.TensorProto.UINT4,
+    }
+)
+
+
 def _is_float(name: str, info: dict[str, TensorInfo]) -> bool:
     ti = info.get(name)
     return ti is None or ti.elem_type in FLOAT_TYPES or ti.elem_type == 0
+
+
+def _is_quantized(name: str, info: dict[str, TensorInfo]) -> bool:
+    ti = info.get(name)
+    return ti is not None and ti.elem_type in QUANTIZED_TYPES
+
+
+def _quantizes(node: onnx.NodeProto) -> bool:
+    return node.op_type == "QuantizeLinear" and node.domain in ("", "ai.onnx")
 
 
 #: ops whose subgraphs read outer tensors by name (implicit inputs); camcore has no rules for them
@@ -62,11 +89,23 @@ def forward_reach(
     info: dict[str, TensorInfo],
     stop: frozenset[str] = frozenset(),
 ) -> set[str]:
-    """Float tensors that depend on any of ``sources`` (``stop`` tensors count as constants)."""
+    """Float tensors that depend on any of ``sources`` (``stop`` tensors count as constants), and
+    the quantized integers between them: a QuantizeLinear output, and what reads one on."""
     reached = set(sources)
+    quantized: set[str] = set()
     for node in nodes:
-        if any(i in reached for i in node_inputs(node)):
-            reached.update(o for o in node.output if o and o not in stop and _is_float(o, info))
+        inputs = node_inputs(node)
+        if not any(i in reached for i in inputs):
+            continue
+        carries = _quantizes(node) or any(i in quantized for i in inputs)
+        for o in node.output:
+            if not o or o in stop:
+                continue
+            if _is_float(o, info):
+                reached.add(o)
+            elif carries and _is_quantized(o, info):
+                reached.add(o)
+                quantized.add(o)
     return reached
 
 
@@ -149,9 +188,25 @@ def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return values
 
 
-def check_supported(nodes: Sequence[onnx.NodeProto], on_path: Sequence[onnx.NodeProto], source: str, sink: str) -> None:
-    """Raise before emitting anything if an op on the gradient path has no rule."""
+def check_supported(
+    nodes: Sequence[onnx.NodeProto],
+    on_path: Sequence[onnx.NodeProto],
+    source: str,
+    sink: str,
+    quantized: frozenset[str] | set[str] = frozenset(),
+) -> None:
+    """Raise before emitting anything if an op on the gradient path has no rule, or computes
+    on the ``quantized`` integers of a QuantizeLinear (QOperator format) instead of dequantizing them."""
     for node in on_path:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in quantized for i in node.input):
+            op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+            raise UnsupportedOpError(
+                f"op {op} (node {node.name or node.output[0]!r}) computes on quantized integers (QOperator "
+                f"format) on the gradient path {describe_path(nodes, source, node, sink)}; camcore explains "
+                "quantized models in QDQ format only (QuantizeLinear/DequantizeLinear around float ops, with a "
+                "straight-through gradient): quantize with quant_format=QuantFormat.QDQ, or choose a target "
+                "layer after it"
+            )
         if node.domain in ("", "ai.onnx") and node.op_type in CONTROL_FLOW:
             raise UnsupportedOpError(
                 f"control flow: op {node.op_type} (node {node.name or node.output[0]!r}) is on the gradient "
@@ -185,10 +240,17 @@ def build_gradients(
     e.g. a gradient graph); ``stop`` tensors are treated as constants.
     """
     nodes = list(graph.node) if nodes is None else list(nodes)
+    for target in targets:
+        if _is_quantized(target, info):
+            raise CamcoreError(
+                f"layer {target!r} holds quantized integers, which carry no gradient of their own; explain "
+                "the float tensor its QuantizeLinear reads, or the output of the DequantizeLinear after it"
+            )
     on_path, fwd = path_nodes(nodes, targets, list(seeds), info, stop)
+    quantized = {t for t in fwd if _is_quantized(t, info)}
     for target in targets:
         sub, _ = path_nodes(nodes, [target], list(seeds), info, stop)
-        check_supported(nodes, sub, target, next(iter(seeds)))
+        check_supported(nodes, sub, target, next(iter(seeds)), quantized)
     opts = {"constants": constant_values(graph), **(options or {})}
     contributions: dict[str, list[str]] = defaultdict(list)
     for out, seed in seeds.items():
@@ -202,14 +264,17 @@ def build_gradients(
         for p in parts[1:]:
             acc = b.Add(acc, p)
         contributions[tensor] = [acc]
-        b.elem_types[acc] = info[tensor].elem_type if tensor in info else 1
+        if tensor in info and not _is_quantized(tensor, info):
+            b.elem_types[acc] = info[tensor].elem_type
+        else:  # a quantized tensor's gradient is float, like its parts
+            b.elem_types[acc] = b.elem_types.get(parts[0], onnx.TensorProto.FLOAT)
         return acc
 
     for node in reversed(on_path):
         grads_out = [total(o) for o in node.output]
         if all(g is None for g in grads_out):
             continue
-        needs = [bool(i) and i in fwd and _is_float(i, info) for i in node.input]
+        needs = [bool(i) and i in fwd and (_is_float(i, info) or i in quantized) for i in node.input]
         ctx = GradContext(node, grads_out, needs, b, info, opts)
         grads_in = list(RULES[node.op_type](ctx))
         for name, grad, need in zip(node.input, grads_in, needs):

@@ -12,6 +12,7 @@ from camcore.errors import CamcoreError, UnknownLayerError
 from camcore.graph.autodiff import backward_reach, forward_reach
 from camcore.graph.builder import FLOAT_TYPES
 from camcore.graph.layouts import LayerKind, image_layout, layer_layouts
+from camcore.graph.qdq import hidden_layers, refuse_qoperator
 from camcore.graph.shapes import Dim, TensorInfo
 from camcore.maps import token_grid
 
@@ -130,14 +131,17 @@ def candidate_layers(model: onnx.ModelProto, info: dict[str, TensorInfo], output
     fwd = forward_reach(nodes, inputs, info)
     bwd = backward_reach(nodes, [output])
     kinds = layer_layouts(model, info)
+    hidden = hidden_layers(graph, info)  # one layer per Q/DQ pair of a quantized model
     layers: list[Layer] = []
     for node in nodes:
         for out in node.output:
             ti = info.get(out)
-            if not out or out not in fwd or out not in bwd or ti is None:
+            if not out or out not in fwd or out not in bwd or ti is None or out in hidden:
                 continue
             if ti.elem_type in FLOAT_TYPES and ti.shape is not None and len(ti.shape) >= 3:
                 layers.append(Layer(out, node.name, node.op_type, ti.shape, kinds.get(out)))
+    if not layers:
+        refuse_qoperator(graph, info, inputs, output)
     return layers
 
 

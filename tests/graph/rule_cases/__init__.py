@@ -45,6 +45,10 @@ class RuleCase:
     feed_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     rtol: float = 1e-3
     atol: float = 1e-4
+    #: ONNX text of the model whose finite differences define the rule, where the op's own are
+    #: useless (the straight-through estimator of a quantizer, a step function: the model with
+    #: each QuantizeLinear -> DequantizeLinear pair replaced by Identity); same inputs and output
+    oracle: str | None = None
 
 
 def all_cases() -> list[RuleCase]:
