@@ -137,3 +137,64 @@ def test_in_memory_external_data_needs_a_base_folder(tmp_path, monkeypatch: pyte
     (tmp_path / "elsewhere").mkdir()
     with pytest.raises(ModelError, match="cannot read the model's external data"):
         Engine(proto, base_dir=tmp_path / "elsewhere")
+
+
+# ---------------------------------------------------------------------- -1, 0, unnamed and symbolic dims
+def _with_dims(model: onnx.ModelProto, dims: list[int | str | None]) -> onnx.ModelProto:
+    """The model with its input's dims written as given: a name, a number (-1 and 0 as some
+    exporters write a dynamic dim) or None (neither value nor name)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for d, v in zip(out.graph.input[0].type.tensor_type.shape.dim, dims):
+        d.Clear()
+        if isinstance(v, int):
+            d.dim_value = v
+        elif isinstance(v, str):
+            d.dim_param = v
+    return out
+
+
+@pytest.mark.parametrize("batch", ["N", None, -1, 0])
+@pytest.mark.parametrize("spatial", [("H", "W"), (None, None), (-1, 0)])
+def test_feeds_of_any_size_are_accepted_where_the_model_is_dynamic(batch, spatial) -> None:
+    model, _ = tiny_classifier(dynamic_spatial=True)
+    engine = Engine(_with_dims(model, [batch, 3, *spatial]))
+    assert engine.info["x"].shape is not None and not isinstance(engine.info["x"].shape[0], int)
+    for shape in [(1, 3, 8, 8), (3, 3, 12, 6)]:
+        res = engine.run(engine.feeds(_x(0, shape)), None, layers=["feat"])
+        assert res.gradients["feat"].shape == (shape[0], 4, *shape[2:])
+    one_line = r"^input 'x' needs size 3 on axis 1 \(shape \[.*\]\), got shape \(1, 2, 8, 8\)$"
+    with pytest.raises(InputError, match=one_line):
+        engine.feeds(_x(0, (1, 2, 8, 8)))  # the one fixed dim is still checked, in one line
+
+
+def test_a_minus_one_batch_with_a_fixed_size_checks_the_size_only() -> None:
+    """PaddleOCR's classifier: (-1, 3, 48, 192); any batch, the size it was exported at."""
+    model, _ = tiny_classifier()
+    engine = Engine(_with_dims(model, [-1, 3, 8, 8]))
+    assert engine.info["x"].shape == (None, 3, 8, 8)
+    assert engine.outputs_of(engine.feeds(_x(0, (5, 3, 8, 8)))).shape == (5, 5)
+    wrong = r"needs size 8 on axis 2 \(shape \[None, 3, 8, 8\]\), got shape \(1, 3, 9, 8\)"
+    with pytest.raises(InputError, match=wrong):
+        engine.feeds(_x(0, (1, 3, 9, 8)))
+
+
+def test_a_rule_that_needs_a_static_batch_gets_it_per_call() -> None:
+    """A Slice along the batch needs its size: the dynamic-batch build raises a ShapeError, so
+    the engine compiles once per batch size, the batch fixed from the feeds."""
+    from camcore.graph import augment
+
+    model, w = tiny_classifier()
+    graph = model.graph
+    next(n for n in graph.node if n.op_type == "GlobalAveragePool").input[0] = "kept"
+    graph.initializer.extend([onnx.numpy_helper.from_array(np.array([v], np.int64), k)
+                              for k, v in (("zero", 0), ("end", 2**63 - 1))])  # fmt: skip
+    graph.node.insert(2, onnx.helper.make_node("Slice", ["feat", "zero", "end", "zero"], ["kept"], name="all_rows"))
+    with pytest.raises(CamcoreError, match="Slice node 'all_rows' needs static dims \\[0\\]"):
+        augment(model, ["feat"])
+    engine = Engine(model)
+    for n in (2, 3, 2):
+        res = engine.run(engine.feeds(_x(n, (n, 3, 8, 8))), [ClassifierOutputTarget(1)], layers=["feat"])
+        np.testing.assert_allclose(res.gradients["feat"], np.broadcast_to((w["fc_w"][1] / 64)[None, :, None, None],
+                                                                          (n, 4, 8, 8)), rtol=1e-6)  # fmt: skip
+    assert len([k for k, _ in engine.sessions() if k == "augmented"]) == 2  # batch 2 and 3

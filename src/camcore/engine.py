@@ -2,7 +2,8 @@
 
 An :class:`Engine` is built from a model path or ``ModelProto`` (and the output to explain). It
 compiles, once per (layers, seed mode, input signature), the augmented model of
-:func:`camcore.graph.augment` and keeps the other sessions the methods ask for: the plain model
+:func:`camcore.graph.augment` (the batch dynamic; once per batch size too where a gradient rule
+needs it static) and keeps the other sessions the methods ask for: the plain model
 with extra outputs (forward only), the model cut after a layer (re-running only the nodes
 downstream of it) and, differentiated, that cut. Each run returns a typed :class:`Result`.
 
@@ -38,7 +39,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import onnx
 
-from camcore.errors import CamcoreError, InputError
+from camcore.errors import CamcoreError, InputError, ShapeError
 from camcore.graph import Augmented, augment, prepare_model
 from camcore.graph.layers import explained_output, resolve_target_layers
 from camcore.graph.layouts import LayerKind, image_layout, layer_layouts
@@ -357,18 +358,37 @@ class Engine:
     def compiled(
         self, feeds: Feeds, seed_mode: str, layers: Sequence[str], hvp: bool = False, guided_relu: bool = False
     ) -> tuple[Augmented, Session]:
-        """The augmented model and its session for this input signature (the batch stays dynamic)."""
+        """The augmented model and its session for this input signature: the batch stays dynamic
+        unless a gradient rule needs it static (see :meth:`_per_batch`)."""
         layers = list(layers)
         key = (seed_mode, tuple(layers), hvp, guided_relu, *self._signature(feeds))
 
-        def build() -> tuple[Augmented, Session]:
-            shapes = {k: [None, *v.shape[1:]] for k, v in feeds.items()}
+        def build(batch: int | None) -> tuple[Augmented, Session]:
+            shapes = {k: [batch, *v.shape[1:]] for k, v in feeds.items()}
             aug = augment(self.model, layers, output=self.output, seed=seed_mode,  # type: ignore[arg-type]
                           input_shapes=shapes, guided_relu=guided_relu, hvp=hvp,
                           check=False)  # onnxruntime validates it on loading (the checker took ~0.15 s)  # fmt: skip
             return aug, Session(aug.model, self.providers, self.threads)
 
-        return self._compiled.get(self._compiled.augmented, key, build)
+        return self._per_batch(self._compiled.augmented, key, self.batch_of(feeds), build)
+
+    def _per_batch(
+        self,
+        table: dict[tuple[object, ...], _V],
+        key: tuple[object, ...],
+        batch: int,
+        build: Callable[[int | None], _V],
+    ) -> _V:
+        """``build(None)`` (the batch dynamic: one session for every batch size), or, once it has
+        raised a ShapeError (a rule needs a static batch, e.g. a Slice along it), ``build(batch)``
+        per batch size, the feeds' batch fixed in the graph."""
+        flag = ("batch fixed", id(table), *key)
+        if flag not in self._compiled.facts:
+            try:
+                return self._compiled.get(table, key, lambda: build(None))
+            except ShapeError:
+                self._compiled.facts[flag] = True
+        return self._compiled.get(table, (*key, batch), lambda: build(batch))
 
     def _plain(self, feeds: Feeds, layers: Sequence[str]) -> Session:
         """The unmodified model (plus ``layers`` as outputs): forward only."""
@@ -390,15 +410,16 @@ class Engine:
     ) -> tuple[Augmented, Session, list[str]]:
         """The model cut at ``layer``, differentiated with a tensor seed."""
 
-        def build() -> tuple[Augmented, Session, list[str]]:
+        def build(batch: int | None) -> tuple[Augmented, Session, list[str]]:
             cut, needed = downstream_model(self.model, self.info, layer, self.output)
-            shapes = {layer: [None, *act.shape[1:]], **{k: [None, *feeds[k].shape[1:]] for k in needed}}
+            shapes = {layer: [batch, *act.shape[1:]], **{k: [batch, *feeds[k].shape[1:]] for k in needed}}
             aug = augment(cut, [layer], output=self.output, seed="tensor", input_shapes=shapes,
                           guided_relu=guided_relu, hvp=hvp, check=False)  # fmt: skip
             small = len(cut.graph.node) <= SMALL_TAIL * len(self.model.graph.node)
             return aug, Session(aug.model, self.providers, 1 if small else self.threads), needed
 
-        return self._compiled.get(self._compiled.tails, (layer, hvp, guided_relu, *self._signature(feeds)), build)
+        key = (layer, hvp, guided_relu, *self._signature(feeds))
+        return self._per_batch(self._compiled.tails, key, int(act.shape[0]), build)
 
     # ------------------------------------------------------------------ runs
     def forward(self, feeds: Feeds, layers: Sequence[str] = ()) -> Result:

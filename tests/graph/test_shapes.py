@@ -11,8 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from camcore.errors import InputError
-from camcore.graph import augment
-from camcore.graph.shapes import TensorInfo, fix_input_shapes, infer_tensor_info, probe_shapes
+from camcore.graph import augment, prepare_model
+from camcore.graph.shapes import TensorInfo, fix_input_shapes, free_unset_dims, infer_tensor_info, probe_shapes
 
 MIXED = """<ir_version: 8, opset_import: ["" : 17]>
 g (float[N,3,?] x, int64[2] k) => (float[N,?] y) {
@@ -155,3 +155,109 @@ def test_augment_probes_the_gradient_path() -> None:
     sess = ort.InferenceSession(aug.model.SerializeToString(), providers=["CPUExecutionProvider"])
     out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x, aug.seed_input: seed})))
     np.testing.assert_allclose(out[aug.gradient_outputs["r"]], np.where(x > 0, seed[:, :, None], 0), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------- -1, 0, unnamed and symbolic dims
+@pytest.mark.parametrize("unset", [-1, 0])
+def test_a_dim_value_of_minus_one_or_zero_is_unknown(unset: int) -> None:
+    """Exporters write -1 or 0 for a dynamic dim (PaddleOCR's batch): it reads as None, and
+    prepare_model clears it from inputs, outputs and value_info so nothing takes it as a size."""
+    model = _mixed()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = unset
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = unset
+    model.graph.value_info.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [unset, 3, unset]))
+    info = infer_tensor_info(model)
+    assert info["x"].shape[:2] == (None, 3) and info["m"].shape == (None, 3) and info["y"].shape == (None, 2)
+    prepared, info = prepare_model(model)
+    assert free_unset_dims(prepared) == 0  # nothing left to clear
+    assert free_unset_dims(model) == 4
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert not dims[0].HasField("dim_value") and not dims[0].dim_param and dims[1].dim_value == 3
+    assert info["x"].shape[:2] == (None, 3) and info["y"].shape == (None, 2)
+
+
+def test_fix_input_shapes_takes_minus_one_or_zero_as_dynamic() -> None:
+    model = _mixed()
+    fix_input_shapes(model, {"x": [-1, 0, 16]})
+    assert infer_tensor_info(model)["x"].shape == (None, None, 16)
+
+
+#: ``f`` is (N, 12) only through Shape -> Gather -> Concat with a -1, which ONNX inference cannot
+#: size while the batch is symbolic; ``g`` has a dim that truly follows the batch (N·12)
+HIDDEN = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,3,4] x) => (float[N,12] f, float[?] g) {
+  s = Shape(x)
+  i0 = Constant<value = int64 {0}>()
+  n = Gather<axis = 0>(s, i0)
+  ax = Constant<value = int64[1] {0}>()
+  n1 = Unsqueeze(n, ax)
+  m1 = Constant<value = int64[1] {-1}>()
+  t = Concat<axis = 0>(n1, m1)
+  f = Reshape(x, t)
+  g = Reshape(x, m1)
+}"""
+
+
+@pytest.mark.parametrize("batch", ["N", "-1", "0", "?"])
+def test_a_dynamic_batch_does_not_hide_the_dims_that_do_not_follow_it(batch: str) -> None:
+    """Inference is run again with the batch fixed: f's -1 becomes 12, the batch stays
+    dynamic (its name, or None), and a dim that follows the batch stays unknown."""
+    text = HIDDEN.replace("float[N,3,4] x", f"float[{batch},3,4] x")
+    model = onnx.parser.parse_model(text)
+    if batch in ("-1", "0"):  # the parser reads them as names: write them as exporters do
+        model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = int(batch)
+    info = infer_tensor_info(model)
+    n = "N" if batch == "N" else None
+    assert info["f"].shape == (n, 12) and info["t"].shape == (2,)
+    assert info["g"].rank == 1 and not isinstance(info["g"].shape[0], int)  # None, or a name inference made up
+    assert info["x"].shape == (n, 3, 4)
+
+
+def test_a_static_batch_infers_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import camcore.graph.shapes as shapes
+
+    calls: list[int] = []
+    real = shapes._infer
+    monkeypatch.setattr(shapes, "_infer", lambda m: calls.append(1) or real(m))
+    model = onnx.parser.parse_model(HIDDEN.replace("float[N,3,4] x", "float[2,3,4] x"))
+    assert infer_tensor_info(model)["f"].shape == (2, 12) and len(calls) == 1
+    infer_tensor_info(onnx.parser.parse_model(HIDDEN))
+    assert len(calls) == 4  # a symbolic batch and a dim left unknown: twice more
+
+
+@pytest.mark.parametrize("batch", ["N", -1, 0, None])
+@pytest.mark.parametrize("fixed", [False, True], ids=["as-declared", "input_shapes"])
+def test_a_yolo_like_head_is_differentiated_whatever_the_batch_dim(batch: int | str | None, fixed: bool) -> None:
+    """YOLOv8's head (Reshapes sized from Shape ops, a -1 for the anchors, the DFL Conv) with a
+    dynamic batch: the DFL Conv's input (N, 16, 4, A) gets a static A, and the gradient of the
+    first layer matches finite differences (the cut after it run in float64), batch 1 and 2."""
+    from camcore.graph.parts import downstream_model
+    from tests.detector_models import BINS, tiny_detector
+    from tests.graph.fd import PRECISE_OPS, to_double
+
+    model = tiny_detector(batch=batch)
+    shapes = {"x": [None, 3, 16, 16]} if fixed else None
+    aug = augment(model, ["feat"], seed="tensor", input_shapes=shapes)
+    info = infer_tensor_info(aug.model)
+    assert info["/model.22/dfl/sm"].shape[1:] == (BINS, 4, 80)
+    assert not isinstance(info["x"].shape[0], int)  # the batch stays dynamic
+    sess = ort.InferenceSession(aug.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    prepared, prepared_info = prepare_model(model)
+    cut, _ = downstream_model(prepared, prepared_info, "feat", "boxes")
+    ref = onnx.reference.ReferenceEvaluator(to_double(cut), new_ops=PRECISE_OPS)
+    rng = np.random.default_rng(3)
+    for n in (1, 2):
+        x = rng.standard_normal((n, 3, 16, 16)).astype(np.float32)
+        seed = rng.standard_normal((n, 7, 80)).astype(np.float32)
+        out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x, aug.seed_input: seed})))
+        feat, grad = out[aug.activation_outputs["feat"]], out[aug.gradient_outputs["feat"]]
+        assert grad.shape == feat.shape == (n, 4, 8, 8)
+
+        def f(a: np.ndarray, seed: np.ndarray = seed) -> float:
+            return float(np.sum(ref.run(["boxes"], {"feat": a})[0] * seed))
+
+        base, eps = feat.astype(np.float64), 1e-6
+        for _ in range(6):
+            v = rng.standard_normal(base.shape)
+            fd = (f(base + eps * v) - f(base - eps * v)) / (2 * eps)
+            np.testing.assert_allclose(float(np.sum(grad * v)), fd, rtol=1e-4, atol=1e-4 * max(1.0, abs(fd)))

@@ -32,7 +32,7 @@ from camcore.graph import rules as _rules  # noqa: F401 - fills the registry
 from camcore.graph.autodiff import build_gradients, path_nodes
 from camcore.graph.builder import GraphBuilder
 from camcore.graph.layers import explained_output, resolve_target_layers
-from camcore.graph.shapes import TensorInfo, fix_input_shapes, infer_tensor_info, probe_shapes
+from camcore.graph.shapes import TensorInfo, fix_input_shapes, free_unset_dims, infer_tensor_info, probe_shapes
 
 SEED_CLASS_INPUT = "camcore_class"
 SEED_TENSOR_INPUT = "camcore_seed"
@@ -115,7 +115,8 @@ def prepare_model(
     input_shapes: Mapping[str, Sequence[int | str | None]] | None = None,
     base_dir: str | Path | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, TensorInfo]]:
-    """Load, inline local functions, bring the opset to >= 11, fix shapes, infer types.
+    """Load, inline local functions, bring the opset to >= 11, clear the -1 and 0 dims
+    exporters write for dynamic ones, fix shapes, infer types.
 
     ``base_dir``: the folder of an in-memory model's external data (see :func:`load_model`).
     """
@@ -137,6 +138,7 @@ def prepare_model(
                 f"not be upgraded ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
                 "re-export it at opset >= 11"
             ) from None
+    free_unset_dims(proto)
     if input_shapes:
         fix_input_shapes(proto, input_shapes)
     return proto, infer_tensor_info(proto)

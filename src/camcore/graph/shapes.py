@@ -1,8 +1,15 @@
 """Shape and type facts about every tensor of a model, from ONNX shape inference.
 
 A dimension is an ``int`` when known, a ``str`` for a named symbolic dimension
-(``"batch"``) and ``None`` when unknown. Large initializers are swapped for typed
+(``"batch"``) and ``None`` when unknown. A declared ``dim_value`` of -1 or 0 (as some
+exporters write a dynamic dim, PaddleOCR's batch for one) is unknown too: :func:`free_unset_dims`
+clears it from the model before anything reads it. Large initializers are swapped for typed
 graph inputs before inference, so models over protobuf's 2 GiB limit still work.
+
+A dynamic batch hides sizes that do not depend on it: ``Reshape(x, [N, 64, -1])`` with a
+symbolic ``N`` leaves the ``-1`` unknown to ONNX inference. :func:`infer_tensor_info` then
+infers twice more with the batch fixed to two sizes: a dim equal in both runs is static, one
+equal to the batch in both is the batch, the others stay unknown. The batch stays dynamic.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ def _dims(type_proto: onnx.TypeProto) -> tuple[Dim, ...] | None:
         return None
     out: list[Dim] = []
     for d in tensor.shape.dim:
-        if d.HasField("dim_value"):
+        if d.HasField("dim_value") and d.dim_value > 0:
             out.append(int(d.dim_value))
         elif d.HasField("dim_param") and d.dim_param:
             out.append(d.dim_param)
@@ -66,8 +73,25 @@ def _lightweight_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
+def free_unset_dims(model: onnx.ModelProto) -> int:
+    """Clear every declared ``dim_value`` <= 0 (graph inputs, outputs, value_info) in place:
+    exporters write -1 or 0 for a dynamic dim, and inference or onnxruntime would take it as a
+    size. Returns how many dims were cleared."""
+    graph = model.graph
+    cleared = 0
+    for vi in (*graph.input, *graph.output, *graph.value_info):
+        if not vi.type.tensor_type.HasField("shape"):
+            continue
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value <= 0:
+                d.ClearField("dim_value")
+                cleared += 1
+    return cleared
+
+
 def fix_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int | str | None]]) -> None:
-    """Overwrite the declared shapes of graph inputs in place (None keeps a dim as it is)."""
+    """Overwrite the declared shapes of graph inputs in place (None keeps a dim as it is;
+    -1 or 0 makes it dynamic)."""
     inputs = {i.name: i for i in model.graph.input}
     for name, dims in input_shapes.items():
         if name not in inputs:
@@ -84,7 +108,10 @@ def fix_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence
         for d, v in zip(shape.dim, dims):
             if v is None:
                 continue
-            if isinstance(v, int):
+            if isinstance(v, int) and v <= 0:  # -1 or 0: dynamic, as exporters write it
+                d.ClearField("dim_value")
+                d.ClearField("dim_param")
+            elif isinstance(v, int):
                 d.ClearField("dim_param")
                 d.dim_value = v
             else:
@@ -99,13 +126,8 @@ def _infer(light: onnx.ModelProto) -> onnx.ModelProto:
         return light
 
 
-def infer_tensor_info(model: onnx.ModelProto) -> dict[str, TensorInfo]:
-    """Type and shape of every tensor the model names (inputs, initializers, node outputs)."""
-    light = _lightweight_copy(model)
-    inferred = _infer(light)
-    info: dict[str, TensorInfo] = {}
-    for init in model.graph.initializer:
-        info[init.name] = TensorInfo(init.data_type, tuple(int(d) for d in init.dims))
+def _collect(inferred: onnx.ModelProto, info: dict[str, TensorInfo]) -> dict[str, TensorInfo]:
+    """``info`` plus the value infos of ``inferred`` and its Constant nodes, first one wins."""
     graph = inferred.graph
     for vi in [*graph.input, *graph.value_info, *graph.output]:
         if vi.type.HasField("tensor_type") and vi.name not in info:
@@ -116,6 +138,78 @@ def infer_tensor_info(model: onnx.ModelProto) -> dict[str, TensorInfo]:
                 if attr.name == "value":
                     info[node.output[0]] = TensorInfo(attr.t.data_type, tuple(attr.t.dims))
     return info
+
+
+def infer_tensor_info(model: onnx.ModelProto) -> dict[str, TensorInfo]:
+    """Type and shape of every tensor the model names (inputs, initializers, node outputs).
+
+    Dims a dynamic batch hides are found by inferring again with the batch fixed (see the
+    module docstring); the batch itself stays as declared.
+    """
+    light = _lightweight_copy(model)
+    free_unset_dims(light)
+    info = {init.name: TensorInfo(init.data_type, tuple(int(d) for d in init.dims)) for init in model.graph.initializer}
+    info = _collect(_infer(light), info)
+    batch = _batch_dim(model)
+    if batch is not None and any(_has_unknown(ti, batch[0]) for ti in info.values()):
+        _fill_batch_hidden_dims(light, info, *batch)
+    return info
+
+
+#: the batch sizes of the two extra inferences: primes that no other dim is likely to equal
+_BATCH_PROBES = (9973, 10007)
+
+
+def _batch_dim(model: onnx.ModelProto) -> tuple[Dim, list[str]] | None:
+    """The first input's dynamic first dim (a name or None) and the inputs whose first dim is
+    the same; None when the first input's first dim is static or it has no dims."""
+    initializers = {i.name for i in model.graph.initializer}
+    firsts: list[tuple[str, Dim]] = []
+    for vi in model.graph.input:
+        dims = _dims(vi.type) if vi.type.HasField("tensor_type") else None
+        if vi.name not in initializers and dims:
+            firsts.append((vi.name, dims[0]))
+    if not firsts or isinstance(firsts[0][1], int):
+        return None
+    batch = firsts[0][1]
+    return batch, [name for name, d in firsts if d == batch]
+
+
+def _has_unknown(ti: TensorInfo, batch: Dim) -> bool:
+    return ti.shape is None or any(d is None or (isinstance(d, str) and d != batch) for d in ti.shape)
+
+
+def _fill_batch_hidden_dims(light: onnx.ModelProto, info: dict[str, TensorInfo], batch: Dim, names: list[str]) -> None:
+    """Infer ``light`` with the batch of inputs ``names`` fixed to each of ``_BATCH_PROBES``; a dim
+    unknown in ``info`` that is the same int in both runs becomes it, one that follows the
+    probe becomes ``batch``."""
+    runs = []
+    for size in _BATCH_PROBES:
+        fixed = onnx.ModelProto()
+        fixed.CopyFrom(light)
+        for vi in fixed.graph.input:
+            if vi.name in names:
+                vi.type.tensor_type.shape.dim[0].dim_value = size  # clears dim_param (a oneof)
+        runs.append(_collect(_infer(fixed), {}))
+    first, second = runs
+    for name, a in first.items():
+        b, ti = second.get(name), info.get(name)
+        if b is None or a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
+            continue
+        if ti is not None and ti.shape is not None and len(ti.shape) != len(a.shape):
+            continue
+        if ti is not None and not _has_unknown(ti, batch):
+            continue
+        base: tuple[Dim, ...] = (None,) * len(a.shape) if ti is None or ti.shape is None else ti.shape
+        dims: list[Dim] = []
+        for was, x, y in zip(base, a.shape, b.shape):
+            if isinstance(was, int) or not (isinstance(x, int) and isinstance(y, int)):
+                dims.append(was)
+            elif x == y:
+                dims.append(x)
+            else:
+                dims.append(batch if (x, y) == _BATCH_PROBES else was)
+        info[name] = TensorInfo(a.elem_type if ti is None else ti.elem_type, tuple(dims))
 
 
 def probe_shapes(model: onnx.ModelProto, info: dict[str, TensorInfo], tensors: Sequence[str]) -> dict[str, TensorInfo]:
