@@ -254,3 +254,53 @@ def test_a_swin_grid_gives_the_map_of_its_nchw_twin() -> None:
     )
     x = _image(False)
     np.testing.assert_allclose(GradCAM(swin_grid(), None)(x, None), GradCAM(twin, ["feat"])(x, None), atol=2e-5)
+
+
+def vit_head() -> onnx.ModelProto:
+    """A class token, one attention (q = tW, softmax(q tᵀ) t), a residual, LayerNorm, and a head
+    that reads the class token only (``Gather`` axis 1, index 0), as torchvision's ViT does."""
+    return _model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["conv"], strides=[8, 8]),
+            _const("flat_shape", [0, C, -1]),
+            helper.make_node("Reshape", ["conv", "flat_shape"], ["seq"]),
+            helper.make_node("Transpose", ["seq"], ["patches"], perm=[0, 2, 1]),
+            helper.make_node("Concat", ["cls", "patches"], ["t"], axis=1),  # (1, 17, C)
+            helper.make_node("MatMul", ["t", "wq"], ["q"]),
+            helper.make_node("Transpose", ["t"], ["t_t"], perm=[0, 2, 1]),  # (1, C, 17): not a text line
+            helper.make_node("MatMul", ["q", "t_t"], ["scores"]),
+            helper.make_node("Softmax", ["scores"], ["attn"], axis=-1),
+            helper.make_node("MatMul", ["attn", "t"], ["mixed"]),
+            helper.make_node("Add", ["t", "mixed"], ["res"]),
+            helper.make_node("LayerNormalization", ["res", "gamma", "beta"], ["normed"], axis=-1),
+            helper.make_node("Gather", ["normed", "zero"], ["cls_out"], axis=1),  # (1, C)
+            helper.make_node("MatMul", ["cls_out", "fc"], ["logits"]),
+        ],
+        [1, C_IN, H, W],
+        {
+            "cls": CLS,
+            "wq": np.eye(C, dtype=np.float32),
+            "zero": np.array(0, np.int64),
+            "gamma": np.ones(C, np.float32),
+            "beta": np.zeros(C, np.float32),
+        },
+    )
+
+
+def test_a_class_token_head_moves_the_default_before_the_last_mixing() -> None:
+    """After the last mixing, only the class token reaches the head: its patch tokens get no
+    gradient. The default is the last tensor before it (torchvision ViT: the last block's ln_1)."""
+    from camcore.graph.layouts import class_token_readers
+
+    model = vit_head()
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
+    proto, info = prepare_model(model)
+    layers = {c.tensor: c for c in candidate_layers(proto, info, "logits")}
+    assert class_token_readers(proto, info) == {"normed", "res", "mixed", "attn", "scores", "q"}
+    assert layers["normed"].class_token_only and not layers["t"].class_token_only
+    assert not layers["t_t"].is_image_grid((H, W))  # 17 tokens transposed are no row of a 32-wide image
+    found = default_layer(list(layers.values()), input_size(proto, info), "logits")
+    assert found is not None and found.tensor == "t"  # the keys and values: where the tokens mix
+    cam = GradCAM(model, None)
+    got = cam(_image(False)[:1], None)
+    assert got.shape == (1, H, W) and np.ptp(got) > 0.5

@@ -11,7 +11,7 @@ import onnx
 from camcore.errors import CamcoreError, UnknownLayerError
 from camcore.graph.autodiff import backward_reach, forward_reach
 from camcore.graph.builder import FLOAT_TYPES
-from camcore.graph.layouts import LayerKind, image_layout, layer_layouts
+from camcore.graph.layouts import LayerKind, class_token_readers, image_layout, layer_layouts
 from camcore.graph.qdq import hidden_layers, refuse_qoperator
 from camcore.graph.shapes import Dim, TensorInfo
 from camcore.maps import token_grid
@@ -31,6 +31,8 @@ class Layer:
     op_type: str
     shape: tuple[Dim, ...] | None
     layout: LayerKind | None = None
+    #: the output reads only its leading (class) tokens: the patch tokens get no gradient
+    class_token_only: bool = False
 
     @property
     def has_spatial_extent(self) -> bool:
@@ -70,16 +72,18 @@ class Layer:
 
     def is_image_grid(self, input_hw: tuple[int, int] | None = None) -> bool:
         """Whether the layer's map can be a downsampled picture of the input: a known layout,
-        more than one cell and more than one channel, no side longer than the input's, and
+        more than one cell and more than one channel, patch tokens that reach the output (not
+        a class token alone, :func:`~camcore.graph.layouts.class_token_readers`), no side
+        longer than the input's, and
         strides along height and width within :data:`STRIDE_RATIO_TOLERANCE` of each other
-        (or a single row). Dims that are not known pass.
+        (or a single row, the width at least halved). Dims that are not known pass.
 
         Example:
             >>> Layer("dfl", "n", "Conv", (1, 1, 4, 8400), "channels_first").is_image_grid((640, 640))
             False
         """
         grid = self.grid(input_hw)
-        if grid is None or self.channels == 1:
+        if grid is None or self.channels == 1 or self.class_token_only:
             return False
         h, w = grid
         if isinstance(h, int) and isinstance(w, int) and h * w <= 1:
@@ -88,8 +92,8 @@ class Layer:
             return True
         if h > input_hw[0] or w > input_hw[1]:
             return False
-        if h == 1:
-            return True
+        if h == 1:  # a text line: the width downsampled like an image's, not a token sequence
+            return input_hw[1] / w >= 2 if input_hw[0] > 1 else True
         strides = (input_hw[0] / h, input_hw[1] / w)
         return max(strides) / min(strides) <= STRIDE_RATIO_TOLERANCE
 
@@ -131,6 +135,7 @@ def candidate_layers(model: onnx.ModelProto, info: dict[str, TensorInfo], output
     fwd = forward_reach(nodes, inputs, info)
     bwd = backward_reach(nodes, [output])
     kinds = layer_layouts(model, info)
+    heads = class_token_readers(model, info, bwd)
     hidden = hidden_layers(graph, info)  # one layer per Q/DQ pair of a quantized model
     layers: list[Layer] = []
     for node in nodes:
@@ -139,7 +144,8 @@ def candidate_layers(model: onnx.ModelProto, info: dict[str, TensorInfo], output
             if not out or out not in fwd or out not in bwd or ti is None or out in hidden:
                 continue
             if ti.elem_type in FLOAT_TYPES and ti.shape is not None and len(ti.shape) >= 3:
-                layers.append(Layer(out, node.name, node.op_type, ti.shape, kinds.get(out)))
+                kind = kinds.get(out)
+                layers.append(Layer(out, node.name, node.op_type, ti.shape, kind, kind == "tokens" and out in heads))
     if not layers:
         refuse_qoperator(graph, info, inputs, output)
     return layers

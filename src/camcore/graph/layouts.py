@@ -22,7 +22,7 @@ import onnx
 
 from camcore.graph.shapes import Dim, TensorInfo
 
-__all__ = ["LayerKind", "image_layout", "layer_layouts"]
+__all__ = ["LayerKind", "class_token_readers", "image_layout", "layer_layouts"]
 
 #: ops that keep the axes of their first input as they are (preprocessing before the first conv)
 _ELEMENTWISE = frozenset({"Cast", "Sub", "Div", "Mul", "Add", "Identity", "Clip", "Relu", "Sigmoid", "Tanh", "Neg",
@@ -97,7 +97,7 @@ def layer_layouts(model: onnx.ModelProto, info: dict[str, TensorInfo]) -> dict[s
     forwards and backwards, through ops that keep axes (elementwise ops, ``Concat``, ``Resize``,
     ...), ``Transpose`` (through its permutation) and ``Reshape`` (through the dims it keeps
     before and after the ones it merges or splits); the nearest evidence wins. A tensor whose
-    first axis is not the input's batch is left out ((L, N, C) sequences, attention products).
+    first axis cannot be the input's batch is left out ((L, N, C) sequences, attention products).
 
     Example:
         >>> layer_layouts(keras_model, info)["model/conv_1/Relu:0"]  # doctest: +SKIP
@@ -148,13 +148,24 @@ def layer_layouts(model: onnx.ModelProto, info: dict[str, TensorInfo]) -> dict[s
     for tensor, channel in axis.items():
         shape = info[tensor].shape
         assert shape is not None
-        if batch is not None and shape[0] is not None and shape[0] != batch:
+        if not _batch_first(shape[0], batch):
             continue
         if channel == 1:
             kinds[tensor] = "channels_first"
         elif channel == len(shape) - 1:
             kinds[tensor] = "tokens" if len(shape) == 3 else "channels_last"
     return kinds
+
+
+def _batch_first(first: Dim, batch: Dim) -> bool:
+    """Whether a tensor whose first dim is ``first`` can have the input's batch there: not when
+    it is a fixed size other than a fixed batch, or a fixed size above 1 where the batch is
+    dynamic. Dims nobody knows (shape inference's own symbols) pass."""
+    if not isinstance(first, int):
+        return True
+    if isinstance(batch, int):
+        return first == batch
+    return first == 1
 
 
 def _attr_int(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -251,3 +262,94 @@ def _inverse(carry: AxisMap, source_rank: int) -> AxisMap:
         return next((j for j in range(source_rank) if carry(j) == k), None)
 
     return back
+
+
+# ---------------------------------------------------------------------- class-token heads
+#: ops that work on each token alone, so that what reads only some tokens of their output
+#: reads only the same tokens of their input
+_PER_TOKEN = (_ELEMENTWISE | frozenset({"Dropout", "Mish", "Gelu", "PRelu", "Selu", "Celu", "Softsign",
+                                       "Reciprocal", "Where"})) - {"Concat"}  # fmt: skip
+#: the most leading tokens a classifier head reads (class, distillation and register tokens)
+_MAX_HEAD_TOKENS = 17
+
+
+def class_token_readers(
+    model: onnx.ModelProto, info: dict[str, TensorInfo], on_path: set[str] | None = None
+) -> set[str]:
+    """The (N, T, ·) tensors of which the output reads only leading (class, distillation,
+    register) rows: a head that takes ``x[:, 0]`` after row-wise ops (``LayerNormalization``,
+    elementwise ops, ``Softmax`` over the last axis, and a ``MatMul`` that the tensor enters
+    on the left: queries and attention weights). Their patch tokens get no gradient, so they
+    make no map; the grid is at the last tensor before the tokens mix (the last attention's
+    keys and values: its input).
+
+    ``on_path``: the tensors that lead to the explained output (consumers off it are ignored).
+
+    Example:
+        >>> "/encoder/ln/LayerNormalization_output_0" in class_token_readers(vit, info)  # doctest: +SKIP
+        True
+    """
+    from camcore.graph.parts import constant_value
+
+    nodes = list(model.graph.node)
+    rank = {name: len(ti.shape) for name, ti in info.items() if ti.shape is not None}
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in nodes:
+        for name in node.input:
+            consumers[name].append(node)
+
+    def leads_on(node: onnx.NodeProto) -> bool:
+        return on_path is None or any(o in on_path for o in node.output)
+
+    def reads_head_tokens(node: onnx.NodeProto, tensor: str) -> bool:
+        if node.input[0] != tensor:
+            return False
+        if node.op_type == "Gather" and _attr_int(node, "axis", 0) == 1:
+            index = constant_value(model, node.input[1])
+            return index is not None and index.size > 0 and 0 <= int(index.max()) < _MAX_HEAD_TOKENS
+        if node.op_type == "Slice" and len(node.input) >= 3:
+            starts, ends = (constant_value(model, n) for n in node.input[1:3])
+            axes = constant_value(model, node.input[3]) if len(node.input) > 3 and node.input[3] else None
+            if starts is None or ends is None:
+                return False
+            axes_list = list(range(len(starts))) if axes is None else [int(a) for a in axes.ravel()]
+            if 1 not in axes_list:
+                return False
+            k = axes_list.index(1)
+            return int(starts.ravel()[k]) >= 0 and int(ends.ravel()[k]) <= _MAX_HEAD_TOKENS
+        return False
+
+    def per_token(node: onnx.NodeProto, tensor: str) -> bool:
+        if node.op_type in _PER_TOKEN:
+            return True
+        if node.op_type == "LayerNormalization":
+            return node.input[0] == tensor and _attr_int(node, "axis", -1) == -1
+        if node.op_type == "MatMul":  # row i of A @ B reads row i of A only (B: weights, or keys)
+            return node.input[0] == tensor
+        if node.op_type == "Softmax":
+            return _attr_int(node, "axis", -1) in (-1, 2)
+        if node.op_type in ("ReduceMean", "ReduceSum"):
+            axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+            if axes is None and len(node.input) > 1 and node.input[1]:
+                value = constant_value(model, node.input[1])
+                axes = None if value is None else [int(a) for a in value.ravel()]
+            return axes == [-1] and _attr_int(node, "keepdims", 1) == 1
+        return False
+
+    readers: set[str] = set()
+
+    def head_only(user: onnx.NodeProto, tensor: str) -> bool:
+        """``user`` passes on only head tokens of ``tensor``."""
+        if reads_head_tokens(user, tensor):
+            return True
+        outs = [o for o in user.output if o and (on_path is None or o in on_path)]
+        return per_token(user, tensor) and all(o in readers for o in outs)
+
+    for node in reversed(nodes):  # a tensor's consumers come after it: they are decided first
+        for tensor in node.output:
+            if rank.get(tensor) != 3:
+                continue
+            users = [c for c in consumers.get(tensor, []) if leads_on(c)]
+            if users and all(head_only(c, tensor) for c in users):
+                readers.add(tensor)
+    return readers

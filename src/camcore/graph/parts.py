@@ -18,7 +18,7 @@ def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {i.name: i for i in model.graph.initializer}
 
 
-def _constant(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+def constant_value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
     """The value of ``name`` if it is an initializer or a Constant, also through Identity
     nodes: the TorchScript exporter stores equal initializers once and feeds every other
     user through an Identity (all BatchNorm scales of one width at their init value, 1)."""
@@ -51,11 +51,11 @@ def bias_terms(model: onnx.ModelProto, info: dict[str, TensorInfo]) -> list[tupl
         if ti is None or ti.shape is None or len(ti.shape) < 3:
             continue
         if node.op_type == "Conv" and len(node.input) > 2 and node.input[2]:
-            bias = _constant(model, node.input[2])
+            bias = constant_value(model, node.input[2])
             if bias is not None:
                 terms.append((out, bias.astype(np.float32)))
         elif node.op_type == "BatchNormalization" and len(node.output) == 1:
-            vals = [_constant(model, name) for name in node.input[1:5]]
+            vals = [constant_value(model, name) for name in node.input[1:5]]
             if any(v is None for v in vals):
                 continue
             scale, beta, mean, var = (v.astype(np.float64) for v in vals)  # type: ignore[union-attr]
@@ -93,7 +93,7 @@ def classifier_weights(model: onnx.ModelProto, info: dict[str, TensorInfo], laye
         node = only(tensor)
     if node is None or node.op_type not in ("Gemm", "MatMul") or node.input[0] != tensor:
         raise CamcoreError(f"no linear classifier after the pooling of {layer!r}; {hint}")
-    w = _constant(model, node.input[1])
+    w = constant_value(model, node.input[1])
     if w is None or w.ndim != 2:
         raise CamcoreError(f"the classifier weights {node.input[1]!r} are not a constant matrix; {hint}")
     if node.op_type == "MatMul":
