@@ -132,26 +132,27 @@ def _image_input_shapes(model_path: str, size: tuple[int, int] | None) -> dict[s
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from camcore.graph import candidate_layers, default_layer, prepare_model
-    from camcore.graph.layers import explained_output, input_size
+    from camcore.graph import candidate_layers, prepare_model
+    from camcore.graph.layers import default_layers, explained_output, input_size
 
     proto, info = prepare_model(args.model, _image_input_shapes(args.model, args.size))
     output = explained_output(proto, args.output)
     layers = candidate_layers(proto, info, output)
     hw = input_size(proto, info)
-    default = default_layer(layers, hw, output)
+    defaults = {layer.tensor for layer in default_layers(proto, info, output)}
     if not layers:
         print("no candidate layers (no float activation of rank >= 3 leads to the output)")
         return 0
     width = max(len(layer.tensor) for layer in layers)
     print(f"  {'tensor':<{width}}  {'op':<20} {'layout':<15} {'grid':<9} shape")
     for layer in layers:
-        mark = "*" if default is not None and layer.tensor == default.tensor else " "
+        mark = "*" if layer.tensor in defaults else " "
         shape = "?" if layer.shape is None else "x".join("?" if d is None else str(d) for d in layer.shape)
         grid = layer.grid(hw)
         cells = "-" if grid is None else "x".join("?" if d is None else str(d) for d in grid)
         print(f"{mark} {layer.tensor:<{width}}  {layer.op_type:<20} {layer.layout or '?':<15} {cells:<9} {shape}")
-    print(f"({len(layers)} layers; layout: where the channels are, as the graph shows it; * = default target layer)")
+    print(f"({len(layers)} layers; layout: where the channels are, as the graph shows it; "
+          "* = default target layer(s), their maps averaged)")  # fmt: skip
     return 0
 
 

@@ -93,8 +93,8 @@ def test_default_layer_is_the_last_with_spatial_extent(branchy) -> None:
     model, info = branchy
     layer = default_layer(candidate_layers(model, info, "logits"), (8, 8), "logits")
     assert layer is not None and layer.tensor == "shifted"  # g is 1 x 1: no spatial extent
-    aux = default_layer(candidate_layers(model, info, "aux"), (8, 8), "aux")
-    assert aux is not None and aux.tensor == "feat"  # the output itself leaves nothing to differentiate
+    # aux = Sigmoid(Relu(conv)): no learned op after any of them, as a segmenter's per-class map
+    assert default_layer(candidate_layers(model, info, "aux"), (8, 8), "aux") is None
     assert default_layer([]) is None
     assert default_layer([Layer("g", "n", "GlobalAveragePool", ("N", 4, 1, 1), "channels_first")]) is None
     assert default_layer([Layer("f", "n", "Relu", ("N", 4, 7, 7))]) is None  # no layout shown: not a grid
@@ -116,3 +116,16 @@ def test_default_layer_is_the_last_with_spatial_extent(branchy) -> None:
 )
 def test_has_spatial_extent(shape, spatial: bool) -> None:
     assert Layer("t", "n", "Relu", shape).has_spatial_extent is spatial
+
+
+def test_a_detectors_default_layers_are_the_features_its_heads_read() -> None:
+    """tiny_detector: one 1x1 head per scale, on feat (8 x 8) and feat2 (4 x 4); the DFL decoder
+    after them (a fixed convolution over Softmax bins) is no learned op."""
+    from camcore.graph import prepare_model
+    from camcore.graph.layers import default_layers, feeds_weights
+    from tests.detector_models import tiny_detector
+
+    model, info = prepare_model(tiny_detector())
+    assert [layer.tensor for layer in default_layers(model, info, "boxes")] == ["feat", "feat2"]
+    after = feeds_weights(model, "boxes")
+    assert "feat2" in after and "/model.22/l1/head" not in after and "/model.22/dfl/sm" not in after

@@ -304,3 +304,31 @@ def test_a_class_token_head_moves_the_default_before_the_last_mixing() -> None:
     cam = GradCAM(model, None)
     got = cam(_image(False)[:1], None)
     assert got.shape == (1, H, W) and np.ptp(got) > 0.5
+
+
+def test_a_segmenter_defaults_to_the_features_before_its_per_class_convolution() -> None:
+    """x -> Conv -> feat -> Conv (per-class logits, 4 x 4) -> Resize -> (N, classes, 32, 32): the
+    logits reach the output through no learned op, so the default is the decoder's features."""
+    classes = np.random.default_rng(2).standard_normal((CLASSES, C, 1, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["conv"], strides=[8, 8]),
+            helper.make_node("Relu", ["conv"], ["feat"]),
+            helper.make_node("Conv", ["feat", "cls_w"], ["logits_small"]),
+            helper.make_node("Resize", ["logits_small", "", "scales"], ["out"], mode="linear"),
+        ],
+        "seg",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C_IN, H, W])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", CLASSES, H, W])],
+        [
+            numpy_helper.from_array(CONV, "w"),
+            numpy_helper.from_array(classes, "cls_w"),
+            numpy_helper.from_array(np.array([1, 1, 8, 8], np.float32), "scales"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    proto, info = prepare_model(model)
+    layers = {c.tensor: c for c in candidate_layers(proto, info, "out")}
+    assert not layers["logits_small"].feeds_weights and layers["feat"].feeds_weights
+    found = default_layer(list(layers.values()), input_size(proto, info), "out")
+    assert found is not None and found.tensor == "feat"

@@ -23,7 +23,7 @@ from onnx import numpy_helper
 from camcore.errors import CamcoreError, UnsupportedOpError
 from camcore.graph.builder import FLOAT_TYPES, GraphBuilder
 from camcore.graph.registry import RULES, GradContext
-from camcore.graph.shapes import TensorInfo
+from camcore.graph.shapes import TensorInfo, shape_values
 
 _MAX_CONSTANT_ELEMENTS = 4096
 
@@ -251,7 +251,8 @@ def build_gradients(
     for target in targets:
         sub, _ = path_nodes(nodes, [target], list(seeds), info, stop)
         check_supported(nodes, sub, target, next(iter(seeds)), quantized)
-    opts = {"constants": constant_values(graph), **(options or {})}
+    # constants, and the shape computations that static dims decide (Slice bounds from Shape)
+    opts = {"constants": shape_values(graph, info, b.opset, constant_values(graph)), **(options or {})}
     contributions: dict[str, list[str]] = defaultdict(list)
     for out, seed in seeds.items():
         contributions[out].append(seed)

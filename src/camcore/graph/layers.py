@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import onnx
@@ -11,7 +11,7 @@ import onnx
 from camcore.errors import CamcoreError, UnknownLayerError
 from camcore.graph.autodiff import backward_reach, forward_reach
 from camcore.graph.builder import FLOAT_TYPES
-from camcore.graph.layouts import LayerKind, class_token_readers, image_layout, layer_layouts
+from camcore.graph.layouts import LayerKind, class_token_readers, constant_tensors, image_layout, layer_layouts
 from camcore.graph.qdq import hidden_layers, refuse_qoperator
 from camcore.graph.shapes import Dim, TensorInfo
 from camcore.maps import token_grid
@@ -33,6 +33,8 @@ class Layer:
     layout: LayerKind | None = None
     #: the output reads only its leading (class) tokens: the patch tokens get no gradient
     class_token_only: bool = False
+    #: a learned op (a convolution or product with weights) lies between the layer and the output
+    feeds_weights: bool = True
 
     @property
     def has_spatial_extent(self) -> bool:
@@ -136,6 +138,7 @@ def candidate_layers(model: onnx.ModelProto, info: dict[str, TensorInfo], output
     bwd = backward_reach(nodes, [output])
     kinds = layer_layouts(model, info)
     heads = class_token_readers(model, info, bwd)
+    weighted = feeds_weights(model, output)
     hidden = hidden_layers(graph, info)  # one layer per Q/DQ pair of a quantized model
     layers: list[Layer] = []
     for node in nodes:
@@ -145,24 +148,129 @@ def candidate_layers(model: onnx.ModelProto, info: dict[str, TensorInfo], output
                 continue
             if ti.elem_type in FLOAT_TYPES and ti.shape is not None and len(ti.shape) >= 3:
                 kind = kinds.get(out)
-                layers.append(Layer(out, node.name, node.op_type, ti.shape, kind, kind == "tokens" and out in heads))
+                layers.append(Layer(out, node.name, node.op_type, ti.shape, kind, kind == "tokens" and out in heads,
+                                    out in weighted))  # fmt: skip
     if not layers:
         refuse_qoperator(graph, info, inputs, output)
     return layers
+
+
+#: ops that apply learned weights when one of their operands is a constant
+_WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "QLinearConv", "QLinearMatMul",
+                       "ConvInteger", "MatMulInteger"})  # fmt: skip
+
+
+#: ops that only rearrange a tensor, through which a decoder's Softmax is traced
+_REARRANGING = frozenset({"Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten"})
+
+
+def _learned(node: onnx.NodeProto, constants: set[str], model: onnx.ModelProto) -> bool:
+    """A convolution or product with a constant weight, except a decoder that takes the
+    expectation of a Softmax (YOLOv8's DFL: a fixed 0..15 convolution over bin probabilities)."""
+    if node.op_type not in _WEIGHTED or not any(i in constants for i in node.input[:2]):
+        return False
+    producers = {o: n for n in model.graph.node for o in n.output}
+    tensor = node.input[0]
+    while (producer := producers.get(tensor)) is not None and producer.op_type in _REARRANGING:
+        tensor = producer.input[0]
+    return producer is None or producer.op_type != "Softmax"
+
+
+def feeds_weights(model: onnx.ModelProto, output: str) -> set[str]:
+    """The tensors from which ``output`` is reached through at least one op with learned weights
+    (a convolution, or a product with a constant). The rest only reach it through pooling,
+    resizing, reshaping and activations: a segmentation model's per-class convolution output,
+    a detector's final head convolutions, the output itself.
+
+    Example:
+        >>> "/classifier/Conv_output_0" in feeds_weights(segmenter, "out")  # doctest: +SKIP
+        False
+    """
+    constants = constant_tensors(model)
+    on_path = backward_reach(list(model.graph.node), [output])
+    found: set[str] = set()
+    for node in reversed(model.graph.node):
+        if not any(o in on_path for o in node.output):
+            continue
+        if _learned(node, constants, model) or any(o in found for o in node.output):
+            found.update(i for i in node.input if i and i not in constants)
+    return found
 
 
 def default_layer(
     candidates: Sequence[Layer], input_hw: tuple[int, int] | None = None, output: str | None = None
 ) -> Layer | None:
     """The last activation on the path to the output that is an image grid
-    (:meth:`Layer.is_image_grid`), the output itself left out (nothing would be differentiated).
+    (:meth:`Layer.is_image_grid`) and reaches the output through learned weights
+    (:func:`feeds_weights`: not a segmenter's per-class map or a detector's last head
+    convolutions); the output itself is left out (nothing would be differentiated).
 
     Example:
         >>> default_layer(candidate_layers(model, info, "logits"), (224, 224), "logits")  # doctest: +SKIP
         Layer(tensor='/layer4/layer4.1/relu_1/Relu_output_0', ...)
     """
-    grids = [c for c in candidates if c.tensor != output and c.is_image_grid(input_hw)]
+    grids = [c for c in candidates if c.tensor != output and c.feeds_weights and c.is_image_grid(input_hw)]
     return grids[-1] if grids else None
+
+
+def head_inputs(model: onnx.ModelProto, output: str, grids: Mapping[str, tuple[Dim, Dim]]) -> list[str]:
+    """The features a multi-head model's heads read (a detector's neck outputs, one per scale),
+    in graph order; empty when the output has a single head (a classifier's or segmenter's).
+
+    The heads end in the *final* learned ops: those after which no learned op leads to the
+    output (YOLOv8: the box and class convolutions of each scale; its DFL decoder is no learned
+    op). For each final op, the head input is the latest of ``grids`` (tensor -> grid size) that
+    it shares as an ancestor with another final op it neither reads nor feeds: where its branch
+    leaves the trunk (YOLOv8's box and class branches share their scale's neck output). Where
+    the branch changes scale after that (YOLOv5's last scale, one convolution per scale), it is
+    the latest grid before the final op at the final op's own scale.
+
+    Example:
+        >>> head_inputs(yolov8, "output0", grids)  # doctest: +SKIP
+        ['/model.15/cv2/act/Mul_output_0', '/model.18/cv2/act/Mul_output_0', '/model.21/cv2/act/Mul_output_0']
+    """
+    nodes = list(model.graph.node)
+    constants = constant_tensors(model)
+    on_path = backward_reach(nodes, [output])
+    after = feeds_weights(model, output)
+    finals = [n for n in nodes if n.output[0] in on_path and n.output[0] not in after and _learned(n, constants, model)]
+    if len(finals) < 2:
+        return []
+    order = {t: k for k, n in enumerate(nodes) for t in n.output}
+    wanted = set(grids)
+    sizes = dict(grids)
+    ancestors = [backward_reach(nodes, [f.output[0]]) & (wanted | {f.output[0]}) for f in finals]
+    found: set[str] = set()
+    for i, final in enumerate(finals):
+        best: str | None = None
+        for j, other in enumerate(finals):
+            if i == j or final.output[0] in ancestors[j] or other.output[0] in ancestors[i]:
+                continue
+            shared = (ancestors[i] & ancestors[j]) - {final.output[0], other.output[0]}
+            latest = max(shared, key=lambda t: order.get(t, -1), default=None)
+            if latest is not None and (best is None or order[latest] > order[best]):
+                best = latest
+        if best is None:
+            continue
+        scale = sizes.get(final.input[0])
+        if scale is not None and sizes.get(best) != scale:  # the branch went on to another scale
+            same = [t for t in ancestors[i] - {final.output[0]} if sizes.get(t) == scale and order[t] > order[best]]
+            best = max(same, key=lambda t: order[t], default=best)
+        found.add(best)
+    return sorted(found, key=lambda t: order.get(t, -1))
+
+
+def default_layers(model: onnx.ModelProto, info: dict[str, TensorInfo], output: str) -> list[Layer]:
+    """The default target layers for ``output``: a multi-head model's head inputs
+    (:func:`head_inputs`, one per scale, their maps averaged), else :func:`default_layer`."""
+    candidates = candidate_layers(model, info, output)
+    hw = input_size(model, info)
+    grids = [c for c in candidates if c.tensor != output and c.feeds_weights and c.is_image_grid(hw)]
+    heads = set(head_inputs(model, output, {c.tensor: g for c in grids if (g := c.grid(hw)) is not None}))
+    if heads:
+        return [c for c in grids if c.tensor in heads]
+    layer = default_layer(candidates, hw, output)
+    return [] if layer is None else [layer]
 
 
 def input_size(model: onnx.ModelProto, info: dict[str, TensorInfo]) -> tuple[int, int] | None:
@@ -180,7 +288,10 @@ __all__ = [
     "Layer",
     "candidate_layers",
     "default_layer",
+    "default_layers",
     "explained_output",
+    "feeds_weights",
+    "head_inputs",
     "input_size",
     "resolve_layers",
     "resolve_target_layers",
@@ -211,14 +322,14 @@ def resolve_target_layers(
         ['/layer4/layer4.1/relu_1/Relu_output_0']
     """
     if target_layers is None:
-        layer = default_layer(candidate_layers(model, info, output), input_size(model, info), output)
-        if layer is None:
+        layers = default_layers(model, info, output)
+        if not layers:
             raise CamcoreError(
                 "no default target layer: no activation laid out as an image grid (channels on a "
                 f"known axis, more than one cell) leads to {output!r}; pass target_layers "
                 "(see `camcore layers MODEL`)"
             )
-        return [layer.tensor]
+        return [layer.tensor for layer in layers]
     names = [target_layers] if isinstance(target_layers, str) else list(target_layers)
     if not names:
         raise CamcoreError("target_layers is empty: pass at least one layer, or None for the default")

@@ -22,7 +22,7 @@ import onnx
 
 from camcore.graph.shapes import Dim, TensorInfo
 
-__all__ = ["LayerKind", "class_token_readers", "image_layout", "layer_layouts"]
+__all__ = ["LayerKind", "class_token_readers", "constant_tensors", "image_layout", "layer_layouts"]
 
 #: ops that keep the axes of their first input as they are (preprocessing before the first conv)
 _ELEMENTWISE = frozenset({"Cast", "Sub", "Div", "Mul", "Add", "Identity", "Clip", "Relu", "Sigmoid", "Tanh", "Neg",
@@ -104,7 +104,7 @@ def layer_layouts(model: onnx.ModelProto, info: dict[str, TensorInfo]) -> dict[s
         'channels_last'
     """
     nodes = list(model.graph.node)
-    constants = _constant_tensors(model)
+    constants = constant_tensors(model)
     rank = {name: len(ti.shape) for name, ti in info.items() if ti.shape is not None}
     axis: dict[str, int] = {}
     frontier: list[str] = []
@@ -172,7 +172,7 @@ def _attr_int(node: onnx.NodeProto, name: str, default: int) -> int:
     return next((int(a.i) for a in node.attribute if a.name == name), default)
 
 
-def _constant_tensors(model: onnx.ModelProto) -> set[str]:
+def constant_tensors(model: onnx.ModelProto) -> set[str]:
     """Initializers, Constant outputs and what data-moving ops make of them (dequantised weights)."""
     constants = {i.name for i in model.graph.initializer}
     for node in model.graph.node:

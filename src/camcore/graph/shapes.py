@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+import numpy as np
 import onnx
 from onnx import shape_inference
 
@@ -260,3 +261,87 @@ def probe_shapes(model: onnx.ModelProto, info: dict[str, TensorInfo], tensors: S
         dims = tuple(int(x) if x == y else None for x, y in zip(a.shape, b.shape))
         found[name] = TensorInfo(info[name].elem_type, dims)
     return found
+
+
+# ---------------------------------------------------------------------- shape values
+#: integer ops on shape vectors that exporters emit between ``Shape`` and the ops that read
+#: their result as a parameter (Reshape targets, Slice bounds, Pad amounts)
+_SHAPE_OPS = frozenset({"Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Add", "Sub", "Mul", "Div", "Mod",
+                        "Cast", "Reshape", "Identity", "Range", "Equal", "Less", "Greater", "Where", "Not", "Floor",
+                        "Ceil", "Neg", "Abs", "Max", "Min", "ReduceProd", "ReduceSum", "Expand",
+                        "ConstantOfShape", "Size"})  # fmt: skip
+_MAX_SHAPE_VALUE = 4096
+
+
+def shape_values(
+    graph: onnx.GraphProto, info: Mapping[str, TensorInfo], opset: int, known: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """``known`` (constants) completed with the values that follow from the static dims alone:
+    ``Shape`` of a tensor whose dims are known, and small integer ops on such values (YOLOv8's
+    ``Slice`` bounds computed from ``Shape``). A value that depends on a dim not known (the
+    dynamic batch) stays unknown; a ``Gather`` or ``Slice`` of a shape picks the known dims
+    out of one with unknown ones.
+
+    Example:
+        >>> shape_values(model.graph, info, 17, {})["/model.22/Mul_output_0"]  # doctest: +SKIP
+        array([2])
+    """
+    from onnx.reference import ReferenceEvaluator
+
+    values = dict(known)
+    partial: dict[str, list[int | None]] = {}  # shape vectors with unknown entries
+    for node in graph.node:
+        outs = [o for o in node.output if o]
+        if len(outs) != 1 or outs[0] in values:
+            continue
+        out, ins = outs[0], [i for i in node.input if i]
+        if node.op_type == "Shape":
+            ti = info.get(node.input[0])
+            if ti is None or ti.shape is None:
+                continue
+            attrs = {a.name: a.i for a in node.attribute}
+            dims = [d if isinstance(d, int) else None for d in ti.shape]
+            dims = dims[attrs.get("start", 0) : attrs.get("end", len(dims)) or None]
+            if None in dims:
+                partial[out] = dims
+            else:
+                values[out] = np.asarray(dims, np.int64)
+        elif node.op_type in ("Gather", "Slice") and ins and ins[0] in partial and all(i in values for i in ins[1:]):
+            picked = _pick(node, partial[ins[0]], [values[i] for i in ins[1:]])
+            if picked is not None:
+                values[out] = picked
+        elif node.op_type in _SHAPE_OPS and ins and all(i in values for i in ins):
+            if any(values[i].size > _MAX_SHAPE_VALUE for i in ins):
+                continue
+            single = onnx.helper.make_model(
+                onnx.helper.make_graph([node], "fold", [], [onnx.helper.make_tensor_value_info(out, 0, None)]),
+                opset_imports=[onnx.helper.make_opsetid("", opset)],
+            )
+            try:
+                result = cast(list, ReferenceEvaluator(single).run(None, {i: values[i] for i in ins}))[0]
+            except Exception:  # an op the reference cannot run here: the value stays unknown
+                continue
+            if np.asarray(result).size <= _MAX_SHAPE_VALUE:
+                values[out] = np.asarray(result)
+    return values
+
+
+def _pick(node: onnx.NodeProto, dims: list[int | None], params: list[np.ndarray]) -> np.ndarray | None:
+    """The entries a Gather or Slice on axis 0 takes from a partly known shape vector."""
+    index = np.arange(len(dims))
+    if node.op_type == "Gather":
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if axis != 0:
+            return None
+        chosen = index[params[0]]
+    else:
+        starts, ends = params[0], params[1]
+        axes = params[2] if len(params) > 2 else np.array([0])
+        steps = params[3] if len(params) > 3 else np.array([1])
+        if list(axes.ravel()) != [0]:
+            return None
+        chosen = index[int(starts.ravel()[0]) : int(ends.ravel()[0]) : int(steps.ravel()[0])]
+    taken = [dims[int(k)] for k in np.ravel(chosen)]
+    if any(d is None for d in taken):
+        return None
+    return np.asarray(taken, np.int64).reshape(np.shape(chosen))

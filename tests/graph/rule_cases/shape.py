@@ -117,6 +117,15 @@ CASES = [
         "p, q, r = Split<axis = 0, num_outputs = 3>(x) y = Mul(q, q)",
     ),
     # ---- Slice
+    case(  # YOLOv8's dist2bbox: the bounds computed from Shape at run time; the batch dynamic
+        "Slice-bounds-from-shape",
+        "Slice",
+        17,
+        "(float[N,4,5] x) => (float[N,2,5] y)",
+        f"""s = Shape(x) i = Constant<value = {I64}[1] {{1}}>() c = Gather<axis = 0>(s, i)
+two = Constant<value = {I64}[1] {{2}}>() h = Div(c, two) e = Mul(h, two) y = Slice(x, h, e, i)""",
+        feed_shapes={"x": (2, 4, 5)},
+    ),
     case(
         "Slice-negative-start-int-max",
         "Slice",
