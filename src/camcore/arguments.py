@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+import numpy as np
+
 from camcore.preprocess import Preprocess, parse_size
 
 EXIT_BAD_INPUT = 2
@@ -82,9 +84,12 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     from camcore.targets import TARGET_TYPES
 
     p.add_argument("--target", type=int, metavar="INDEX",
-                   help="the class (or output index) to explain (default: each image's top-1 class)")  # fmt: skip
-    p.add_argument("--target-type", choices=list(TARGET_TYPES), default="class",
-                   help="what to explain: " + "; ".join(f"{k}: {v.help}" for k, v in TARGET_TYPES.items()))  # fmt: skip
+                   help="the class to explain (classify: default each image's top-1; detect: the best "
+                        "detection of this class; segment: default the largest class) or the value (regress, "
+                        "default 0)")  # fmt: skip
+    p.add_argument("--target-type", choices=list(TARGET_TYPES), default=None,
+                   help="what to explain (default: class; raw and regression name their task): "
+                        + "; ".join(f"{k}: {v.help}" for k, v in TARGET_TYPES.items()))  # fmt: skip
 
 
 def add_preprocess_options(p: argparse.ArgumentParser) -> None:
@@ -114,10 +119,81 @@ def add_overlay_options(p: argparse.ArgumentParser) -> None:
                    help="weight of the heat map in the overlay, in [0, 1] (default: 0.5)")  # fmt: skip
 
 
+def box(text: str) -> tuple[float, float, float, float]:
+    """``x0,y0,x1,y1``: four finite numbers, x0 < x1 and y0 < y1 (input pixels)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(abs(v) < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"must be x0,y0,x1,y1 (four numbers, input pixels), not {text!r}")
+    if not (values[2] > values[0] and values[3] > values[1]):
+        raise argparse.ArgumentTypeError(f"needs x0 < x1 and y0 < y1, not {text!r}")
+    return values[0], values[1], values[2], values[3]
+
+
+def add_task_options(p: argparse.ArgumentParser, target: bool = False) -> None:
+    """``--task``, ``--detection``, ``--box``, ``--region``, ``--score-threshold`` (and
+    ``--target``/``--target-type`` with ``target``), from the task registry."""
+    from camcore.tasks import TASKS
+
+    if target:
+        add_target_options(p)
+    p.add_argument("--task", choices=list(TASKS), default=None,
+                   help="what the model does (default: read from the explained output's shape): "
+                        + "; ".join(f"{k}: {v.help}" for k, v in TASKS.items()))  # fmt: skip
+    p.add_argument("--detection", type=count, metavar="K",
+                   help="detect: explain the K-th detection, best first (default: the top-scoring one)")  # fmt: skip
+    p.add_argument("--box", type=box, metavar="X0,Y0,X1,Y1",
+                   help="detect: explain the detection with the highest IoU with this box (input pixels)")  # fmt: skip
+    p.add_argument("--region", type=box, metavar="X0,Y0,X1,Y1",
+                   help="segment: explain the class's pixels in this region only (input pixels)")  # fmt: skip
+    p.add_argument("--score-threshold", type=unit_float, metavar="S",
+                   help="detect: the score detections need to be listed and counted (default: 0.25)")  # fmt: skip
+
+
+def choose_task(args: argparse.Namespace, cam: Any, preprocess: Preprocess, rebuild: Callable[[str], Any]) -> Any:
+    """The run's :class:`~camcore.tasks.TaskChoice` and the CAM that explains its output:
+    ``rebuild(output)`` makes a CAM on another output when the task explains one that
+    ``--output`` did not name (a detector's scores next to its boxes). An explained output of
+    unknown shape is observed once on a blank input of the model's size.
+
+    Returns:
+        (cam, choice)
+
+    Raises:
+        CamcoreError: a task or option that does not fit the model.
+    """
+    from camcore.tasks import TaskOptions
+    from camcore.tasks import choose_task as choose
+
+    options = TaskOptions(getattr(args, "target", None), getattr(args, "target_type", None), args.detection,
+                          args.box, args.region, args.score_threshold)  # fmt: skip
+    explicit = args.output is not None
+
+    def pick(cam: Any) -> Any:
+        engine = cam.engine
+        shape = engine.output_shape()
+        shapes: dict[str, tuple[Any, ...] | None] | None = None
+        if (shape is None or not all(isinstance(d, int) and d > 0 for d in shape[1:])) and preprocess.size:
+            h, w = preprocess.size
+            blank = np.zeros((1, h, w, 3) if preprocess.nhwc else (1, 3, h, w), np.float32)
+            got = engine.forward(engine.feeds(blank)).outputs
+            shapes = {n: (None, *o.shape[1:]) for n, o in zip(engine.output_names, got)}
+        return choose(engine, args.task, options, explicit_output=explicit, input_hw=preprocess.size,
+                      shapes=shapes)  # fmt: skip
+
+    choice = pick(cam)
+    if choice.output != cam.engine.output:
+        cam = rebuild(choice.output)
+        choice = pick(cam)
+    return cam, choice
+
+
 def add_top_k_option(p: argparse.ArgumentParser) -> None:
     """``--top-k``."""
     p.add_argument("--top-k", type=count, default=5, metavar="K",
-                   help="predictions per image in the summary (default: 5; 0: none)")  # fmt: skip
+                   help="predictions (classes, detections) per image in the summary (default: 5; 0: none)")  # fmt: skip
 
 
 def progress(total: int | None, desc: str, unit: str) -> Any:

@@ -3,10 +3,12 @@
 ``camcore explain``, ``camcore video`` and the dataset audit share it:
 
 * :class:`TargetChoice`: what to explain, from a registered target type (``--target-type``)
-  and an index (``--target``), checked against the model before any work;
+  and an index (``--target``), checked against the model before any work; a
+  :class:`~camcore.tasks.TaskChoice` (``--task``) also chooses the targets, and writes the
+  records of what its task produced (detections, pixel areas, values);
 * :class:`BatchExplainer`: groups inputs by shape, runs them ``batch_size`` at a time, and
   isolates a bad input (the batch is retried one by one, so one culprit fails alone);
-* :func:`top_k` and :func:`prediction_record`: the per-image predictions (softmax
+* :func:`top_k` and :func:`prediction_record`: a classifier's per-image predictions (softmax
   probabilities) and the class explained;
 * :class:`Names`: unique output names for inputs that share a stem.
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -29,6 +31,9 @@ from camcore.cam import BaseCAM
 from camcore.engine import Engine
 from camcore.errors import CamcoreError
 from camcore.targets import TARGET_TYPES, Target, TargetType, softmax, top1_targets
+
+if TYPE_CHECKING:
+    from camcore.tasks import TaskChoice
 
 __all__ = ["BatchExplainer", "Explained", "Failed", "Item", "Names", "TargetChoice", "prediction_record", "top_k"]
 
@@ -82,8 +87,9 @@ def top_k(row: np.ndarray, k: int) -> list[dict[str, float | int]]:
 def prediction_record(
     output: np.ndarray, target: Target | None, k: int, class_names: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """One image's record: the class explained (a class target's, the top-1 for None, else
-    None) and, for an (N, classes) output, its ``k`` best predictions."""
+    """A classifier's record of one image: the class explained (a class target's, the top-1
+    for None, else None) and, for an (N, classes) output, its ``k`` best predictions; nothing
+    for another output (its :class:`~camcore.tasks.TaskChoice` reports what it produced)."""
     row = np.asarray(output)
     record: dict[str, Any] = {}
     if target is not None:
@@ -138,7 +144,10 @@ class BatchExplainer:
 
     Args:
         cam: the CAM object (its engine, method, layers).
-        target: what to explain (:class:`TargetChoice`); None when every batch brings its own targets.
+        target: what to explain (:class:`TargetChoice` or :class:`~camcore.tasks.TaskChoice`);
+            None when every batch brings its own targets.
+        task: the records' task (default: ``target`` when it is a task choice; else a
+            classifier's :func:`prediction_record`).
         batch_size: inputs per run, at most.
         top_k: predictions per record (0: none).
         aug_smooth, eigen_smooth: as for the CAM's call.
@@ -149,7 +158,7 @@ class BatchExplainer:
     def __init__(
         self,
         cam: BaseCAM,
-        target: TargetChoice | None,
+        target: TargetChoice | TaskChoice | None,
         *,
         batch_size: int = 8,
         top_k: int = 5,
@@ -157,6 +166,7 @@ class BatchExplainer:
         eigen_smooth: bool = False,
         scaled: bool = True,
         class_names: Sequence[str] | None = None,
+        task: TaskChoice | None = None,
     ) -> None:
         if batch_size < 1:
             raise CamcoreError(f"batch size must be >= 1, got {batch_size}")
@@ -165,6 +175,7 @@ class BatchExplainer:
         if aug_smooth and not scaled:
             raise CamcoreError("aug_smooth gives scaled maps only")
         self.cam, self.target = cam, target
+        self.task = task if task is not None else (None if isinstance(target, TargetChoice) else target)
         self.batch_size, self.top_k = batch_size, top_k
         self.aug_smooth, self.eigen_smooth, self.scaled = aug_smooth, eigen_smooth, scaled
         self.class_names = list(class_names) if class_names else None
@@ -225,7 +236,10 @@ class BatchExplainer:
         done_items = []
         for i, item in enumerate(items):
             rows = [np.asarray(o[i]) for o in outputs]
-            record = prediction_record(rows[explained], targets[i], self.top_k, self.class_names)
+            if self.task is not None:
+                record = self.task.record(rows, targets[i], self.top_k, self.class_names)
+            else:
+                record = prediction_record(rows[explained], targets[i], self.top_k, self.class_names)
             done_items.append(Explained(item, maps[i], rows, record))
         return done_items
 

@@ -26,6 +26,7 @@ from camcore.arguments import (
     add_overlay_options,
     add_preprocess_options,
     add_target_options,
+    add_task_options,
     add_top_k_option,
     positive_int,
     progress,
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="output folder (created; never an input)")
     add_model_options(ex)
     add_target_options(ex)
+    add_task_options(ex)
     ex.add_argument("--aug-smooth", action="store_true", help="average over flips and brightness (6 runs)")
     ex.add_argument("--eigen-smooth", action="store_true", help="first principal component instead of the sum")
     add_preprocess_options(ex)
@@ -218,8 +220,8 @@ def read_image(path: str) -> np.ndarray:
 def cmd_explain(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from camcore.arguments import preprocessing
-    from camcore.batch import BatchExplainer, Failed, Item, Names, TargetChoice
+    from camcore.arguments import choose_task, preprocessing
+    from camcore.batch import BatchExplainer, Failed, Item, Names
     from camcore.cam import cam_class
     from camcore.files import atomic_write, output_folder, uninterrupted
     from camcore.preprocess import read_model_metadata
@@ -227,10 +229,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     # every argument, before any inference
     paths = image_paths(args.images)
     out_dir = output_folder(args.out, [args.model, *args.images, *paths], "--out")
-    cam = cam_class(args.method)(args.model, args.layer, output=args.output, providers=args.providers,
-                                 threads=args.threads)  # fmt: skip
-    choice = TargetChoice.parse(cam.engine, args.target_type, args.target)
+
+    def build(output: str | None) -> Any:
+        return cam_class(args.method)(args.model, args.layer, output=output, providers=args.providers,
+                                      threads=args.threads)  # fmt: skip
+
+    cam = build(args.output)
     preprocess, note = preprocessing(args, cam.engine, args.model)
+    cam, choice = choose_task(args, cam, preprocess, build)
     class_names = read_model_metadata(cam.engine.model, args.model).class_names
     explainer = BatchExplainer(cam, choice, batch_size=args.batch_size, top_k=args.top_k, aug_smooth=args.aug_smooth,
                                eigen_smooth=args.eigen_smooth, class_names=class_names)  # fmt: skip
@@ -242,7 +248,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {
         "model": args.model,
         "method": cam.method.name,
-        "target_type": args.target_type,
+        **choice.summary(),
+        "target_type": None if choice.classes is None else choice.classes.kind.name,
         "target": args.target,
         "aug_smooth": args.aug_smooth,
         "eigen_smooth": args.eigen_smooth,

@@ -179,6 +179,7 @@ def _check_raw(index: int | None, shape: tuple[Any, ...] | None) -> None:
         lambda index, row: RawScoresOutputTarget(),
         lambda index: False,
         _check_raw,
+        task="raw",
     )
 )
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ def _check_regression(index: int | None, shape: tuple[Any, ...] | None) -> None:
         lambda index, row: RegressionOutputTarget(index),
         lambda index: False,
         _check_regression,
+        task="regress",
     )
 )
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ class TargetType:
     ``build(index, row)`` makes one image's target from ``--target`` (None when omitted) and,
     when ``needs_output(index)``, the image's output row (None otherwise); a None target means
     the top-1 class, chosen in the graph. ``check(index, shape)`` refuses, before any work, an
-    index or an output (its declared shape, batch axis included) that cannot work.
+    index or an output (its declared shape, batch axis included) that cannot work. ``task``:
+    the :mod:`camcore.tasks` task it explains (``--target-type`` names the task when ``--task``
+    does not).
     """
 
     name: str
@@ -41,6 +43,7 @@ class TargetType:
     build: Callable[[int | None, np.ndarray | None], Target | None]
     needs_output: Callable[[int | None], bool]
     check: Callable[[int | None, tuple[Any, ...] | None], None]
+    task: str = "classify"
 
 
 #: ``camcore explain --target-type``: name -> its :class:`TargetType`

@@ -43,6 +43,7 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
         add_model_options,
         add_overlay_options,
         add_preprocess_options,
+        add_task_options,
         add_top_k_option,
         count,
         positive_float,
@@ -63,7 +64,10 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
     v.add_argument("-o", "--out", required=True, help="output video (.mp4, .avi, .mkv, .mov) or frame folder")
     add_model_options(v)
     tg = v.add_mutually_exclusive_group()
-    tg.add_argument("--target", type=int, metavar="CLASS", help="class to explain (default: each frame's top-1 class)")
+    tg.add_argument("--target", type=int, metavar="CLASS",
+                    help="the class to explain (classify: default each frame's top-1; detect: the best "
+                         "detection of this class; segment: default the largest class) or the value (regress, "
+                         "default 0)")  # fmt: skip
     tg.add_argument(
         "--follow-class",
         type=int,
@@ -75,6 +79,7 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="the detection head's layout: (4 + classes, K) channels_first (YOLOv8, default) or "
                         "(K, 4 + classes) boxes_first")  # fmt: skip
     v.add_argument("--objectness", action="store_true", help="the head has an objectness column (YOLOv5)")
+    add_task_options(v)
     v.add_argument("--batch", type=positive_int, default=4, metavar="N",
                    help="frames per inference run, at most (default: 4)")  # fmt: skip
     v.add_argument("--every", type=positive_int, default=1, metavar="K",
@@ -187,8 +192,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 
 def _video(args: argparse.Namespace, warnings: _Collect) -> int:
-    from camcore.arguments import preprocessing
-    from camcore.batch import TargetChoice
+    from camcore.arguments import choose_task, preprocessing
     from camcore.cam import cam_class
     from camcore.files import output_file, output_folder
     from camcore.preprocess import read_model_metadata
@@ -228,15 +232,23 @@ def _video(args: argparse.Namespace, warnings: _Collect) -> int:
         # (open_sink checks the codec and quality and writes nothing until the first frame)
         threads = args.threads if args.threads is not None else (None if on_gpu else 1)
         workers = args.workers or (1 if on_gpu or threads != 1 else (os.cpu_count() or 1))
-        cam = cam_class(args.method)(args.model, args.layer, providers=args.providers, threads=threads,
-                                     output=args.output)  # fmt: skip
-        if args.target is not None:
-            TargetChoice.parse(cam.engine, "class", args.target)  # the class exists
+
+        def build(output: str | None) -> Any:
+            return cam_class(args.method)(args.model, args.layer, providers=args.providers, threads=threads,
+                                          output=output)  # fmt: skip
+
+        cam = build(args.output)
         preprocess, note = preprocessing(args, cam.engine, args.model)
+        choice = None
         if args.follow_class is not None:
+            if args.task not in (None, "detect") or any(
+                    getattr(args, k) is not None for k in ("detection", "box", "region")):  # fmt: skip
+                raise CamcoreError("--follow-class picks its own detection: it takes no --task other than detect, "
+                                   "--detection, --box or --region")  # fmt: skip
             targets: Any = FollowDetection(args.follow_class, args.follow_layout, args.objectness)
         else:
-            targets = args.target
+            cam, choice = choose_task(args, cam, preprocess, build)
+            targets = choice.frame_target()
         pipe = VideoPipeline(
             cam,
             preprocess=preprocess,
@@ -252,6 +264,7 @@ def _video(args: argparse.Namespace, warnings: _Collect) -> int:
             workers=workers,
             top_k=args.top_k,
             class_names=read_model_metadata(cam.engine.model, args.model).class_names,
+            task=choice,
         )
         say(note)
         if source.fps is None:
@@ -262,6 +275,7 @@ def _video(args: argparse.Namespace, warnings: _Collect) -> int:
             "output": str(args.out),
             "method": args.method,
             "target_layers": cam.target_layers,
+            **(choice.summary() if choice is not None else {"task": "detect", "task_source": "--follow-class"}),
             "target": args.target if args.follow_class is None else {"follow_class": args.follow_class},
             "input_size": list(preprocess.size) if preprocess.size else "frame size",
             "mean": list(preprocess.mean),

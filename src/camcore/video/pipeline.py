@@ -38,6 +38,8 @@ import numpy as np
 if TYPE_CHECKING:
     import av
 
+    from camcore.tasks import TaskChoice
+
 from camcore.batch import BatchExplainer, Item
 from camcore.cam import BaseCAM
 from camcore.errors import CamcoreError
@@ -142,6 +144,7 @@ class VideoPipeline:
         overlay_threads: threads of each overlay call (1: the pipeline already runs in parallel).
         top_k: predictions kept per frame in :attr:`FrameInfo.record`.
         class_names: the model's class names, for the records.
+        task: the records' task (:class:`~camcore.tasks.TaskChoice`; default: a classifier's).
         output: ``"av"``: the overlay (and the frame) of each result as a PyAV ``VideoFrame``, with the
             input frame's timestamp, ready to encode; the input frames must then be PyAV frames.
 
@@ -173,6 +176,7 @@ class VideoPipeline:
         top_k: int = 5,
         class_names: list[str] | None = None,
         output: Literal["numpy", "av"] = "numpy",
+        task: TaskChoice | None = None,
     ) -> None:
         for name, value in (("batch", batch), ("every", every), ("overlay_threads", overlay_threads)):
             if value < 1:
@@ -200,6 +204,7 @@ class VideoPipeline:
         if output not in ("numpy", "av"):
             raise CamcoreError(f"output must be 'numpy' or 'av', got {output!r}")
         self.top_k, self.class_names, self.output = top_k, class_names, output
+        self.task = task
 
     # ------------------------------------------------------------------ public
     def run(self, frames: Iterable[np.ndarray]) -> Iterator[FrameResult]:
@@ -223,7 +228,7 @@ class VideoPipeline:
     def replicas(self) -> list[BatchExplainer]:
         """One explainer per worker, each on a fork of the CAM (shared compiled sessions)."""
         return [BatchExplainer(self.cam.fork(), None, batch_size=self.batch, top_k=self.top_k, scaled=False,
-                               class_names=self.class_names) for _ in range(self.workers)]  # fmt: skip
+                               class_names=self.class_names, task=self.task) for _ in range(self.workers)]  # fmt: skip
 
     def explain_batch(self, explainer: BatchExplainer, items: list[_Item]) -> None:
         """Fill ``raw`` (non-negative, unscaled maps at the model's input size) and ``outputs`` of ``items``."""

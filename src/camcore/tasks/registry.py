@@ -1,0 +1,246 @@
+"""The task registry: what the explained output means, how its targets are chosen and what
+the summary says about it. See :mod:`camcore.tasks`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from camcore.errors import CamcoreError
+from camcore.targets import TARGET_TYPES, Target
+
+if TYPE_CHECKING:
+    from camcore.batch import TargetChoice
+    from camcore.engine import Engine
+
+Shape = tuple[Any, ...]
+
+
+def shape_text(shape: Shape | None) -> str:
+    """``(N, 84, 8400)``: a shape as the summary names it (the batch axis is N, unknown dims ?)."""
+    if shape is None:
+        return "(unknown rank)"
+    dims = ["N", *("?" if not isinstance(d, int) or d < 1 else str(d) for d in shape[1:])]
+    return "(" + ", ".join(dims) + ")"
+
+
+def static(shape: Shape | None) -> tuple[int, ...] | None:
+    """The dims after the batch axis, when all are known."""
+    if shape is None or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+        return None
+    return tuple(int(d) for d in shape[1:])
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What the task is told about the model: every output's shape (batch axis first) and
+    element type, the output explained, whether ``--output`` named it, and the input size."""
+
+    shapes: dict[str, Shape | None]
+    explained: str
+    explicit: bool = False
+    input_hw: tuple[int, int] | None = None
+    int_outputs: frozenset[str] = frozenset()
+
+    @property
+    def shape(self) -> Shape | None:
+        return self.shapes[self.explained]
+
+
+@dataclass(frozen=True)
+class Found:
+    """A task's reading of the outputs: the output to explain, why, and a task-specific layout."""
+
+    output: str
+    layout: Any = None
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """The task flags as given (None: not given)."""
+
+    target: int | None = None
+    target_type: str | None = None
+    detection: int | None = None
+    box: tuple[float, float, float, float] | None = None
+    region: tuple[float, float, float, float] | None = None
+    score_threshold: float | None = None
+
+    @property
+    def threshold(self) -> float:
+        return 0.25 if self.score_threshold is None else self.score_threshold
+
+
+#: option field -> its flag, for the one-line refusals
+FLAGS = {"target": "--target", "target_type": "--target-type", "detection": "--detection", "box": "--box",
+         "region": "--region", "score_threshold": "--score-threshold"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: ``match(outputs, forced)`` reads the outputs (None: not this task; ``forced``:
+    named by ``--task``, so read leniently or raise saying why not); ``options`` the
+    :class:`TaskOptions` fields it accepts; ``target(choice, rows)`` one image's target from
+    all its output rows (None: the top-1 class, chosen in the graph); ``record(choice, rows,
+    target, k, names)`` its summary record; ``check(choice)`` refuses bad options before any
+    work."""
+
+    name: str
+    help: str
+    match: Callable[[Outputs, bool], Found | None]
+    options: frozenset[str]
+    target: Callable[[TaskChoice, list[np.ndarray]], Target | None]
+    record: Callable[[TaskChoice, list[np.ndarray], Target | None, int, Sequence[str] | None], dict[str, Any]]
+    check: Callable[[TaskChoice], None] = lambda choice: None
+
+
+#: ``--task``: name -> :class:`Task`, in the order the shape rules try them
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Register ``task`` (its shape rule is tried after those registered before it)."""
+    if task.name in TASKS:
+        raise RuntimeError(f"two tasks registered as {task.name!r}")
+    TASKS[task.name] = task
+    return task
+
+
+@dataclass(frozen=True)
+class TaskChoice:
+    """The task of a run and its options, checked against the model: what ``explain`` and
+    ``video`` explain in every image, and what their records say."""
+
+    task: Task
+    source: str
+    found: Found
+    outputs: Outputs
+    options: TaskOptions = field(default_factory=TaskOptions)
+    classes: TargetChoice | None = None
+
+    @property
+    def output(self) -> str:
+        return self.found.output
+
+    def index(self, name: str) -> int:
+        return list(self.outputs.shapes).index(name)
+
+    def targets(self, engine: Engine, feeds: dict[str, np.ndarray], layers: Sequence[str] = ()) -> list[Target | None]:
+        """One target per image of ``feeds``, chosen from all its outputs (a forward run that
+        also returns ``layers``, so the explanation does not run the network twice); a
+        classifier's from its target type."""
+        if self.classes is not None:
+            return self.classes.targets(engine, feeds, layers)
+        outputs = engine.forward(feeds, layers).outputs
+        return [self.task.target(self, [o[i] for o in outputs]) for i in range(engine.batch_of(feeds))]
+
+    def frame_target(self) -> Target | None:
+        """One target for every frame, chosen from each frame's explained output alone
+        (``camcore video``)."""
+        if self.classes is not None:
+            return self.classes.kind.build(self.classes.index, None) if not self.classes.kind.needs_output(
+                self.classes.index) else _FromRow(self)  # fmt: skip
+        if getattr(self.found.layout, "siblings", None):
+            raise CamcoreError(f"--task {self.task.name} reads several outputs, which `camcore video` cannot yet")
+        return _FromRow(self)
+
+    def record(
+        self, rows: list[np.ndarray], target: Target | None, k: int, names: Sequence[str] | None
+    ) -> dict[str, Any]:
+        """One image's record: what the task produced and what was explained."""
+        return self.task.record(self, rows, target, k, names)
+
+    def summary(self) -> dict[str, Any]:
+        """The run's task fields of summary.json."""
+        out: dict[str, Any] = {"task": self.task.name, "task_source": self.source, "explained_output": self.output}
+        layout = getattr(self.found.layout, "describe", None)
+        if layout is not None:
+            out["layout"] = layout
+        if "score_threshold" in self.task.options:
+            out["score_threshold"] = self.options.threshold
+        for key in ("detection", "box", "region"):
+            if getattr(self.options, key) is not None:
+                out[key] = getattr(self.options, key)
+        return out
+
+
+class _FromRow(Target):
+    """A target chosen from the explained row at seed time (video frames)."""
+
+    def __init__(self, choice: TaskChoice) -> None:
+        self.choice = choice
+
+    def _pick(self, output: np.ndarray) -> Target:
+        rows = [np.zeros(0)] * len(self.choice.outputs.shapes)
+        rows[self.choice.index(self.choice.output)] = output
+        if self.choice.classes is not None:
+            got = self.choice.classes.kind.build(self.choice.classes.index, output)
+        else:
+            got = self.choice.task.target(self.choice, rows)
+        if got is None:
+            raise CamcoreError("no target for this frame")
+        return got
+
+    def __call__(self, output: np.ndarray) -> float:
+        return self._pick(output)(output)
+
+    def seed(self, output: np.ndarray) -> np.ndarray:
+        return self._pick(output).seed(output)
+
+
+def choose_task(engine: Engine, name: str | None, options: TaskOptions, *, explicit_output: bool = False,
+                input_hw: tuple[int, int] | None = None,
+                shapes: dict[str, Shape | None] | None = None) -> TaskChoice:  # fmt: skip
+    """The task of ``engine``'s explained output: ``name`` (``--task``), the task of an explicit
+    ``--target-type``, else the first registered task whose shape rule matches (``raw`` matches
+    anything); then the options are checked against it.
+
+    ``shapes``: the outputs' shapes when observed (a forward run) rather than declared.
+
+    Raises:
+        CamcoreError: an unknown task, a task the outputs cannot be, or an option the task
+            does not take (one line naming the task and where it came from).
+    """
+    import onnx
+
+    from camcore.batch import TargetChoice
+
+    declared = {n: engine.info[n].shape if n in engine.info else None for n in engine.output_names}
+    ints = frozenset(n for n in engine.output_names if n in engine.info and engine.info[n].elem_type in
+                     (onnx.TensorProto.INT64, onnx.TensorProto.INT32))  # fmt: skip
+    outputs = Outputs({**declared, **(shapes or {})}, engine.output, explicit_output, input_hw, ints)
+    tt = options.target_type
+    if name is not None:
+        if name not in TASKS:
+            raise CamcoreError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+        task, source = TASKS[name], "--task"
+    elif tt is not None:
+        task, source = TASKS[TARGET_TYPES[tt].task], f"--target-type {tt}"
+    else:
+        task = next(t for t in TASKS.values() if t.match(outputs, False) is not None)
+        source = f"detected from output shape {shape_text(outputs.shape)}"
+    found = task.match(outputs, True)
+    if found is None:
+        reads = next(t.name for t in TASKS.values() if t.match(outputs, False) is not None)
+        raise CamcoreError(f"--task {task.name}{'' if source == '--task' else f' (from {source})'} does not fit the "
+                           f"output {engine.output!r} of shape {shape_text(outputs.shape)}, which reads as --task "
+                           f"{reads}")  # fmt: skip
+    if tt is not None:  # the target type's own checks, before those of the task
+        if TARGET_TYPES[tt].task != task.name:
+            raise CamcoreError(f"--target-type {tt} is a {TARGET_TYPES[tt].task} target, but the task is "
+                               f"{task.name} ({source})")  # fmt: skip
+        TARGET_TYPES[tt].check(options.target, outputs.shape)
+    for key, flag in FLAGS.items():
+        if getattr(options, key) is not None and key not in task.options and key != "target_type":
+            takers = [t.name for t in TASKS.values() if key in t.options]
+            raise CamcoreError(f"{flag} applies to --task {' or '.join(takers)}, but the task is {task.name} "
+                               f"({source})")  # fmt: skip
+    classes = None
+    if task.name == "classify":  # the classifier keeps its target types
+        classes = TargetChoice.parse(engine, tt or "class", options.target)
+    choice = TaskChoice(task, source, found, outputs, options, classes)
+    task.check(choice)
+    return choice
