@@ -9,6 +9,7 @@ Each framework runs in its own throwaway virtual environment; none is a camcore 
     /tmp/tf/bin/python tools/make_reach_models.py keras
     python -m venv /tmp/jx && /tmp/jx/bin/pip install jax jaxlib flax jax2onnx
     /tmp/jx/bin/python tools/make_reach_models.py jax
+    /tmp/tv/bin/pip install onnxconverter-common && /tmp/tv/bin/python tools/make_reach_models.py fp16
 
 For every model it writes ``tests/reach/NAME.onnx`` (weights inline) and ``NAME.npz``: the input
 ``x`` in the model's own layout, the explained ``target`` class, and ``cam``, the reference map
@@ -79,23 +80,35 @@ def torch_models() -> None:
     }
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     for arch, (build, module, transform) in cases.items():
-        torch.manual_seed(0)
-        model = build().eval()
-        with torch.no_grad():  # torchvision zero-initialises the head: give it weights
-            for p in model.parameters():
-                if p.ndim > 1 and p.abs().sum() == 0:
-                    p.normal_(0, 0.2)
+
+        def make(build: Any = build) -> Any:
+            torch.manual_seed(0)
+            model = build().eval()
+            with torch.no_grad():  # torchvision zero-initialises the head: give it weights
+                for p in model.parameters():
+                    if p.ndim > 1 and p.abs().sum() == 0:
+                        p.normal_(0, 0.2)
+            return model
+
+        model = make()
         cam = GradCAM(model, [module(model)], reshape_transform=transform)
         reference = cam(torch.from_numpy(x), targets=[ClassifierOutputTarget(TARGET)] * len(x))
-        for exporter in ("dynamo", "torchscript"):
-            name = f"torch_{arch}_{exporter}"
+        exports = [("dynamo", "fp32"), ("torchscript", "fp32")]
+        if arch == "vit":  # a half-precision export too: every tensor in float16, input and output included
+            # (not by TorchScript: onnxruntime 1.31's plain inference of that export crashes)
+            exports += [("dynamo", "fp16")]
+        for exporter, precision in exports:
+            name = f"torch_{arch}_{exporter}" + ("_fp16" if precision == "fp16" else "")
             path = OUT / f"{name}.onnx"
             OUT.mkdir(parents=True, exist_ok=True)
             dynamo = exporter == "dynamo"
             batch = {"dynamic_shapes": ({0: torch.export.Dim("N")},)} if dynamo else {
                 "dynamic_axes": {"x": {0: "N"}, "logits": {0: "N"}}}  # fmt: skip
-            torch.onnx.export(model, (torch.from_numpy(x),), str(path), input_names=["x"], output_names=["logits"],
-                              dynamo=dynamo, opset_version=18 if dynamo else 17, **batch)  # fmt: skip
+            half = precision == "fp16"
+            example = torch.from_numpy(x.astype(np.float16) if half else x)
+            opset = 18 if dynamo else 17
+            torch.onnx.export(make().half() if half else model, (example,), str(path), input_names=["x"],
+                              output_names=["logits"], dynamo=dynamo, opset_version=opset, **batch)  # fmt: skip
             _inline(path)
             entry = {
                 "framework": f"torch {torch.__version__}, torchvision {torchvision.__version__}",
@@ -103,12 +116,13 @@ def torch_models() -> None:
                 "reference": f"pytorch-grad-cam {version('grad-cam')} GradCAM at "
                 + ("encoder.layers[-1].ln_1" if arch == "vit" else "norm"),
                 "input_layout": "NCHW",
+                "precision": precision,
                 "default_layer": None,  # filled below from the graph: names differ per exporter
                 "layout": "tokens" if arch == "vit" else "channels_first",
                 "map": "final",
             }
             entry["default_layer"] = _torch_default(path, arch)
-            _record(name, entry, x=x, cam=reference.astype(np.float32))
+            _record(name, entry, x=x.astype(np.float16) if half else x, cam=reference.astype(np.float32))
 
 
 def _torch_default(path: Path, arch: str) -> str:
@@ -191,6 +205,7 @@ def keras_models() -> None:
                 "exporter": f"tf2onnx {tf2onnx.__version__} from_keras(opset={opset})",
                 "reference": "tf.GradientTape at layer 'last'",
                 "input_layout": "NHWC",
+                "precision": "fp32",
                 "default_layer": layer,
                 "layout": _layout_of(OUT / f"{name}.onnx", layer, channels=16),
                 "map": "layer",
@@ -237,6 +252,7 @@ def jax_models() -> None:
         "exporter": f"jax2onnx {getattr(jax2onnx, '__version__', '')} to_onnx(opset=23)",
         "reference": "jax.grad at the last ReLU",
         "input_layout": "NHWC",
+        "precision": "fp32",
         "default_layer": [n.output[0] for n in nodes if n.op_type == "Relu"][-1],
         "layout": "channels_last",
         "map": "layer",
@@ -244,5 +260,28 @@ def jax_models() -> None:
     _record(name, entry, x=x, cam=layer_map.astype(np.float32))
 
 
+# ---------------------------------------------------------------------- float16 conversions
+def fp16_models() -> None:
+    """Float16 versions of two exports, as onnxconverter-common makes them for deployment: with
+    float32 inputs and outputs (Cast at the edges) and entirely in float16."""
+    from importlib.metadata import version
+
+    import onnx
+    from onnxconverter_common import float16
+
+    manifest = json.loads((OUT / "manifest.json").read_text())
+    for source in ("jax_cnn_op23", "keras_se_op13"):
+        model = onnx.load(str(OUT / f"{source}.onnx"))
+        data = dict(np.load(OUT / f"{source}.npz"))
+        for keep_io in (True, False):
+            name = f"{source}_fp16" + ("_io32" if keep_io else "")
+            onnx.save(float16.convert_float_to_float16(model, keep_io_types=keep_io), str(OUT / f"{name}.onnx"))
+            entry = dict(manifest[source])
+            entry["exporter"] += f", onnxconverter-common {version('onnxconverter-common')} float16"
+            entry["precision"] = "fp16, fp32 inputs and outputs" if keep_io else "fp16"
+            x = data["x"] if keep_io else data["x"].astype(np.float16)
+            _record(name, entry, x=x, cam=data["cam"])
+
+
 if __name__ == "__main__":
-    {"torch": torch_models, "keras": keras_models, "jax": jax_models}[sys.argv[1]]()
+    {"torch": torch_models, "keras": keras_models, "jax": jax_models, "fp16": fp16_models}[sys.argv[1]]()

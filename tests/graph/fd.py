@@ -162,24 +162,29 @@ class MaxPool(_RefMaxPool):
 PRECISE_OPS = [Erf, Gelu, Softmax, LogSoftmax, Pad, BatchNormalization, ConvTranspose, MaxPool]
 
 
+#: float types made float64 by :func:`to_double` (float16 models are checked in float64 too)
+_LOW = (_F, onnx.TensorProto.FLOAT16)
+
+
 def to_double(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The same model computing in float64 (types, initializers, constants, casts)."""
+    """The same model computing in float64 (types, initializers, constants, casts), from
+    float32 or float16."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
     for vi in [*g.input, *g.output, *g.value_info]:
-        if vi.type.tensor_type.elem_type == _F:
+        if vi.type.tensor_type.elem_type in _LOW:
             vi.type.tensor_type.elem_type = _D
     for i, init in enumerate(g.initializer):
-        if init.data_type == _F:
+        if init.data_type in _LOW:
             g.initializer[i].CopyFrom(
                 numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64), init.name)
             )
     for node in g.node:
         for a in node.attribute:
-            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == _F:
+            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type in _LOW:
                 a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float64)))
-            if node.op_type == "Cast" and a.name == "to" and a.i == _F:
+            if node.op_type in ("Cast", "CastLike") and a.name == "to" and a.i in _LOW:
                 a.i = _D
     return m
 
