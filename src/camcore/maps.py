@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -136,6 +137,14 @@ def token_grid(count: int, input_hw: tuple[int, int] | None = None) -> tuple[int
         >>> token_grid(1 + 4 + 16 * 16, (224, 224))   # a class token and 4 registers
         (5, 16, 16)
     """
+    hw = None if not input_hw else (int(input_hw[0]), int(input_hw[1]))
+    return _token_grid(int(count), hw)
+
+
+@functools.lru_cache(maxsize=256)
+def _token_grid(count: int, input_hw: tuple[int, int] | None) -> tuple[int, int, int] | None:
+    """:func:`token_grid`, computed once per (count, size): a call arranges every token
+    tensor (activations and gradients) of every call through it."""
     ratio = input_hw[0] / input_hw[1] if input_hw else 1.0
     for prefix in (p for p in PREFIX_TOKENS if count - p >= 2):
         grid = _factor_grid(count - prefix, ratio)
@@ -257,13 +266,14 @@ def scale_cam_image(cams: np.ndarray, size: tuple[int, int] | None = None) -> np
         >>> scale_cam_image(np.array([[[0.0, 2.0]]]))[0].tolist()
         [[0.0, 1.0]]
     """
-    out = []
-    for img in cams:
-        img = img - np.min(img)
-        img = img / (1e-7 + np.max(img))
-        if size is not None and img.shape != tuple(size):
-            img = cv2.resize(img.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        out.append(img)
+    cams = np.asarray(cams)
+    axes = tuple(range(1, cams.ndim))  # per map, all at once: the same values as map by map
+    shifted = cams - cams.min(axis=axes, keepdims=True)
+    scaled = shifted / (1e-7 + shifted.max(axis=axes, keepdims=True))
+    if size is None or scaled.shape[1:] == tuple(size):
+        return scaled.astype(np.float32, copy=False)
+    dsize = (size[1], size[0])
+    out = [cv2.resize(img.astype(np.float32), dsize, interpolation=cv2.INTER_LINEAR) for img in scaled]
     return np.asarray(out, dtype=np.float32)
 
 
@@ -291,9 +301,10 @@ def assemble(layer_maps: Sequence[np.ndarray], size: tuple[int, int] | None) -> 
     """
     if not layer_maps:
         raise CamcoreError("no layer maps to assemble")
-    per_layer = [scale_cam_image(np.maximum(m, 0), size)[:, None] for m in layer_maps]
-    stacked = np.maximum(np.concatenate(per_layer, axis=1), 0)
-    return scale_cam_image(stacked.mean(axis=1))
+    per_layer = [np.maximum(scale_cam_image(np.maximum(m, 0), size), 0) for m in layer_maps]
+    if len(per_layer) == 1:  # the mean of one layer is itself (x / 1 in float32 is x)
+        return scale_cam_image(per_layer[0])
+    return scale_cam_image(np.stack(per_layer, axis=1).mean(axis=1))
 
 
 def assemble_unscaled(layer_maps: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
