@@ -66,6 +66,32 @@ def test_the_shape_rules(outputs: dict[str, Any], hw: tuple[int, int] | None, ta
         assert choice.found.layout.labels == "l" and choice.found.layout.boxes == "b"
 
 
+@pytest.mark.parametrize(
+    ("outputs", "classes"),
+    [
+        ({"o": ("N", 116, 8400), "protos": ("N", 32, 160, 160)}, 80),  # YOLOv8-seg: 4 + 80 + 32
+        ({"o": ("N", 25200, 117), "protos": ("N", 32, 160, 160)}, 80),  # YOLOv5-seg: 5 + 80 + 32
+        ({"o": ("N", 84, 8400)}, None),
+    ],
+)
+def test_a_segmenting_heads_mask_coefficients_are_no_classes(outputs: dict[str, Any], classes: int | None) -> None:
+    choice = choose_task(_engine(outputs, explained="o"), None, TaskOptions(), input_hw=(640, 640))
+    assert choice.task.name == "detect" and choice.found.layout.classes == classes
+    if classes is not None:  # candidates read the class channels only
+        from camcore.tasks.detect import candidates
+
+        row = np.zeros(outputs["o"][1:], np.float32)
+        first = choice.found.layout.kind == "channels_first"
+        scores = row[4:] if first else row[:, 5:].T
+        scores[-1, 7] = 5.0  # a large mask coefficient of candidate 7: not a class score
+        scores[2, 3] = 0.9
+        if not first:
+            row[:, 4] = 1.0  # objectness
+        c = candidates(choice, [row, np.zeros(outputs["protos"][1:], np.float32)])
+        assert c.per_class is not None and c.per_class.shape[1] == classes
+        assert int(np.argmax(c.scores)) == 3 and c.classes[3] == 2
+
+
 def test_the_registry_order_is_the_rule_order_and_raw_takes_anything() -> None:
     assert list(TASKS) == ["detect", "segment", "classify", "regress", "raw"]
     from camcore.tasks.registry import Outputs

@@ -162,5 +162,12 @@ class Session:
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             shapes = {k: (tuple(v.shape), str(v.dtype)) for k, v in feeds.items()}
-            raise InputError(f"onnxruntime rejected the inputs {shapes}: {first}") from None
+            dynamic = any(not isinstance(d, int) for i in self.session.get_inputs() for d in i.shape[1:])
+            hint = (
+                "; the model leaves its input size open but may work at one size only (a text recogniser's "
+                "height, say): fix it with --size HxW or input_shapes="
+                if dynamic
+                else ""
+            )
+            raise InputError(f"onnxruntime rejected the inputs {shapes}: {first}{hint}") from None
         return dict(zip(names, values))

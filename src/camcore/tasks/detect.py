@@ -43,6 +43,9 @@ class DetectionLayout:
     kind: str
     boxes: str | None = None
     labels: str | None = None
+    #: the class channels; the rest of a candidate's values are mask coefficients (YOLOv8-seg:
+    #: 4 + 80 + 32, the 32 weighing a (32, h, w) prototype output)
+    classes: int | None = None
 
     @property
     def siblings(self) -> tuple[str, ...]:
@@ -51,6 +54,8 @@ class DetectionLayout:
     @property
     def describe(self) -> str:
         extra = "".join(f", {k} from {v!r}" for k, v in (("boxes", self.boxes), ("labels", self.labels)) if v)
+        if self.classes is not None:
+            extra += f", {self.classes} classes (the rest mask coefficients)"
         return self.kind + extra
 
 
@@ -91,12 +96,17 @@ def _match(outputs: Outputs, forced: bool) -> Found | None:
     if dims is None or len(dims) != 2:
         return None
     a, b = dims
+    # a segmenting head's prototypes: an output (k, h, w) whose k masks its candidates weigh
+    protos = [d for n, d in shapes.items() if n != outputs.explained and d is not None and len(d) == 3]
+    masks = max((d[0] for d in protos), default=0)
     if b == 6 and a <= MAX_KEPT:
         return Found(outputs.explained, DetectionLayout("nms"))
     if a > 4 and _anchors(b, a, outputs, forced):
-        return Found(outputs.explained, DetectionLayout("channels_first"))
+        classes = a - 4 - masks if 0 < masks < a - 4 else None
+        return Found(outputs.explained, DetectionLayout("channels_first", classes=classes))
     if b > 5 and _anchors(a, b, outputs, forced):
-        return Found(outputs.explained, DetectionLayout("boxes_first"))
+        classes = b - 5 - masks if 0 < masks < b - 5 else None
+        return Found(outputs.explained, DetectionLayout("boxes_first", classes=classes))
     return None
 
 
@@ -124,7 +134,7 @@ def candidates(choice: TaskChoice, rows: list[np.ndarray]) -> Candidates:
     if layout.kind in ("channels_first", "boxes_first"):
         r = row.T if layout.kind == "channels_first" else row
         start = 4 if layout.kind == "channels_first" else 5
-        per_class = r[:, start:]
+        per_class = r[:, start:] if layout.classes is None else r[:, start : start + layout.classes]
         if layout.kind == "boxes_first":
             per_class = per_class * r[:, 4:5]  # confidence = objectness x class score
         classes = np.argmax(per_class, axis=1)
