@@ -31,6 +31,7 @@ from camcore.errors import CamcoreError, ModelError
 from camcore.graph import rules as _rules  # noqa: F401 - fills the registry
 from camcore.graph.autodiff import build_gradients, path_nodes
 from camcore.graph.builder import GraphBuilder
+from camcore.graph.folding import fold_constant_ifs
 from camcore.graph.layers import explained_output, resolve_target_layers
 from camcore.graph.shapes import TensorInfo, fix_input_shapes, free_unset_dims, infer_tensor_info, probe_shapes
 
@@ -116,7 +117,8 @@ def prepare_model(
     base_dir: str | Path | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, TensorInfo]]:
     """Load, inline local functions, bring the opset to >= 11, clear the -1 and 0 dims
-    exporters write for dynamic ones, fix shapes, infer types.
+    exporters write for dynamic ones, fix shapes, infer types, and inline each ``If`` that the
+    constants and static dims decide (:func:`~camcore.graph.folding.fold_constant_ifs`).
 
     ``base_dir``: the folder of an in-memory model's external data (see :func:`load_model`).
     """
@@ -141,7 +143,10 @@ def prepare_model(
     free_unset_dims(proto)
     if input_shapes:
         fix_input_shapes(proto, input_shapes)
-    return proto, infer_tensor_info(proto)
+    info = infer_tensor_info(proto)
+    if any(n.op_type == "If" for n in proto.graph.node) and fold_constant_ifs(proto, info, model_opset(proto)):
+        info = infer_tensor_info(proto)
+    return proto, info
 
 
 def _value_info(name: str, ti: TensorInfo | None) -> onnx.ValueInfoProto:
