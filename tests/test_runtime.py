@@ -64,3 +64,19 @@ def test_models_too_big_to_pass_inline_go_through_external_data(monkeypatch: pyt
         np.testing.assert_array_equal(numpy_helper.to_array(t), before[t.name])
     for name, value in session.run({"x": x}).items():
         np.testing.assert_array_equal(value, want[name])
+
+
+def test_float16_models_run_on_the_cpu_without_the_layout_optimisations() -> None:
+    """onnxruntime 1.31 crashes (segfault) loading torch's float16 ViT at level ALL on the CPU;
+    camcore's sessions stop at the extended fusions for float16 models there."""
+    from pathlib import Path
+
+    import onnx
+
+    from camcore.runtime import Session
+
+    reach = Path(__file__).resolve().parent / "reach"
+    model = onnx.load(str(reach / "torch_vit_dynamo_fp16.onnx"))
+    x = np.load(reach / "torch_vit_dynamo_fp16.npz")["x"]
+    session = Session(model, ["CPUExecutionProvider"])
+    assert session.run({"x": x})["logits"].dtype == np.float16

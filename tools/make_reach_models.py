@@ -5,6 +5,7 @@ Each framework runs in its own throwaway virtual environment; none is a camcore 
 
     python -m venv /tmp/tv && /tmp/tv/bin/pip install torch==2.13.0 torchvision grad-cam onnx onnxscript
     /tmp/tv/bin/python tools/make_reach_models.py torch
+    /tmp/tv/bin/pip install timm transformers && /tmp/tv/bin/python tools/make_reach_models.py timm
     python -m venv /tmp/tf && /tmp/tf/bin/pip install tensorflow-cpu tf2onnx
     /tmp/tf/bin/python tools/make_reach_models.py keras
     python -m venv /tmp/jx && /tmp/jx/bin/pip install jax jaxlib flax jax2onnx
@@ -147,6 +148,100 @@ def _layout_of(path: Path, layer: str, channels: int) -> str:
     return "channels_last" if dims[-1] == channels else "channels_first"
 
 
+# ---------------------------------------------------------------------- timm and HuggingFace
+def timm_hf_models() -> None:
+    """Transformers as timm and HuggingFace build them: DeiT with class and distillation tokens,
+    a ViT with 4 register tokens, a ViT that averages its patch tokens (no class token), and
+    transformers' ViTForImageClassification; each exported by torch's two exporters and
+    explained by pytorch-grad-cam at the last block's first norm (the average-pooling one: at
+    its last block's output, which the head averages)."""
+    from importlib.metadata import version
+
+    import torch
+    import transformers
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from timm.models.deit import VisionTransformerDistilled
+    from timm.models.vision_transformer import VisionTransformer
+
+    class Logits(torch.nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: Any) -> Any:
+            return self.model(pixel_values=x).logits
+
+    tiny = {"img_size": 32, "patch_size": 8, "embed_dim": 24, "depth": 2, "num_heads": 2, "num_classes": 5}
+    hf = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=48, num_labels=5)  # fmt: skip
+    cases = {
+        # name: (builder, module, leading tokens, framework)
+        "timm_deit_distilled": (lambda: VisionTransformerDistilled(**tiny), lambda m: m.blocks[-1].norm1, 2, "timm"),
+        "timm_vit_registers": (
+            lambda: VisionTransformer(**tiny, reg_tokens=4),
+            lambda m: m.blocks[-1].norm1,
+            5,
+            "timm",
+        ),
+        "timm_vit_avgpool": (
+            lambda: VisionTransformer(**tiny, global_pool="avg", class_token=False),
+            lambda m: m.blocks[-1],
+            0,
+            "timm",
+        ),
+        "hf_vit": (
+            lambda: Logits(transformers.ViTForImageClassification(hf)),
+            lambda m: m.model.vit.layers[-1].layernorm_before,
+            1,
+            "transformers",
+        ),
+    }
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    for arch, (build, module, prefix, framework) in cases.items():
+        torch.manual_seed(0)
+        model = build().eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.ndim > 1 and p.abs().sum() == 0:
+                    p.normal_(0, 0.2)
+
+        def grid(t: Any, prefix: int = prefix) -> Any:
+            return t[:, prefix:, :].reshape(t.shape[0], 4, 4, t.shape[2]).permute(0, 3, 1, 2)
+
+        cam = GradCAM(model, [module(model)], reshape_transform=grid)
+        reference = cam(torch.from_numpy(x), targets=[ClassifierOutputTarget(TARGET)] * len(x))
+        for exporter in ("dynamo", "torchscript"):
+            name = f"{arch}_{exporter}"
+            path = OUT / f"{name}.onnx"
+            dynamo = exporter == "dynamo"
+            batch = {"dynamic_shapes": ({0: torch.export.Dim("N")},)} if dynamo else {
+                "dynamic_axes": {"x": {0: "N"}, "logits": {0: "N"}}}  # fmt: skip
+            torch.onnx.export(model, (torch.from_numpy(x),), str(path), input_names=["x"], output_names=["logits"],
+                              dynamo=dynamo, opset_version=18 if dynamo else 17, **batch)  # fmt: skip
+            _inline(path)
+            import onnx
+
+            inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+            ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info}
+            nodes = list(inferred.graph.node)
+            norms = [n.output[0] for n in nodes if n.op_type == "LayerNormalization"]
+            adds = [n.output[0] for n in nodes if n.op_type == "Add" and ranks.get(n.output[0]) == 3]
+            entry = {
+                "framework": f"{framework} {version(framework)}, torch {torch.__version__}",
+                "exporter": f"torch.onnx.export(dynamo={dynamo})",
+                "reference": f"pytorch-grad-cam {version('grad-cam')} GradCAM, {prefix} leading tokens dropped",
+                "input_layout": "NCHW",
+                "precision": "fp32",
+                # the last block's first norm (then come its second norm and the final one); the averaging
+                # model's last block output, its last residual sum over the tokens
+                "default_layer": adds[-1] if arch == "timm_vit_avgpool" else norms[-3],
+                "layout": "tokens",
+                "map": "final",
+            }
+            _record(name, entry, x=x, cam=reference.astype(np.float32))
+
+
 # ---------------------------------------------------------------------- keras
 def keras_models() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -284,4 +379,6 @@ def fp16_models() -> None:
 
 
 if __name__ == "__main__":
-    {"torch": torch_models, "keras": keras_models, "jax": jax_models, "fp16": fp16_models}[sys.argv[1]]()
+    {"torch": torch_models, "timm": timm_hf_models, "keras": keras_models, "jax": jax_models, "fp16": fp16_models}[
+        sys.argv[1]
+    ]()

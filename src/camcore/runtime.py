@@ -68,6 +68,14 @@ def cuda_status() -> tuple[bool, str]:
     return False, "CUDA provider is installed but did not initialise (no GPU or CUDA libraries)"
 
 
+def _float16(model: onnx.ModelProto) -> bool:
+    """Whether the model computes in float16 (an input or a weight in float16)."""
+    half = onnx.TensorProto.FLOAT16
+    return any(i.type.tensor_type.elem_type == half for i in model.graph.input) or any(
+        t.data_type == half for t in model.graph.initializer
+    )
+
+
 def select_providers(requested: Sequence[str] | None = None) -> ProviderChoice:
     """CUDA when it works, else CPU; an explicit list is validated and kept in order."""
     available = ort.get_available_providers()
@@ -114,6 +122,10 @@ class Session:
         self.choice = select_providers(providers)
         options = ort.SessionOptions()
         options.log_severity_level = _DEFAULT_SEVERITY
+        if isinstance(model, onnx.ModelProto) and _float16(model) and self.choice.providers == ["CPUExecutionProvider"]:
+            # onnxruntime 1.31's layout optimisations (level ALL) crash on the CPU loading some float16
+            # transformers (torch's float16 ViT exports); the extended fusions stay
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         if threads is not None:
             if threads < 1:
                 raise CamcoreError(f"threads must be >= 1, got {threads}")

@@ -40,14 +40,18 @@ def test_reach_exports_keep_their_outputs(level: str) -> None:
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     worst = 0.0
+    extended = ort.SessionOptions()  # what camcore uses for float16 models on the CPU (runtime.Session)
+    extended.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     for name in names:
         model = onnx.load(str(reach / f"{name}.onnx"))
         x = np.load(reach / f"{name}.npz")["x"]
-        plain = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        # level ALL crashes onnxruntime 1.31 on torch's float16 ViT, camcore or not
+        chosen = extended if x.dtype == np.float16 and level == "ORT_ENABLE_ALL" else options
+        plain = ort.InferenceSession(model.SerializeToString(), chosen, providers=["CPUExecutionProvider"])
         aug = augment(model, None, seed="tensor")
-        session = ort.InferenceSession(aug.model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(aug.model.SerializeToString(), chosen, providers=["CPUExecutionProvider"])
         want = plain.run(None, {plain.get_inputs()[0].name: x})[0]
-        seed = np.ones(want.shape, np.float32)
+        seed = np.ones(want.shape, want.dtype)
         got = session.run(aug.original_outputs[:1], {plain.get_inputs()[0].name: x, aug.seed_input: seed})[0]
         if level == "ORT_ENABLE_BASIC":
             np.testing.assert_array_equal(got, want, err_msg=name)

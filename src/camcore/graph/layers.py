@@ -35,6 +35,8 @@ class Layer:
     class_token_only: bool = False
     #: a learned op (a convolution or product with weights) lies between the layer and the output
     feeds_weights: bool = True
+    #: only read split into attention heads (a query, key or value projection)
+    split_into_heads: bool = False
 
     @property
     def has_spatial_extent(self) -> bool:
@@ -75,7 +77,9 @@ class Layer:
     def is_image_grid(self, input_hw: tuple[int, int] | None = None) -> bool:
         """Whether the layer's map can be a downsampled picture of the input: a known layout,
         more than one cell and more than one channel, patch tokens that reach the output (not
-        a class token alone, :func:`~camcore.graph.layouts.class_token_readers`), no side
+        a class token alone, :func:`~camcore.graph.layouts.class_token_readers`) other than
+        split into attention heads (a query, key or value projection: the block's input is the
+        layer pytorch-grad-cam recommends), no side
         longer than the input's, and
         strides along height and width within :data:`STRIDE_RATIO_TOLERANCE` of each other
         (or a single row, the width at least halved). Dims that are not known pass.
@@ -85,7 +89,7 @@ class Layer:
             False
         """
         grid = self.grid(input_hw)
-        if grid is None or self.channels == 1 or self.class_token_only:
+        if grid is None or self.channels == 1 or self.class_token_only or self.split_into_heads:
             return False
         h, w = grid
         if isinstance(h, int) and isinstance(w, int) and h * w <= 1:
@@ -139,6 +143,7 @@ def candidate_layers(model: onnx.ModelProto, info: dict[str, TensorInfo], output
     kinds = layer_layouts(model, info)
     heads = class_token_readers(model, info, bwd)
     weighted = feeds_weights(model, output)
+    projections = _split_into_heads(nodes, kinds, bwd)
     hidden = hidden_layers(graph, info)  # one layer per Q/DQ pair of a quantized model
     layers: list[Layer] = []
     for node in nodes:
@@ -149,10 +154,39 @@ def candidate_layers(model: onnx.ModelProto, info: dict[str, TensorInfo], output
             if ti.elem_type in FLOAT_TYPES and ti.shape is not None and len(ti.shape) >= 3:
                 kind = kinds.get(out)
                 layers.append(Layer(out, node.name, node.op_type, ti.shape, kind, kind == "tokens" and out in heads,
-                                    out in weighted))  # fmt: skip
+                                    out in weighted, kind == "tokens" and out in projections))  # fmt: skip
     if not layers:
         refuse_qoperator(graph, info, inputs, output)
     return layers
+
+
+#: ops that split a projection into attention heads (the channels into heads x head size)
+_HEAD_SPLITTING = frozenset({"Reshape", "Unsqueeze"})
+#: what may come between a projection and that split (a bias, a scale, taking q, k and v apart)
+_BIAS_LIKE = frozenset({"Add", "Mul", "Sub", "Div", "Identity", "Cast", "Split", "Slice", "Gather"})
+
+
+def _split_into_heads(nodes: Sequence[onnx.NodeProto], kinds: Mapping[str, LayerKind], on_path: set[str]) -> set[str]:
+    """Tensors that the graph reads (on the way to the output) only through reshapes whose
+    results have no layout: a fused qkv, or a q, k or v projection, split into heads."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found: set[str] = set()
+
+    def splits(user: onnx.NodeProto, tensor: str) -> bool:
+        outs = [o for o in user.output if o]
+        if user.op_type in _HEAD_SPLITTING:
+            return user.input[0] == tensor and all(kinds.get(o) is None for o in outs)
+        return user.op_type in _BIAS_LIKE and all(o in found for o in outs)  # the bias, then the split
+
+    for node in reversed(nodes):  # consumers first
+        for tensor in node.output:
+            users = [u for u in consumers.get(tensor, []) if any(o in on_path for o in u.output)]
+            if users and all(splits(u, tensor) for u in users):
+                found.add(tensor)
+    return found
 
 
 #: ops that apply learned weights when one of their operands is a constant
