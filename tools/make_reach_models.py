@@ -10,6 +10,8 @@ Each framework runs in its own throwaway virtual environment; none is a camcore 
     /tmp/tf/bin/python tools/make_reach_models.py keras
     python -m venv /tmp/jx && /tmp/jx/bin/pip install jax jaxlib flax jax2onnx
     /tmp/jx/bin/python tools/make_reach_models.py jax
+    python -m venv /tmp/pd && /tmp/pd/bin/pip install paddlepaddle paddle2onnx
+    /tmp/pd/bin/python tools/make_reach_models.py paddle
     /tmp/tv/bin/pip install onnxconverter-common && /tmp/tv/bin/python tools/make_reach_models.py fp16
 
 For every model it writes ``tests/reach/NAME.onnx`` (weights inline) and ``NAME.npz``: the input
@@ -355,6 +357,61 @@ def jax_models() -> None:
     _record(name, entry, x=x, cam=layer_map.astype(np.float32))
 
 
+# ---------------------------------------------------------------------- paddle
+def paddle_models() -> None:
+    """A PaddlePaddle CNN through paddle2onnx at opset 9 (upgraded by camcore to 11) and 11."""
+    from importlib.metadata import version
+
+    import paddle
+
+    paddle.seed(0)
+    relu = paddle.nn.functional.relu
+
+    class CNN(paddle.nn.Layer):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = paddle.nn.Conv2D(3, 8, 3, stride=2, padding=1)
+            self.bn = paddle.nn.BatchNorm2D(8)
+            self.c2 = paddle.nn.Conv2D(8, 16, 3, stride=2, padding=1)
+            self.fc = paddle.nn.Linear(16, 5)
+
+        def features(self, x: Any) -> Any:
+            return relu(self.c2(relu(self.bn(self.c1(x)))))
+
+        def head(self, a: Any) -> Any:
+            return self.fc(paddle.flatten(paddle.nn.functional.adaptive_avg_pool2d(a, 1), 1))
+
+        def forward(self, x: Any) -> Any:
+            return self.head(self.features(x))
+
+    model = CNN()
+    model.eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    act = model.features(paddle.to_tensor(x))
+    act.stop_gradient = False
+    grad = paddle.grad(model.head(act)[:, TARGET].sum(), act)[0].numpy()
+    layer_map = np.einsum("nchw,nc->nhw", act.numpy(), grad.mean(axis=(2, 3)))
+    for opset in (9, 11):
+        name = f"paddle_cnn_op{opset}"
+        OUT.mkdir(parents=True, exist_ok=True)
+        spec = [paddle.static.InputSpec([None, 3, 32, 32], "float32", "x")]
+        paddle.onnx.export(model, str(OUT / name), input_spec=spec, opset_version=opset)
+        import onnx
+
+        nodes = list(onnx.load(str(OUT / f"{name}.onnx")).graph.node)
+        entry = {
+            "framework": f"paddlepaddle {version('paddlepaddle')}",
+            "exporter": f"paddle2onnx {version('paddle2onnx')} (opset {opset})",
+            "reference": "paddle.grad at the last ReLU",
+            "input_layout": "NCHW",
+            "precision": "fp32",
+            "default_layer": [n.output[0] for n in nodes if n.op_type == "Relu"][-1],
+            "layout": "channels_first",
+            "map": "layer",
+        }
+        _record(name, entry, x=x, cam=layer_map.astype(np.float32))
+
+
 # ---------------------------------------------------------------------- float16 conversions
 def fp16_models() -> None:
     """Float16 versions of two exports, as onnxconverter-common makes them for deployment: with
@@ -379,6 +436,6 @@ def fp16_models() -> None:
 
 
 if __name__ == "__main__":
-    {"torch": torch_models, "timm": timm_hf_models, "keras": keras_models, "jax": jax_models, "fp16": fp16_models}[
-        sys.argv[1]
-    ]()
+    makers = {"torch": torch_models, "timm": timm_hf_models, "keras": keras_models, "jax": jax_models,
+              "paddle": paddle_models, "fp16": fp16_models}  # fmt: skip
+    makers[sys.argv[1]]()

@@ -50,7 +50,7 @@ def _hw(entry: dict, x: np.ndarray) -> tuple[int, int]:
 
 def test_the_set_covers_every_framework_and_exporter() -> None:
     exporters = {entry["exporter"].split("(")[0].split()[0] for entry in MANIFEST.values()}
-    assert exporters == {"torch.onnx.export", "tf2onnx", "jax2onnx"}
+    assert exporters == {"torch.onnx.export", "tf2onnx", "jax2onnx", "paddle2onnx"}
     assert {entry["input_layout"] for entry in MANIFEST.values()} == {"NCHW", "NHWC"}
     assert {entry["layout"] for entry in MANIFEST.values()} == {"channels_first", "channels_last", "tokens"}
     assert {entry["precision"] for entry in MANIFEST.values()} == {"fp32", "fp16", "fp16, fp32 inputs and outputs"}
