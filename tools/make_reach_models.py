@@ -341,17 +341,25 @@ def jax_models() -> None:
     act = model.features(jnp.asarray(x))
     grad = jax.grad(lambda a: model.fc(a.mean(axis=(1, 2)))[:, TARGET].sum())(act)
     layer_map = np.einsum("nhwc,nc->nhw", np.asarray(act), np.asarray(grad).mean(axis=(1, 2)))
+    framework = f"jax {jax.__version__}, flax {flax.__version__}"
+    exporter = f"jax2onnx {getattr(jax2onnx, '__version__', '')} to_onnx(opset=23)"
+    _record_at_last_relu(name, framework, exporter, "jax.grad", "NHWC", "channels_last", x, layer_map)
+
+
+def _record_at_last_relu(name: str, framework: str, exporter: str, autodiff: str, input_layout: str, layout: str,
+                         x: np.ndarray, layer_map: np.ndarray) -> None:  # fmt: skip
+    """Record a CNN explained at its last ReLU, the reference map made by ``autodiff``."""
     import onnx
 
     nodes = list(onnx.load(str(OUT / f"{name}.onnx")).graph.node)
     entry = {
-        "framework": f"jax {jax.__version__}, flax {flax.__version__}",
-        "exporter": f"jax2onnx {getattr(jax2onnx, '__version__', '')} to_onnx(opset=23)",
-        "reference": "jax.grad at the last ReLU",
-        "input_layout": "NHWC",
+        "framework": framework,
+        "exporter": exporter,
+        "reference": f"{autodiff} at the last ReLU",
+        "input_layout": input_layout,
         "precision": "fp32",
         "default_layer": [n.output[0] for n in nodes if n.op_type == "Relu"][-1],
-        "layout": "channels_last",
+        "layout": layout,
         "map": "layer",
     }
     _record(name, entry, x=x, cam=layer_map.astype(np.float32))
@@ -396,20 +404,9 @@ def paddle_models() -> None:
         OUT.mkdir(parents=True, exist_ok=True)
         spec = [paddle.static.InputSpec([None, 3, 32, 32], "float32", "x")]
         paddle.onnx.export(model, str(OUT / name), input_spec=spec, opset_version=opset)
-        import onnx
-
-        nodes = list(onnx.load(str(OUT / f"{name}.onnx")).graph.node)
-        entry = {
-            "framework": f"paddlepaddle {version('paddlepaddle')}",
-            "exporter": f"paddle2onnx {version('paddle2onnx')} (opset {opset})",
-            "reference": "paddle.grad at the last ReLU",
-            "input_layout": "NCHW",
-            "precision": "fp32",
-            "default_layer": [n.output[0] for n in nodes if n.op_type == "Relu"][-1],
-            "layout": "channels_first",
-            "map": "layer",
-        }
-        _record(name, entry, x=x, cam=layer_map.astype(np.float32))
+        exporter = f"paddle2onnx {version('paddle2onnx')} (opset {opset})"
+        framework = f"paddlepaddle {version('paddlepaddle')}"
+        _record_at_last_relu(name, framework, exporter, "paddle.grad", "NCHW", "channels_first", x, layer_map)
 
 
 # ---------------------------------------------------------------------- float16 conversions

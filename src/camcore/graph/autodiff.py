@@ -188,6 +188,16 @@ def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return values
 
 
+def qoperator_error(node: onnx.NodeProto, where: str, also: str = "") -> UnsupportedOpError:
+    """The error for an op that computes on quantized integers (QOperator format), ``where`` it is."""
+    op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+    return UnsupportedOpError(
+        f"op {op} (node {node.name or node.output[0]!r}) computes on quantized integers (QOperator format) {where}; "
+        "camcore explains quantized models in QDQ format (QuantizeLinear/DequantizeLinear around float ops, with a "
+        f"straight-through gradient): quantize with quant_format=QuantFormat.QDQ{also}"
+    )
+
+
 def check_supported(
     nodes: Sequence[onnx.NodeProto],
     on_path: Sequence[onnx.NodeProto],
@@ -199,14 +209,8 @@ def check_supported(
     on the ``quantized`` integers of a QuantizeLinear (QOperator format) instead of dequantizing them."""
     for node in on_path:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in quantized for i in node.input):
-            op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-            raise UnsupportedOpError(
-                f"op {op} (node {node.name or node.output[0]!r}) computes on quantized integers (QOperator "
-                f"format) on the gradient path {describe_path(nodes, source, node, sink)}; camcore explains "
-                "quantized models in QDQ format only (QuantizeLinear/DequantizeLinear around float ops, with a "
-                "straight-through gradient): quantize with quant_format=QuantFormat.QDQ, or choose a target "
-                "layer after it"
-            )
+            where = f"on the gradient path {describe_path(nodes, source, node, sink)}"
+            raise qoperator_error(node, where, ", or choose a target layer after it")
         if node.domain in ("", "ai.onnx") and node.op_type in CONTROL_FLOW:
             raise UnsupportedOpError(
                 f"control flow: op {node.op_type} (node {node.name or node.output[0]!r}) is on the gradient "

@@ -18,8 +18,7 @@ from collections import defaultdict
 import numpy as np
 import onnx
 
-from camcore.errors import UnsupportedOpError
-from camcore.graph.autodiff import QUANTIZED_TYPES, backward_reach, constant_values, forward_reach
+from camcore.graph.autodiff import QUANTIZED_TYPES, backward_reach, constant_values, forward_reach, qoperator_error
 from camcore.graph.shapes import TensorInfo
 
 _T = onnx.TensorProto
@@ -73,10 +72,5 @@ def refuse_qoperator(graph: onnx.GraphProto, info: dict[str, TensorInfo], inputs
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") or not any(o in bwd for o in node.output):
             continue
         if any(i in quantized for i in node.input):
-            op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-            raise UnsupportedOpError(
-                f"op {op} (node {node.name or node.output[0]!r}) computes on quantized integers (QOperator "
-                f"format) on the way to {output!r}, so no float activation can be explained; camcore explains "
-                "quantized models in QDQ format (QuantizeLinear/DequantizeLinear around float ops, with a "
-                "straight-through gradient): quantize with quant_format=QuantFormat.QDQ"
-            )
+            where = f"on the way to {output!r}, so no float activation can be explained"
+            raise qoperator_error(node, where)
