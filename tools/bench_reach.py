@@ -87,11 +87,12 @@ def _path_cases(paths: list[Path]) -> Iterator[Case]:
 
 
 def _input_of(model: onnx.ModelProto, batch: int, size: int) -> tuple[str, np.ndarray]:
-    """The first graph input and a random float32 array for it (dynamic dims after the batch: ``size``)."""
+    """The first graph input and a random array of its type for it (dynamic dims after the batch: ``size``)."""
     inits = {i.name for i in model.graph.initializer}
     first = next(i for i in model.graph.input if i.name not in inits)
     dims = [d.dim_value if d.dim_value > 0 else size for d in first.type.tensor_type.shape.dim]
-    x = np.random.default_rng(batch).standard_normal((batch, *dims[1:])).astype(np.float32)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(first.type.tensor_type.elem_type)
+    x = np.random.default_rng(batch).standard_normal((batch, *dims[1:])).astype(dtype)
     return first.name, x
 
 
@@ -153,7 +154,7 @@ def _bench(case: Case, batches: list[int], repeats: int, threads: int | None, si
         print(f"| {case.name} | skipped: {str(exc).splitlines()[0][:120]} |")
         return
     proto = case.model if isinstance(case.model, onnx.ModelProto) else onnx.load(case.model)
-    plain = Session(proto if isinstance(case.model, onnx.ModelProto) else case.model, threads=threads).session
+    plain = Session(proto, threads=threads).session  # a proto: float16 models get camcore's session options
     targets = _targets_for(cam)
     engine = cam.engine
     for n in batches:

@@ -115,7 +115,11 @@ def arrange(
     reshape_transform: ReshapeTransform | None = None,
 ) -> np.ndarray:
     """A layer tensor as (N, C, *spatial): the user's ``reshape_transform`` when given,
-    else its ``layout`` (by default the one its rank implies, :meth:`LayerLayout.of`)."""
+    else its ``layout`` (by default the one its rank implies, :meth:`LayerLayout.of`). A
+    float16 model's tensors are widened to float32 first: numpy computes in float16 many times
+    slower, and the map is float32 anyway."""
+    if array.dtype == np.float16:
+        array = array.astype(np.float32)
     if reshape_transform is not None:
         return np.asarray(reshape_transform(array))
     return (layout or LayerLayout.of(array)).arrange(array, input_hw)

@@ -14,7 +14,7 @@ from a tensor's rank alone.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Literal
 
@@ -107,7 +107,7 @@ def layer_layouts(model: onnx.ModelProto, info: dict[str, TensorInfo]) -> dict[s
     constants = constant_tensors(model)
     rank = {name: len(ti.shape) for name, ti in info.items() if ti.shape is not None}
     axis: dict[str, int] = {}
-    frontier: list[str] = []
+    frontier: deque[str] = deque()
 
     def seed(tensor: str, channel_axis: int) -> None:
         r = rank.get(tensor)
@@ -135,7 +135,7 @@ def layer_layouts(model: onnx.ModelProto, info: dict[str, TensorInfo]) -> dict[s
             edges[a].append((b, forward))
             edges[b].append((a, _inverse(forward, rank.get(a, 0))))
     while frontier:  # breadth first: the nearest evidence fixes a tensor
-        tensor, frontier = frontier[0], frontier[1:]
+        tensor = frontier.popleft()
         for other, carry in edges.get(tensor, []):
             if other in axis or other in constants:
                 continue
