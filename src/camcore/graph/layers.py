@@ -198,12 +198,11 @@ _WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "QLi
 _REARRANGING = frozenset({"Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten"})
 
 
-def _learned(node: onnx.NodeProto, constants: set[str], model: onnx.ModelProto) -> bool:
+def _learned(node: onnx.NodeProto, constants: set[str], producers: Mapping[str, onnx.NodeProto]) -> bool:
     """A convolution or product with a constant weight, except a decoder that takes the
     expectation of a Softmax (YOLOv8's DFL: a fixed 0..15 convolution over bin probabilities)."""
     if node.op_type not in _WEIGHTED or not any(i in constants for i in node.input[:2]):
         return False
-    producers = {o: n for n in model.graph.node for o in n.output}
     tensor = node.input[0]
     while (producer := producers.get(tensor)) is not None and producer.op_type in _REARRANGING:
         tensor = producer.input[0]
@@ -222,11 +221,12 @@ def feeds_weights(model: onnx.ModelProto, output: str) -> set[str]:
     """
     constants = constant_tensors(model)
     on_path = backward_reach(list(model.graph.node), [output])
+    producers = {o: n for n in model.graph.node for o in n.output}
     found: set[str] = set()
     for node in reversed(model.graph.node):
         if not any(o in on_path for o in node.output):
             continue
-        if _learned(node, constants, model) or any(o in found for o in node.output):
+        if _learned(node, constants, producers) or any(o in found for o in node.output):
             found.update(i for i in node.input if i and i not in constants)
     return found
 
@@ -267,7 +267,9 @@ def head_inputs(model: onnx.ModelProto, output: str, grids: Mapping[str, tuple[D
     constants = constant_tensors(model)
     on_path = backward_reach(nodes, [output])
     after = feeds_weights(model, output)
-    finals = [n for n in nodes if n.output[0] in on_path and n.output[0] not in after and _learned(n, constants, model)]
+    producers = {o: n for n in nodes for o in n.output}
+    last_learned = [n for n in nodes if n.output[0] in on_path and n.output[0] not in after]
+    finals = [n for n in last_learned if _learned(n, constants, producers)]
     if len(finals) < 2:
         return []
     order = {t: k for k, n in enumerate(nodes) for t in n.output}
