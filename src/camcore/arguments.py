@@ -11,7 +11,7 @@ import argparse
 import difflib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import numpy as np
@@ -79,14 +79,52 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, metavar="N", help="onnxruntime intra-op threads")
 
 
+def class_value(text: str) -> int | str:
+    """``--target``: a class index, or a class name the model's metadata lists (resolved by
+    :func:`choose_task` once the model is loaded)."""
+    try:
+        return int(text)
+    except ValueError:
+        if not text.strip():
+            raise argparse.ArgumentTypeError("must be a class index or a class name, not empty") from None
+        return text.strip()
+
+
+def class_index(target: int | str | None, names: Sequence[str] | None) -> int | None:
+    """``target`` as an index: a name is looked up in ``names`` (case-insensitive).
+
+    Raises:
+        CamcoreError: a name the model does not list (with the closest names), or a name for a
+            model without class names.
+    """
+    from camcore.errors import CamcoreError
+
+    if not isinstance(target, str):
+        return target
+    if not names:
+        raise CamcoreError(
+            f"--target {target!r} is a class name, but the model's metadata lists no class names: give the index"
+        )
+    lowered = [n.lower() for n in names]
+    if target.lower() in lowered:
+        return lowered.index(target.lower())
+    close = difflib.get_close_matches(target, list(names), n=3, cutoff=0.5)
+    hint = (
+        f"; closest: {', '.join(close)}"
+        if close
+        else f"; the model's classes: {', '.join(names[:10])}" + (", ..." if len(names) > 10 else "")
+    )
+    raise CamcoreError(f"--target {target!r} is not one of the model's {len(names)} class names{hint}")
+
+
 def add_target_options(p: argparse.ArgumentParser) -> None:
     """``--target`` and ``--target-type``, from the target registry."""
     from camcore.targets import TARGET_TYPES
 
-    p.add_argument("--target", type=int, metavar="INDEX",
-                   help="the class to explain (classify: default each image's top-1; detect: the best "
-                        "detection of this class; segment: default the largest class) or the value (regress, "
-                        "default 0)")  # fmt: skip
+    p.add_argument("--target", type=class_value, metavar="CLASS",
+                   help="the class to explain, as an index or a name from the model's metadata (classify: "
+                        "default each image's top-1; detect: the best detection of this class; segment: default "
+                        "the largest class) or the value's index (regress, default 0)")  # fmt: skip
     p.add_argument("--target-type", choices=list(TARGET_TYPES), default=None,
                    help="what to explain (default: class; raw and regression name their task): "
                         + "; ".join(f"{k}: {v.help}" for k, v in TARGET_TYPES.items()))  # fmt: skip
@@ -167,6 +205,10 @@ def choose_task(args: argparse.Namespace, cam: Any, preprocess: Preprocess, rebu
     from camcore.tasks import TaskOptions
     from camcore.tasks import choose_task as choose
 
+    if isinstance(getattr(args, "target", None), str):  # a class name: its index in the model's metadata
+        from camcore.preprocess import read_model_metadata
+
+        args.target = class_index(args.target, read_model_metadata(cam.engine.model, cam.engine.source).class_names)
     options = TaskOptions(getattr(args, "target", None), getattr(args, "target_type", None), args.detection,
                           args.box, args.region, args.score_threshold)  # fmt: skip
     explicit = args.output is not None

@@ -280,3 +280,25 @@ def test_explain_reads_an_nhwc_input_from_the_graph(images: Path, tmp_path: Path
     assert "NHWC (from the graph)" in capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert np.load(summary["images"][0]["map"]).shape == (10, 8) and summary["input_size"] == [10, 8]
+
+
+def test_target_takes_a_class_name_from_the_metadata(images: Path, tmp_path: Path, capsys) -> None:
+    image = str(images / "img0.png")
+    assert main(["explain", DEMO, image, "--out", str(tmp_path / "a"), "--target", "Triangle"]) == 0
+    record = json.loads((tmp_path / "a" / "summary.json").read_text())["images"][0]
+    assert record["explained_class"] == 2 and record["explained_name"] == "triangle"
+    by_index = np.load(record["map"])
+    assert main(["explain", DEMO, image, "--out", str(tmp_path / "b"), "--target", "2"]) == 0
+    again = json.loads((tmp_path / "b" / "summary.json").read_text())["images"][0]
+    np.testing.assert_array_equal(np.load(again["map"]), by_index)
+    capsys.readouterr()
+    assert main(["explain", DEMO, image, "--out", str(tmp_path / "c"), "--target", "triangel"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["camcore: error: --target 'triangel' is not one of the model's 5 class names; closest: triangle"]
+    assert not (tmp_path / "c" / "summary.json").exists()
+
+
+def test_a_class_name_needs_names_in_the_metadata(images: Path, tmp_path: Path, capsys) -> None:
+    model = Path(__file__).resolve().parent.parent / "reach" / "paddle_cnn_op11.onnx"
+    assert main(["explain", str(model), str(images / "img0.png"), "--out", str(tmp_path), "--target", "cat"]) == 2
+    assert "lists no class names: give the index" in capsys.readouterr().err

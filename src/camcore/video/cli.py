@@ -45,6 +45,7 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
         add_preprocess_options,
         add_task_options,
         add_top_k_option,
+        class_value,
         count,
         positive_float,
         positive_int,
@@ -64,10 +65,10 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
     v.add_argument("-o", "--out", required=True, help="output video (.mp4, .avi, .mkv, .mov) or frame folder")
     add_model_options(v)
     tg = v.add_mutually_exclusive_group()
-    tg.add_argument("--target", type=int, metavar="CLASS",
-                    help="the class to explain (classify: default each frame's top-1; detect: the best "
-                         "detection of this class; segment: default the largest class) or the value (regress, "
-                         "default 0)")  # fmt: skip
+    tg.add_argument("--target", type=class_value, metavar="CLASS",
+                    help="the class to explain, as an index or a name from the model's metadata (classify: "
+                         "default each frame's top-1; detect: the best detection of this class; segment: default "
+                         "the largest class) or the value's index (regress, default 0)")  # fmt: skip
     tg.add_argument(
         "--follow-class",
         type=int,
