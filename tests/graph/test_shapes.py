@@ -261,3 +261,35 @@ def test_a_yolo_like_head_is_differentiated_whatever_the_batch_dim(batch: int | 
             v = rng.standard_normal(base.shape)
             fd = (f(base + eps * v) - f(base - eps * v)) / (2 * eps)
             np.testing.assert_allclose(float(np.sum(grad * v)), fd, rtol=1e-4, atol=1e-4 * max(1.0, abs(fd)))
+
+
+def test_shape_values_follow_the_static_dims_only() -> None:
+    """Shape -> Gather picks a static dim out of a shape with a dynamic batch; values that need
+    the batch, or that would be large tensors, stay unknown."""
+    import numpy as np
+    import onnx.parser
+
+    from camcore.graph.autodiff import constant_values
+    from camcore.graph.shapes import infer_tensor_info, shape_values
+
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,4,6] x) => (float[N,4,6] y) {
+  s = Shape(x)
+  one = Constant<value = int64[1] {1}>()
+  zero = Constant<value = int64[1] {0}>()
+  c = Gather<axis = 0>(s, one)
+  n = Gather<axis = 0>(s, zero)
+  two = Constant<value = int64[1] {2}>()
+  three = Constant<value = int64[1] {3}>()
+  wide = Constant<value = int64[2] {1000, 1000}>()
+  half = Div(c, two)
+  tail = Slice(s, one, three)
+  big = ConstantOfShape(wide)
+  y = Identity(x)
+}"""
+    model = onnx.parser.parse_model(text)
+    values = shape_values(model.graph, infer_tensor_info(model), 17, constant_values(model.graph))
+    assert values["c"].tolist() == [4] and values["half"].tolist() == [2] and values["tail"].tolist() == [4, 6]
+    assert "n" not in values and "s" not in values  # the batch is dynamic
+    assert "big" not in values
+    assert np.asarray(values["one"]).tolist() == [1]

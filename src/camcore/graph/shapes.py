@@ -313,6 +313,8 @@ def shape_values(
         elif node.op_type in _SHAPE_OPS and ins and all(i in values for i in ins):
             if any(values[i].size > _MAX_SHAPE_VALUE for i in ins):
                 continue
+            if _too_large(node.op_type, [values[i] for i in ins]):
+                continue
             single = onnx.helper.make_model(
                 onnx.helper.make_graph([node], "fold", [], [onnx.helper.make_tensor_value_info(out, 0, None)]),
                 opset_imports=[onnx.helper.make_opsetid("", opset)],
@@ -324,6 +326,19 @@ def shape_values(
             if np.asarray(result).size <= _MAX_SHAPE_VALUE:
                 values[out] = np.asarray(result)
     return values
+
+
+def _too_large(op: str, inputs: list[np.ndarray]) -> bool:
+    """Whether an op would make a value larger than a shape computation needs (a tensor filled
+    to a shape, a long range): such values are left to the run."""
+    if op == "ConstantOfShape":
+        return bool(np.prod(inputs[0], dtype=np.float64) > _MAX_SHAPE_VALUE)
+    if op == "Expand" and len(inputs) > 1:
+        return bool(np.prod(np.maximum(inputs[1], 1), dtype=np.float64) > _MAX_SHAPE_VALUE)
+    if op == "Range" and len(inputs) == 3:
+        start, limit, delta = (float(np.asarray(v).reshape(-1)[0]) for v in inputs)
+        return delta == 0 or (limit - start) / delta > _MAX_SHAPE_VALUE
+    return False
 
 
 def _pick(node: onnx.NodeProto, dims: list[int | None], params: list[np.ndarray]) -> np.ndarray | None:
