@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import camcore
-from camcore.batch import BatchExplainer, Explained, Failed, Item, Names, TargetChoice, prediction_record, top_k
+from camcore.batch import BatchExplainer, Explained, Failed, Item, Names, TargetChoice
 from camcore.errors import CamcoreError
 from camcore.runtime import Session
 from camcore.targets import ClassifierOutputTarget
+from camcore.tasks.basic import prediction_record, top_k
 from tests.models import tiny_classifier
 
 

@@ -8,7 +8,7 @@
   records of what its task produced (detections, pixel areas, values);
 * :class:`BatchExplainer`: groups inputs by shape, runs them ``batch_size`` at a time, and
   isolates a bad input (the batch is retried one by one, so one culprit fails alone);
-* :func:`top_k` and :func:`prediction_record`: a classifier's per-image predictions (softmax
+* :func:`~camcore.tasks.basic.prediction_record`: a classifier's per-image predictions (softmax
   probabilities) and the class explained;
 * :class:`Names`: unique output names for inputs that share a stem.
 
@@ -28,14 +28,15 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from camcore.cam import BaseCAM
-from camcore.engine import Engine
 from camcore.errors import CamcoreError
-from camcore.targets import TARGET_TYPES, Target, TargetType, softmax, top1_targets
+from camcore.targets import Target
+from camcore.tasks.basic import prediction_record
+from camcore.tasks.registry import TargetChoice
 
 if TYPE_CHECKING:
     from camcore.tasks import TaskChoice
 
-__all__ = ["BatchExplainer", "Explained", "Failed", "Item", "Names", "TargetChoice", "prediction_record", "top_k"]
+__all__ = ["BatchExplainer", "Explained", "Failed", "Item", "Names", "TargetChoice"]
 
 
 @dataclass
@@ -69,74 +70,6 @@ class Explained:
     @property
     def key(self) -> str:
         return self.item.key
-
-
-def top_k(row: np.ndarray, k: int) -> list[dict[str, float | int]]:
-    """The ``k`` best classes of one image's scores, with logits and softmax probabilities.
-
-    Example:
-        >>> top_k(np.array([0.0, 2.0, 1.0]), 2)[0]["class"]
-        1
-    """
-    flat = np.asarray(row, np.float64).reshape(-1)
-    probs = softmax(flat)
-    order = np.argsort(-flat, kind="stable")[: max(k, 0)]
-    return [{"class": int(c), "logit": float(flat[c]), "probability": float(probs[c])} for c in order]
-
-
-def prediction_record(
-    output: np.ndarray, target: Target | None, k: int, class_names: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """A classifier's record of one image: the class explained (a class target's, the top-1
-    for None, else None) and, for an (N, classes) output, its ``k`` best predictions; nothing
-    for another output (its :class:`~camcore.tasks.TaskChoice` reports what it produced)."""
-    row = np.asarray(output)
-    record: dict[str, Any] = {}
-    if target is not None:
-        record["explained_class"] = target.class_index
-    elif row.ndim == 1:
-        record["explained_class"] = top1_targets(row[None])[0].class_index
-    if row.ndim == 1 and k > 0:
-        record["top_k"] = top_k(row, k)
-        if class_names:
-            for entry in record["top_k"]:
-                c = int(entry["class"])
-                entry["name"] = class_names[c] if c < len(class_names) else None
-    explained = record.get("explained_class")
-    if class_names and explained is not None and 0 <= explained < len(class_names):
-        record["explained_name"] = class_names[explained]
-    return record
-
-
-@dataclass(frozen=True)
-class TargetChoice:
-    """What to explain in every image: a registered :class:`~camcore.targets.TargetType` and
-    its ``--target`` index (None: the type's default, e.g. the top-1 class)."""
-
-    kind: TargetType
-    index: int | None = None
-
-    @staticmethod
-    def parse(engine: Engine, name: str, index: int | None) -> TargetChoice:
-        """The choice ``--target-type name --target index``, checked against ``engine``'s output.
-
-        Raises:
-            CamcoreError: an unknown type, or an index or output the type cannot explain.
-        """
-        if name not in TARGET_TYPES:
-            raise CamcoreError(f"unknown target type {name!r}; choose from {', '.join(TARGET_TYPES)}")
-        kind = TARGET_TYPES[name]
-        kind.check(index, engine.output_shape())
-        return TargetChoice(kind, index)
-
-    def targets(self, engine: Engine, feeds: dict[str, np.ndarray], layers: Sequence[str] = ()) -> list[Target | None]:
-        """One target per image of ``feeds`` (None: the top-1 class, chosen in the graph). A
-        target read off the outputs takes a forward run that also returns ``layers``, so the
-        explanation's own forward run of the same arrays is not made twice."""
-        n = engine.batch_of(feeds)
-        if self.kind.needs_output(self.index):
-            return [self.kind.build(self.index, row) for row in engine.outputs_of(feeds, layers)]
-        return [self.kind.build(self.index, None)] * n
 
 
 class BatchExplainer:

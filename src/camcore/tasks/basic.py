@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from camcore.errors import CamcoreError
-from camcore.targets import RawScoresOutputTarget, RegressionOutputTarget, SemanticSegmentationTarget, Target
+from camcore.targets import (
+    RawScoresOutputTarget,
+    RegressionOutputTarget,
+    SemanticSegmentationTarget,
+    Target,
+    softmax,
+    top1_targets,
+)
 from camcore.tasks.registry import Found, Outputs, Task, TaskChoice, register_task, shape_text, static
 
 
@@ -136,7 +143,6 @@ def _classify_target(choice: TaskChoice, rows: list[np.ndarray]) -> Target | Non
 
 def _classify_record(choice: TaskChoice, rows: list[np.ndarray], target: Target | None, k: int,
                      names: Sequence[str] | None) -> dict[str, Any]:  # fmt: skip
-    from camcore.batch import prediction_record
 
     return prediction_record(_row(choice, rows), target, k, names)
 
@@ -211,3 +217,40 @@ register_task(
         _raw_record,
     )
 )
+
+
+def top_k(row: np.ndarray, k: int) -> list[dict[str, float | int]]:
+    """The ``k`` best classes of one image's scores, with logits and softmax probabilities.
+
+    Example:
+        >>> top_k(np.array([0.0, 2.0, 1.0]), 2)[0]["class"]
+        1
+    """
+    flat = np.asarray(row, np.float64).reshape(-1)
+    probs = softmax(flat)
+    order = np.argsort(-flat, kind="stable")[: max(k, 0)]
+    return [{"class": int(c), "logit": float(flat[c]), "probability": float(probs[c])} for c in order]
+
+
+def prediction_record(
+    output: np.ndarray, target: Target | None, k: int, class_names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """A classifier's record of one image: the class explained (a class target's, the top-1
+    for None, else None) and, for an (N, classes) output, its ``k`` best predictions; nothing
+    for another output (its :class:`~camcore.tasks.TaskChoice` reports what it produced)."""
+    row = np.asarray(output)
+    record: dict[str, Any] = {}
+    if target is not None:
+        record["explained_class"] = target.class_index
+    elif row.ndim == 1:
+        record["explained_class"] = top1_targets(row[None])[0].class_index
+    if row.ndim == 1 and k > 0:
+        record["top_k"] = top_k(row, k)
+        if class_names:
+            for entry in record["top_k"]:
+                c = int(entry["class"])
+                entry["name"] = class_names[c] if c < len(class_names) else None
+    explained = record.get("explained_class")
+    if class_names and explained is not None and 0 <= explained < len(class_names):
+        record["explained_name"] = class_names[explained]
+    return record

@@ -10,13 +10,43 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from camcore.errors import CamcoreError
-from camcore.targets import TARGET_TYPES, Target
+from camcore.targets import TARGET_TYPES, Target, TargetType
 
 if TYPE_CHECKING:
-    from camcore.batch import TargetChoice
     from camcore.engine import Engine
 
 Shape = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class TargetChoice:
+    """What to explain in every image: a registered :class:`~camcore.targets.TargetType` and
+    its ``--target`` index (None: the type's default, e.g. the top-1 class)."""
+
+    kind: TargetType
+    index: int | None = None
+
+    @staticmethod
+    def parse(engine: Engine, name: str, index: int | None) -> TargetChoice:
+        """The choice ``--target-type name --target index``, checked against ``engine``'s output.
+
+        Raises:
+            CamcoreError: an unknown type, or an index or output the type cannot explain.
+        """
+        if name not in TARGET_TYPES:
+            raise CamcoreError(f"unknown target type {name!r}; choose from {', '.join(TARGET_TYPES)}")
+        kind = TARGET_TYPES[name]
+        kind.check(index, engine.output_shape())
+        return TargetChoice(kind, index)
+
+    def targets(self, engine: Engine, feeds: dict[str, np.ndarray], layers: Sequence[str] = ()) -> list[Target | None]:
+        """One target per image of ``feeds`` (None: the top-1 class, chosen in the graph). A
+        target read off the outputs takes a forward run that also returns ``layers``, so the
+        explanation's own forward run of the same arrays is not made twice."""
+        n = engine.batch_of(feeds)
+        if self.kind.needs_output(self.index):
+            return [self.kind.build(self.index, row) for row in engine.outputs_of(feeds, layers)]
+        return [self.kind.build(self.index, None)] * n
 
 
 def shape_text(shape: Shape | None) -> str:
@@ -205,8 +235,6 @@ def choose_task(engine: Engine, name: str | None, options: TaskOptions, *, expli
             does not take (one line naming the task and where it came from).
     """
     import onnx
-
-    from camcore.batch import TargetChoice
 
     declared = {n: engine.info[n].shape if n in engine.info else None for n in engine.output_names}
     ints = frozenset(n for n in engine.output_names if n in engine.info and engine.info[n].elem_type in

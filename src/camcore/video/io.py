@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 import cv2
 import numpy as np
@@ -29,6 +29,7 @@ import numpy as np
 from camcore.errors import CamcoreError
 from camcore.files import AtomicFile, image_files
 from camcore.video.pyav import AvSink, AvSource, StreamInfo, have_pyav
+from camcore.video.timed import TimedFrame
 
 log = logging.getLogger("camcore.video")
 
@@ -38,13 +39,6 @@ VIDEO_SUFFIXES: dict[str, str] = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v"
                                   ".webm": "VP90"}  # fmt: skip
 #: the decoders ``open_source`` takes: ``auto`` is PyAV for files and streams when it is installed
 DECODERS = ("auto", "pyav", "opencv")
-
-
-class TimedFrame(NamedTuple):
-    """A decoded frame (uint8 H x W x 3) and the time it is shown at, in seconds (None: unknown)."""
-
-    image: np.ndarray
-    time: float | None
 
 
 #: Consecutive failed reads tolerated on a live source (camera, URL) before it counts as dropped.

@@ -47,8 +47,8 @@ from camcore.postprocess import overlay as draw_overlay
 from camcore.preprocess import Channels, Preprocess, model_input_size
 from camcore.targets import Target
 from camcore.video.follow import FrameTargets, as_frame_targets
-from camcore.video.io import TimedFrame
 from camcore.video.smoothing import Normalization, TemporalSmoother
+from camcore.video.timed import TimedFrame
 
 __all__ = ["FrameInfo", "FrameResult", "TimedFrame", "VideoPipeline", "explain_frames"]
 
@@ -86,7 +86,7 @@ class FrameInfo:
         target_class: the explained class, when the target is a class (else ``None``).
         resized_from: the (height, width) the frame came in at, when it had to be resized.
         detection: the followed detection, with :class:`~camcore.video.follow.FollowDetection`.
-        record: the explained class and the top-k predictions (:func:`camcore.batch.prediction_record`).
+        record: the explained class and the top-k predictions (:func:`camcore.tasks.basic.prediction_record`).
         time: when the input frame is shown, in seconds (from a PyAV frame or a :class:`TimedFrame`).
     """
 

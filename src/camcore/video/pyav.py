@@ -29,14 +29,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from camcore.errors import CamcoreError
-
-if TYPE_CHECKING:
-    from camcore.video.io import TimedFrame
+from camcore.video.timed import TimedFrame
 
 log = logging.getLogger("camcore.video")
 
@@ -256,8 +254,6 @@ class AvSource:
 
     def frames(self) -> Iterator[TimedFrame]:
         """The frames as upright BGR arrays with the time each is shown at (a live source: by count)."""
-        from camcore.video.io import TimedFrame
-
         for frame in self.av_frames():
             image = upright(frame.to_ndarray(format="bgr24"), frame.rotation or 0)
             shown_at = frame.time if not self.live else (self.delivered - 1) / (self.fps or 25.0)
