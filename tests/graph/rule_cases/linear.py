@@ -195,6 +195,18 @@ CASES = [
         model(17, "float[N,4] x", "y = Gemm<transB = 1>(x, w, b)", 2, (weight("w", (3, 4), 3), weight("b", (3,), 4))),
         feed_shapes={"x": (2, 4)},
     ),
+    # a square constant weight: the forward and the gradient products read the same constant in
+    # opposite orientations (OpenVINO's CPU plugin once mixed the two up: tests/graph/test_rules_openvino.py)
+    RuleCase(
+        "Gemm-linear-layer-square-weight-op17",
+        "Gemm",
+        model(17, "float[2,4] x", "y = Gemm<transB = 1>(x, w, b)", 2, (weight("w", (4, 4), 6), weight("b", (4,), 7))),
+    ),
+    RuleCase(
+        "Gemm-square-weight-op13",
+        "Gemm",
+        model(13, "float[2,4] x", "y = Gemm(x, w)", 2, (weight("w", (4, 4), 8),)),
+    ),
     # MatMul: vectors on either side, batched, broadcast batch dims
     matmul("4", "4,5"),
     matmul("3,4", "4", 11),
@@ -214,6 +226,11 @@ CASES = [
         "MatMul",
         model(13, "float[N,3,4] x", "y = MatMul(x, w)", 3, (weight("w", (4, 5), 5),)),
         feed_shapes={"x": (2, 3, 4)},
+    ),
+    RuleCase(
+        "MatMul-square-weight-op13",
+        "MatMul",
+        model(13, "float[2,3,4] x", "y = MatMul(x, w)", 3, (weight("w", (4, 4), 9),)),
     ),
     RuleCase(
         "MatMul-dynamic-batch-both-op17",

@@ -148,18 +148,18 @@ def conv_transpose(ctx: GradContext) -> Grads:
 @register("Gemm")
 def gemm(ctx: GradContext) -> Grads:
     """Y = α·A'·B' + β·C with A' = Aᵀ if transA, B' = Bᵀ if transB:
-    dA = α·g·B'ᵀ (transA: α·B'·gᵀ), dB = α·A'ᵀ·g (transB: α·gᵀ·A'), dC = ub(β·g);
-    each product is itself a Gemm with adjusted trans flags."""
+    dA = α·g·B'ᵀ = (α·B'·gᵀ)ᵀ (transA: α·B'·gᵀ), dB = α·A'ᵀ·g (transB: α·gᵀ·A'), dC = ub(β·g);
+    each product is itself a Gemm with adjusted trans flags. B, usually a constant weight,
+    stays the *first* operand of dA's product: as the second it would be a second
+    fully-connected weight over the same constant in the other orientation, which OpenVINO's
+    CPU plugin confuses with the forward one when B is square."""
     b, g, ins = ctx.b, ctx.grad_output(), ctx.inputs
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
     ta, tb = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
     grads: Grads = [None] * len(ins)
     if ctx.needs_grad(0):
-        grads[0] = (
-            b.op("Gemm", ins[1], g, alpha=alpha, transA=tb, transB=1)
-            if ta
-            else b.op("Gemm", g, ins[1], alpha=alpha, transB=1 - tb)
-        )
+        bg = b.op("Gemm", ins[1], g, alpha=alpha, transA=tb, transB=1)
+        grads[0] = bg if ta else b.Transpose(bg, [1, 0])
     if ctx.needs_grad(1):
         grads[1] = (
             b.op("Gemm", g, ins[0], alpha=alpha, transA=1, transB=ta)

@@ -1,0 +1,128 @@
+"""Every rule's augmented model gives the same numbers on OpenVINO (CPU, f32) as on onnxruntime.
+
+The gradient graph is meant to be portable: standard ops, read the same way by every
+runtime. The finite-difference cases of ``test_rules_fd.py`` are run on both runtimes and
+every output (the forward ones and the gradients) is compared; the VGG-11-BN golden model,
+whose layer gradient first showed a disagreement (a square classifier weight: see the Gemm
+rule), is checked end to end.
+
+Cases that fail for a reason outside camcore's gradient graph (OpenVINO rejects or
+miscomputes the *forward* op itself) are strict xfails that name the reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.parser
+import onnxruntime as ort
+import pytest
+
+from camcore.graph import augment
+from tests.golden_models import load_golden
+from tests.graph.fd import case_seed, feed_for
+from tests.graph.rule_cases import RuleCase, all_cases
+
+ov = pytest.importorskip("openvino")
+
+RTOL, ATOL = 1e-5, 1e-6
+
+_FORWARD_DIFFERS = "OpenVINO's forward {op} differs from onnxruntime's (the model itself, before any gradient)"
+_UNSUPPORTED = "OpenVINO's ONNX frontend does not convert the forward {what}"
+_STATIC_AXES = (
+    "the dynamic-shape unbroadcast reduces over NonZero-computed axes; OpenVINO's ONNX frontend "
+    "needs a ReduceSum axes tensor of static length"
+)
+
+_HALF_PIXEL_SYMMETRIC = "Resize-mode=linear,coordinate_transformation_mode=half_pixel_symmetric-scales1,1,1.7,2.3-op19"
+_MATMUL_SQUARE = (
+    "OpenVINO's CPU plugin confuses two fully-connected uses of one square constant weight in opposite "
+    "orientations (forward A·W, gradient g·Wᵀ); the Gemm rule avoids it, the MatMul one does not yet "
+    "(B-first keeps ORT fp16 forwards from staying bit-identical)"
+)
+
+#: case id -> why it fails on OpenVINO (strict xfail: a fix makes the test fail until removed)
+KNOWN: dict[str, str] = {
+    "Softmax<axis = 1>-op11": _FORWARD_DIFFERS.format(op="Softmax-11 (coerced to 2-D at axis)"),
+    "Softmax-op11": _FORWARD_DIFFERS.format(op="Softmax-11 (coerced to 2-D at axis)"),
+    "ConvTranspose-output-shape-same-upper-op17": _FORWARD_DIFFERS.format(op="ConvTranspose with output_shape"),
+    "ConvTranspose-groups-output-shape-wrt-weights-op17": _FORWARD_DIFFERS.format(op="ConvTranspose with output_shape"),
+    "AveragePool-ceil-asym-pads-include-op17": _FORWARD_DIFFERS.format(op="AveragePool (ceil_mode, count_include_pad)"),
+    "AveragePool-ceil-include-pads-past-end-op21": _FORWARD_DIFFERS.format(
+        op="AveragePool (ceil_mode, count_include_pad)"
+    ),
+    "Resize-mode=cubic,coordinate_transformation_mode=align_corners,exclude_outside=1,cubic_coeff_a=-0.5"
+    "-sizes1,1,7,5-op11": _FORWARD_DIFFERS.format(op="cubic Resize with exclude_outside"),
+    _HALF_PIXEL_SYMMETRIC: _UNSUPPORTED.format(what="Resize half_pixel_symmetric mode"),
+    "Pad-wrap-axes-op19": _UNSUPPORTED.format(what="Pad wrap mode"),
+    "Conv-3d-op17": "OpenVINO's 3-D ConvTranspose (Conv's input gradient) with asymmetric pads and "
+    "strides [2, 1, 2] differs from onnxruntime's; not yet narrowed down",
+    "MatMul-square-weight-op13": _MATMUL_SQUARE,
+    "Add-dynamic-broadcast-op13": _STATIC_AXES,
+    "Mul-dynamic-broadcast-lower-rank-op17": _STATIC_AXES,
+    "Sub-dynamic-not-broadcast-op13": _STATIC_AXES,
+}
+
+
+def _params(cases: list[RuleCase]) -> list:
+    return [
+        pytest.param(c, id=c.id, marks=[pytest.mark.xfail(reason=KNOWN[c.id], strict=True)] if c.id in KNOWN else [])
+        for c in cases
+    ]
+
+
+CASES = all_cases()
+
+
+def _run_both(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every output of ``model`` from onnxruntime and from OpenVINO, by name."""
+    names = [o.name for o in model.graph.output]
+    data = model.SerializeToString()
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    ref = sess.run(None, feeds)
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(data, b""), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    # fed by position: OpenVINO renames an input that is passed straight through to an output
+    # (x -> inference-mode Dropout -> y) after that output
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in inits]
+    assert len(compiled.inputs) == len(inputs), "OpenVINO dropped a graph input"
+    got = compiled({k: feeds[name] for k, name in enumerate(inputs)})
+    return {n: (r, got[compiled.output(n)]) for n, r in zip(names, ref)}
+
+
+def _assert_agree(results: dict[str, tuple[np.ndarray, np.ndarray]], what: str) -> None:
+    for name, (ref, got) in results.items():
+        np.testing.assert_allclose(
+            got, ref, rtol=RTOL, atol=ATOL, err_msg=f"{what}: output {name!r}, OpenVINO vs onnxruntime"
+        )
+
+
+@pytest.mark.parametrize("case", _params(CASES))
+def test_rule_agrees_on_openvino(case: RuleCase) -> None:
+    model = onnx.parser.parse_model(case.text)
+    rng = np.random.default_rng(case_seed(case.id))
+    feeds = feed_for(model, rng, case.feed_shapes)
+    if case.make_inputs is not None:
+        feeds.update(case.make_inputs(rng))
+    aug = augment(model, list(case.wrt), seed="tensor", input_shapes=case.input_shapes)
+    plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y0 = plain.run([model.graph.output[0].name], feeds)[0]
+    feeds[aug.seed_input] = rng.standard_normal(y0.shape).astype(np.float32)
+    _assert_agree(_run_both(aug.model, feeds), case.id)
+
+
+def test_vgg11_bn_layer_gradient_agrees_on_openvino() -> None:
+    """VGG-11-BN at its golden layer (features.27, MaxPool and a square classifier weight after
+    it): OpenVINO's layer gradient once differed from onnxruntime's by 1.2 relative."""
+    model, arrays, target = load_golden("vgg11_bn")
+    aug = augment(model, [target], seed="tensor")
+    feeds = {model.graph.input[0].name: arrays["input"], aug.seed_input: arrays["seed_random"]}
+    results = _run_both(aug.model, feeds)
+    for name, (ref, got) in results.items():
+        err = float(np.abs(got.astype(np.float64) - ref).max() / np.abs(ref).max())
+        assert err <= 1e-5, f"vgg11_bn {name}: OpenVINO differs from onnxruntime by {err:.2e} of max|ref|"
+    grad = results[aug.gradient_outputs[target]][1].astype(np.float64)
+    want = arrays["grad_random"]
+    err = float(np.abs(grad - want).max() / np.abs(want).max())
+    assert err <= 1e-5, f"vgg11_bn: OpenVINO's layer gradient differs from autograd's by {err:.2e}"
