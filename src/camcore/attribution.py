@@ -14,7 +14,7 @@ import onnx
 
 from camcore.engine import Engine, Feeds
 from camcore.errors import CamcoreError
-from camcore.maps import LayerLayout, ReshapeTransform, arrange, scale_cam_image
+from camcore.maps import ReshapeTransform, arrange, scale_cam_image
 from camcore.targets import ClassifierOutputTarget
 
 
@@ -96,7 +96,7 @@ class DeepFeatureFactorization:
         feeds = engine.feeds(input_tensor)
         hw = engine.input_size(feeds)
         tensor = engine.forward(feeds, [layer]).activations[layer]
-        act = arrange(tensor, LayerLayout.of(tensor), hw, self.reshape_transform)
+        act = arrange(tensor, engine.layer_layout(layer), hw, self.reshape_transform)
         concepts, explanations = dff(act, n_components)
         size = hw or act.shape[2:]
         maps = np.stack([scale_cam_image(e, size) for e in explanations])

@@ -332,3 +332,14 @@ def test_a_segmenter_defaults_to_the_features_before_its_per_class_convolution()
     assert not layers["logits_small"].feeds_weights and layers["feat"].feeds_weights
     found = default_layer(list(layers.values()), input_size(proto, info), "out")
     assert found is not None and found.tensor == "feat"
+
+
+def test_deep_feature_factorization_reads_the_layers_layout() -> None:
+    """DFF arranges its layer as the CAMs do: the NHWC twin factorises to the same concepts."""
+    from camcore import DeepFeatureFactorization
+
+    want = DeepFeatureFactorization(nchw(), "feat")(_image(False), n_components=2)
+    got = DeepFeatureFactorization(nhwc(), "feat")(_image(True), n_components=2)
+    assert got[1].shape == want[1].shape == (2, 2, H, W)
+    np.testing.assert_allclose(got[1], want[1], atol=1e-4)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-5)
