@@ -121,11 +121,12 @@ def _image_input_shapes(model_path: str, size: tuple[int, int] | None) -> dict[s
     if size is None:
         return None
     from camcore.graph import prepare_model
-    from camcore.graph.layouts import image_layout
+    from camcore.graph.layouts import image_input, image_layout
 
     proto, info = prepare_model(model_path)
-    inits = {i.name for i in proto.graph.initializer}
-    name = next(i.name for i in proto.graph.input if i.name not in inits)
+    name = image_input(proto)
+    if name is None:
+        raise CamcoreError("--size needs an image input, but the model has no inputs")
     shape = info[name].shape
     if shape is None or len(shape) != 4:
         raise CamcoreError(f"--size needs a 4-D image input, but {name!r} has shape {shape}")

@@ -11,7 +11,14 @@ import onnx
 from camcore.errors import CamcoreError, UnknownLayerError
 from camcore.graph.autodiff import backward_reach, forward_reach
 from camcore.graph.builder import FLOAT_TYPES
-from camcore.graph.layouts import LayerKind, class_token_readers, constant_tensors, image_layout, layer_layouts
+from camcore.graph.layouts import (
+    LayerKind,
+    class_token_readers,
+    constant_tensors,
+    image_input,
+    image_layout,
+    layer_layouts,
+)
 from camcore.graph.qdq import hidden_layers, refuse_qoperator
 from camcore.graph.shapes import Dim, TensorInfo
 from camcore.maps import token_grid
@@ -311,8 +318,7 @@ def default_layers(model: onnx.ModelProto, info: dict[str, TensorInfo], output: 
 
 def input_size(model: onnx.ModelProto, info: dict[str, TensorInfo]) -> tuple[int, int] | None:
     """The image input's static (height, width) in its own layout; None when not both are known."""
-    inits = {i.name for i in model.graph.initializer}
-    first = next((i.name for i in model.graph.input if i.name not in inits), None)
+    first = image_input(model)
     ti = info.get(first) if first else None
     if first is None or ti is None or ti.shape is None or len(ti.shape) != 4:
         return None

@@ -22,7 +22,7 @@ import onnx
 
 from camcore.graph.shapes import Dim, TensorInfo
 
-__all__ = ["LayerKind", "class_token_readers", "constant_tensors", "image_layout", "layer_layouts"]
+__all__ = ["LayerKind", "class_token_readers", "constant_tensors", "image_input", "image_layout", "layer_layouts"]
 
 #: ops that keep the axes of their first input as they are (preprocessing before the first conv)
 _ELEMENTWISE = frozenset({"Cast", "Sub", "Div", "Mul", "Add", "Identity", "Clip", "Relu", "Sigmoid", "Tanh", "Neg",
@@ -33,6 +33,12 @@ _CHANNELS_FIRST = frozenset({"Conv", "ConvInteger", "QLinearConv", "ConvTranspos
                              "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "BatchNormalization",
                              "InstanceNormalization", "LRN", "DepthToSpace", "SpaceToDepth"})  # fmt: skip
 _CHANNELS = (1, 3, 4)
+
+
+def image_input(model: onnx.ModelProto) -> str | None:
+    """The model's first input that is not an initializer: the image input (None: it has none)."""
+    inits = {i.name for i in model.graph.initializer}
+    return next((i.name for i in model.graph.input if i.name not in inits), None)
 
 
 def image_layout(model: onnx.ModelProto, info: dict[str, TensorInfo], name: str) -> Literal["NCHW", "NHWC"]:
@@ -184,8 +190,7 @@ def constant_tensors(model: onnx.ModelProto) -> set[str]:
 
 
 def _input_batch(model: onnx.ModelProto, info: dict[str, TensorInfo]) -> int | str | None:
-    inits = {i.name for i in model.graph.initializer}
-    first = next((i.name for i in model.graph.input if i.name not in inits), None)
+    first = image_input(model)
     ti = info.get(first) if first else None
     return ti.shape[0] if ti is not None and ti.shape else None
 
