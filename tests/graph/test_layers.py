@@ -109,13 +109,13 @@ def test_default_layer_is_the_last_with_spatial_extent(branchy) -> None:
         (("N", 4, 1, "W"), True),  # symbolic dims count
         (("N", 4, "H", "W"), True),
         (("N", 4, None, 1), True),
-        (("N", 4, 7), False),  # not 4-D
+        (("N", 4, 7), True),  # (N, C, L): a row of the image
         (("N", 4, 7, 7, 7), False),
         (None, False),
     ],
 )
-def test_has_spatial_extent(shape, spatial: bool) -> None:
-    assert Layer("t", "n", "Relu", shape).has_spatial_extent is spatial
+def test_channels_first_grids_without_an_input_size(shape, spatial: bool) -> None:
+    assert Layer("t", "n", "Relu", shape, "channels_first").is_image_grid() is spatial
 
 
 def test_a_detectors_default_layers_are_the_features_its_heads_read() -> None:

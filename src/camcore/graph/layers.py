@@ -46,15 +46,6 @@ class Layer:
     split_into_heads: bool = False
 
     @property
-    def has_spatial_extent(self) -> bool:
-        """A 4-D (N, C, H, W) map with more than one spatial cell (symbolic dims count)."""
-        if self.shape is None or len(self.shape) != 4:
-            return False
-        h, w = self.shape[2], self.shape[3]
-        known = [d for d in (h, w) if isinstance(d, int)]
-        return not (len(known) == 2 and known[0] * known[1] <= 1)
-
-    @property
     def channels(self) -> Dim:
         """The channel count (None when the layout or the dim is unknown)."""
         if self.shape is None or self.layout is None:
