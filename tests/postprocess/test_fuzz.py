@@ -21,24 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from camcore.postprocess import COLORMAPS, overlay
-
-
-def _prepare(cam: np.ndarray, normalize: bool, value_range: tuple[float, float] | None) -> np.ndarray:
-    """The documented preparation: scale the finite values (min-max, or by ``value_range``),
-    then NaN -> 0, +Inf -> 1, -Inf -> 0; float32 throughout."""
-    cam = np.asarray(cam, np.float32)
-    finite = np.isfinite(cam)
-    lo = hi = None
-    if normalize and finite.any():
-        lo, hi = cam[finite].min(), cam[finite].max()
-    elif value_range is not None:
-        lo, hi = np.float32(value_range[0]), np.float32(value_range[1])
-    if lo is not None:
-        with np.errstate(over="ignore", invalid="ignore"):
-            scaled = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
-        cam = np.where(finite, scaled, cam)
-    return np.nan_to_num(cam, nan=0.0, posinf=1.0, neginf=0.0).astype(np.float32)
+from camcore.postprocess import COLORMAPS, overlay, prepare_cam_reference
 
 
 @functools.cache
@@ -67,7 +50,7 @@ def _blend(
 
 
 def _opencv_levels(cam: np.ndarray, height: int, width: int, normalize, value_range) -> np.ndarray:
-    up = cv2.resize(_prepare(cam, normalize, value_range), (width, height), interpolation=cv2.INTER_LINEAR)
+    up = cv2.resize(prepare_cam_reference(cam, normalize, value_range), (width, height), interpolation=cv2.INTER_LINEAR)
     return np.uint8(255 * np.clip(up, 0, 1))
 
 
