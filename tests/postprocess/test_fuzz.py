@@ -1,8 +1,8 @@
 """Fuzzing camcore.overlay: random shapes (1x1 to 4K), layouts, alphas, options and non-finite maps.
 
 Every case must run without crashing and match the OpenCV chain the module documents, computed
-here without camcore: the map prepared in numpy (non-finite values, ``normalize``,
-``value_range``), ``cv2.resize(INTER_LINEAR)`` on float32, ``np.uint8(255 * clip)``, the colour
+here without camcore's C++ core: the map prepared in numpy by ``prepare_cam_reference``
+(non-finite values, ``normalize``, ``value_range``), ``cv2.resize(INTER_LINEAR)`` on float32, ``np.uint8(255 * clip)``, the colour
 table (``cv2.applyColorMap``, or matplotlib's own map for ``mpl_*``) and ``cv2.addWeighted``
 (``alpha_from_cam``: the float64 blend with ``np.rint``). The tolerance is the documented one:
 
