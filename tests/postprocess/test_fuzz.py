@@ -2,9 +2,10 @@
 
 Every case must run without crashing and match the OpenCV chain the module documents, computed
 here without camcore's C++ core: the map prepared in numpy by ``prepare_cam_reference``
-(non-finite values, ``normalize``, ``value_range``), ``cv2.resize(INTER_LINEAR)`` on float32, ``np.uint8(255 * clip)``, the colour
-table (``cv2.applyColorMap``, or matplotlib's own map for ``mpl_*``) and ``cv2.addWeighted``
-(``alpha_from_cam``: the float64 blend with ``np.rint``). The tolerance is the documented one:
+(non-finite values, ``normalize``, ``value_range``), ``cv2.resize(INTER_LINEAR)`` on float32,
+``np.uint8(255 * clip)``, the colour table (``cv2.applyColorMap``, or matplotlib's own map for
+``mpl_*``) and ``cv2.addWeighted`` (``alpha_from_cam``: the float64 blend with ``np.rint``).
+The tolerance is the documented one:
 
 * maps of at least 2 x 2: identical pixels for alphas that are multiples of 1/256, at most 1
   apart otherwise (and with ``alpha_from_cam``, whose weights are not multiples of 1/256);
