@@ -198,3 +198,42 @@ def test_a_rule_that_needs_a_static_batch_gets_it_per_call() -> None:
         np.testing.assert_allclose(res.gradients["feat"], np.broadcast_to((w["fc_w"][1] / 64)[None, :, None, None],
                                                                           (n, 4, 8, 8)), rtol=1e-6)  # fmt: skip
     assert len([k for k, _ in engine.sessions() if k == "augmented"]) == 2  # batch 2 and 3
+
+
+def _count_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The feeds of every onnxruntime run from now on, by name."""
+    from camcore.runtime import Session
+
+    fed: list[list[str]] = []
+    run = Session.run
+
+    def counted(self: Session, feeds, outputs=None):  # type: ignore[no-untyped-def]
+        fed.append(sorted(feeds))
+        return run(self, feeds, outputs)
+
+    monkeypatch.setattr(Session, "run", counted)
+    return fed
+
+
+def test_targets_chosen_from_a_forward_run_reuse_it_for_several_layers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task that chose its targets from the call's forward run (a detection's score) gets its
+    gradients from the model cut at the layers, not from a second run of the whole network; the
+    cut at the root layer ("feat" feeds "feat2") gives the whole model's gradients."""
+    from camcore.targets import DetectionBoxTarget, RegressionOutputTarget
+    from tests.detector_models import tiny_detector
+
+    engine = Engine(tiny_detector(size=(16, 16)))
+    feeds = {"x": _x(3, (2, 3, 16, 16))}
+    layers = ["feat2", "feat"]
+    for targets in ([RegressionOutputTarget((5, 7))], [DetectionBoxTarget(1, box_index=9, layout="channels_first")]):
+        whole = engine.run(feeds, targets, layers=layers)  # the linear seed: the whole augmented model
+        fed = _count_runs(monkeypatch)
+        with engine.call():
+            engine.forward(feeds, layers)  # the task's run, choosing the targets
+            cut = engine.run(feeds, targets, layers=layers)
+        assert sum("x" in f for f in fed) == 1, f"the network ran more than once: {fed}"
+        assert fed[-1] == ["camcore_seed", "feat"]
+        for k in layers:
+            np.testing.assert_allclose(cut.gradients[k], whole.gradients[k], rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(cut.activations[k], whole.activations[k])
+        monkeypatch.undo()

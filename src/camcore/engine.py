@@ -43,7 +43,7 @@ from camcore.errors import CamcoreError, InputError, ShapeError
 from camcore.graph import Augmented, augment, prepare_model
 from camcore.graph.layers import explained_output, resolve_target_layers
 from camcore.graph.layouts import LayerKind, image_layout, layer_layouts
-from camcore.graph.parts import bias_terms, classifier_weights, downstream_model, with_outputs
+from camcore.graph.parts import bias_terms, classifier_weights, downstream_model, root_layers, with_outputs
 from camcore.graph.shapes import TensorInfo
 from camcore.maps import InputLayout, LayerLayout, spatial_size
 from camcore.runtime import Session, select_providers
@@ -118,7 +118,7 @@ class _Compiled:
         self.augmented: dict[tuple[object, ...], tuple[Augmented, Session]] = {}
         self.plain: dict[tuple[object, ...], Session] = {}
         self.cuts: dict[tuple[object, ...], tuple[Session, list[str]]] = {}
-        self.tails: dict[tuple[object, ...], tuple[Augmented, Session, list[str]]] = {}
+        self.tails: dict[tuple[object, ...], tuple[Augmented, Session, list[str], list[str]]] = {}
         self.facts: dict[tuple[object, ...], Any] = {}
 
     def get(self, table: dict[tuple[object, ...], _V], key: tuple[object, ...], build: Callable[[], _V]) -> _V:
@@ -138,7 +138,7 @@ class _Compiled:
             yield "plain", session
         for session, _ in list(self.cuts.values()):
             yield "cut", session
-        for _, session, _ in list(self.tails.values()):
+        for _, session, _, _ in list(self.tails.values()):
             yield "tail", session
 
     def clear(self) -> None:
@@ -406,20 +406,25 @@ class Engine:
         return self._compiled.get(self._compiled.cuts, (layer, *self._signature(feeds)), build)
 
     def _tail(
-        self, feeds: Feeds, layer: str, act: np.ndarray, hvp: bool, guided_relu: bool
-    ) -> tuple[Augmented, Session, list[str]]:
-        """The model cut at ``layer``, differentiated with a tensor seed."""
+        self, feeds: Feeds, layers: Sequence[str], acts: Mapping[str, np.ndarray], hvp: bool, guided_relu: bool
+    ) -> tuple[Augmented, Session, list[str], list[str]]:
+        """The model cut at ``layers`` (at their roots, :func:`~camcore.graph.parts.root_layers`),
+        differentiated with a tensor seed; with the roots it takes and the original inputs it
+        still needs."""
+        layers = list(layers)
+        roots = root_layers(self.model, layers)
 
-        def build(batch: int | None) -> tuple[Augmented, Session, list[str]]:
-            cut, needed = downstream_model(self.model, self.info, layer, self.output)
-            shapes = {layer: [batch, *act.shape[1:]], **{k: [batch, *feeds[k].shape[1:]] for k in needed}}
-            aug = augment(cut, [layer], output=self.output, seed="tensor", input_shapes=shapes,
+        def build(batch: int | None) -> tuple[Augmented, Session, list[str], list[str]]:
+            cut, needed = downstream_model(self.model, self.info, layers, self.output)
+            shapes = {**{r: [batch, *acts[r].shape[1:]] for r in roots},
+                      **{k: [batch, *feeds[k].shape[1:]] for k in needed}}  # fmt: skip
+            aug = augment(cut, layers, output=self.output, seed="tensor", input_shapes=shapes,
                           guided_relu=guided_relu, hvp=hvp, check=False)  # fmt: skip
             small = len(cut.graph.node) <= SMALL_TAIL * len(self.model.graph.node)
-            return aug, Session(aug.model, self.providers, 1 if small else self.threads), needed
+            return aug, Session(aug.model, self.providers, 1 if small else self.threads), roots, needed
 
-        key = (layer, hvp, guided_relu, *self._signature(feeds))
-        return self._per_batch(self._compiled.tails, key, int(act.shape[0]), build)
+        key = (tuple(layers), hvp, guided_relu, *self._signature(feeds))
+        return self._per_batch(self._compiled.tails, key, int(acts[roots[0]].shape[0]), build)
 
     # ------------------------------------------------------------------ runs
     def forward(self, feeds: Feeds, layers: Sequence[str] = ()) -> Result:
@@ -456,10 +461,12 @@ class Engine:
         ``targets``: one per image (or one for all) or None (the top-1 class, chosen in the
         graph). Class targets seed the graph with an int64 class per image; other targets give
         a seed shaped like the output. A seed that depends on the output (softmax, Finer-CAM,
-        similarity) and one layer take a forward-only run, which gives the outputs, hence the
-        seeds, and the layer's activation A; the model cut at the layer, differentiated, then
-        maps (A, seed) to ∂<seed, y>/∂A running only the nodes after the layer: the network
-        runs once, not twice. A cut with at most ``SMALL_TAIL`` of the nodes (a pooling and a
+        similarity, a detection chosen from the outputs) takes a forward-only run, which gives
+        the outputs, hence the seeds, and the layers' activations A; the model cut at the
+        layers (at those no other layer feeds), differentiated, then maps (A, seed) to
+        ∂<seed, y>/∂A running only the nodes after them: the network runs once, not twice. So
+        does a seed known beforehand when the call has already made that forward run (a task
+        chose the targets from the outputs). A cut with at most ``SMALL_TAIL`` of the nodes (a pooling and a
         classifier) runs on one thread: a thread pool's idle workers would spin on the cores
         the next forward pass needs.
         """
@@ -470,8 +477,9 @@ class Engine:
         n = self.batch_of(feeds)
         checked = None if targets is None else per_image(targets, n)
         class_mode = checked is None or all(t.class_index is not None for t in checked)
-        if checked is not None and not class_mode and not self._static_seed(checked) and len(layers) == 1 and not extra:
-            return self._tail_run(feeds, checked, layers[0], gradients, hvp, guided_relu)
+        if checked is not None and not class_mode and layers and not extra and (
+                not self._static_seed(checked) or self._memo.get(feeds, layers) is not None):  # fmt: skip
+            return self._tail_run(feeds, checked, layers, gradients, hvp, guided_relu)
         aug, session = self.compiled(feeds, "class" if class_mode else "tensor", [*layers, *extra], hvp, guided_relu)
         if class_mode and checked is not None:
             self.check_classes(checked)
@@ -485,18 +493,24 @@ class Engine:
         )
 
     def _tail_run(
-        self, feeds: Feeds, targets: Sequence[Target], layer: str, gradients: bool, hvp: bool, guided_relu: bool
-    ) -> Result:
-        """:meth:`run` for output-dependent seeds: a forward pass, then the differentiated cut."""
-        plain = self.forward(feeds, [layer])
+        self, feeds: Feeds, targets: Sequence[Target], layers: list[str], gradients: bool, hvp: bool,
+        guided_relu: bool,
+    ) -> Result:  # fmt: skip
+        """:meth:`run` for output-dependent seeds: a forward pass (or the call's, when one was
+        made), then the model cut at the layers, differentiated."""
+        plain = self.forward(feeds, layers)
         out = plain.outputs[self.output_index]
         seed = np.stack([t.seed(out[i]) for i, t in enumerate(targets)]).astype(out.dtype)
-        act = plain.activations[layer]
-        aug, session, needed = self._tail(feeds, layer, act, hvp, guided_relu)
-        names = [aug.gradient_outputs[layer]] + ([aug.hvp_outputs[layer]] if hvp else [])
-        got = session.run({layer: act, **{k: feeds[k] for k in needed}, aug.seed_input: seed}, names)
-        grads = {layer: got[names[0]]} if gradients else {}
-        return Result(plain.outputs, {layer: act}, grads, {layer: got[names[-1]]} if hvp else {})
+        aug, session, roots, needed = self._tail(feeds, layers, plain.activations, hvp, guided_relu)
+        names = [aug.gradient_outputs[k] for k in layers] + ([aug.hvp_outputs[k] for k in layers] if hvp else [])
+        got = session.run({**{r: plain.activations[r] for r in roots}, **{k: feeds[k] for k in needed},
+                           aug.seed_input: seed}, names)  # fmt: skip
+        return Result(
+            plain.outputs,
+            {k: plain.activations[k] for k in layers},
+            {k: got[aug.gradient_outputs[k]] for k in layers} if gradients else {},
+            {k: got[aug.hvp_outputs[k]] for k in layers} if hvp else {},
+        )
 
     def _seed_feed(self, aug: Augmented, feeds: Feeds, targets: Sequence[Target] | None, n: int) -> np.ndarray:
         if aug.seed_mode == "class":

@@ -117,20 +117,41 @@ def with_outputs(model: onnx.ModelProto, info: dict[str, TensorInfo], tensors: S
     return out
 
 
+def root_layers(model: onnx.ModelProto, layers: Sequence[str]) -> list[str]:
+    """The ``layers`` that no other of them feeds (in their order): cut there, a model still
+    computes the others from them.
+
+    Example: for x -> Conv -> "a" -> Conv -> "b", ``root_layers(model, ["b", "a"]) == ["a"]``.
+    """
+    wanted = set(layers)
+    fed: dict[str, set[str]] = {}  # tensor -> the layers it is computed from
+    for node in model.graph.node:
+        came = set().union(*(fed.get(i, set()) | ({i} & wanted) for i in node.input if i))
+        for out in node.output:
+            fed[out] = came
+    return [k for k in layers if not fed.get(k, set()) - {k}]
+
+
 def downstream_model(
-    model: onnx.ModelProto, info: dict[str, TensorInfo], layer: str, output: str
+    model: onnx.ModelProto, info: dict[str, TensorInfo], layer: str | Sequence[str], output: str
 ) -> tuple[onnx.ModelProto, list[str]]:
     """The nodes computing ``output`` from ``layer`` (now a graph input), and the original
-    inputs still needed (paths that bypass the layer). The nodes before it never run."""
+    inputs still needed (paths that bypass the layer). The nodes before it never run.
+
+    Several layers: the model is cut at their :func:`root_layers` (its first inputs, in that
+    order); the other layers are computed in it from them, so the gradients of the cut reach
+    every layer along every path."""
     graph = model.graph
+    roots = [layer] if isinstance(layer, str) else root_layers(model, layer)
+    cut_at = set(roots)
     needed = {output}
     keep: list[onnx.NodeProto] = []
     for node in reversed(graph.node):
         if any(o in needed for o in node.output):
-            if layer in node.output:
+            if cut_at & set(node.output):
                 continue
             keep.append(node)
-            needed.update(i for i in node.input if i and i != layer)
+            needed.update(i for i in node.input if i and i not in cut_at)
     keep.reverse()
     inits = _initializers(model)
     cut = onnx.ModelProto()
@@ -140,12 +161,14 @@ def downstream_model(
     del cut.graph.initializer[:]
     cut.graph.initializer.extend(v for k, v in inits.items() if k in needed)
     originals = [i for i in graph.input if i.name in needed and i.name not in inits]
-    ti = info.get(layer)
-    layer_vi = helper.make_tensor_value_info(
-        layer, ti.elem_type if ti else 1, None if ti is None or ti.shape is None else [None, *ti.shape[1:]]
-    )
+    layer_vis = []
+    for root in roots:
+        ti = info.get(root)
+        layer_vis.append(helper.make_tensor_value_info(
+            root, ti.elem_type if ti else 1, None if ti is None or ti.shape is None else [None, *ti.shape[1:]]
+        ))  # fmt: skip
     del cut.graph.input[:]
-    cut.graph.input.extend([layer_vi, *originals])
+    cut.graph.input.extend([*layer_vis, *originals])
     del cut.graph.output[:]
     cut.graph.output.extend(o for o in graph.output if o.name == output)
     del cut.graph.value_info[:]
