@@ -1,4 +1,4 @@
-"""The ``camcore`` command line: layers, augment, explain, video, demo, info.
+"""The ``camcore`` command line: layers, augment, explain, video, audit, demo, info.
 
 The commands parse and print; the work is the engine's, the batch service's
 (:mod:`camcore.batch`) and the video pipeline's. Every argument is checked before any work
@@ -79,9 +79,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="how many scenes to generate and explain (default: 64)")  # fmt: skip
     demo.add_argument("--seed", type=int, default=1234, help="the scenes' random seed (default: 1234)")
 
+    from camcore.audit.cli import add_audit_parser
     from camcore.video.cli import add_video_parser
 
     add_video_parser(sub)
+    add_audit_parser(sub)
     sub.add_parser("info", help="versions, execution providers and the one in use")
     return p
 
@@ -91,10 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help (0), or a bad argument already reported on one line (2)
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    from camcore.audit.cli import cmd_audit
     from camcore.video.cli import cmd_video
 
     handler = {
         "video": cmd_video,
+        "audit": cmd_audit,
         "layers": cmd_layers,
         "augment": cmd_augment,
         "explain": cmd_explain,
