@@ -160,6 +160,9 @@ class GraphBuilder:
     def ReduceMax(self, x: str, axes: Sequence[int] | None, keepdims: bool = True) -> str:  # noqa: N802
         return self._axes_op("ReduceMax", x, axes, 18, keepdims=int(keepdims))
 
+    def ReduceMin(self, x: str, axes: Sequence[int] | None, keepdims: bool = True) -> str:  # noqa: N802
+        return self._axes_op("ReduceMin", x, axes, 18, keepdims=int(keepdims))
+
     def Squeeze(self, x: str, axes: Sequence[int]) -> str:  # noqa: N802
         return self._axes_op("Squeeze", x, axes, 13)
 
