@@ -33,6 +33,7 @@ _FIXED = {
     "TARGETS": "camcore.targets",
     "Target": "camcore.targets",
     "augment": "camcore.graph",
+    "export_cam_model": "camcore.graph.export",
     "scale_cam_image": "camcore.maps",
     "tokens_to_grid": "camcore.maps",
     "COLORMAPS": "camcore.postprocess",

@@ -12,6 +12,7 @@ from camcore.cam import BaseCAM as BaseCAM
 from camcore.engine import Engine as Engine
 from camcore.errors import CamcoreError as CamcoreError
 from camcore.graph.augment import augment as augment
+from camcore.graph.export import export_cam_model as export_cam_model
 from camcore.maps import ReshapeTransform
 from camcore.maps import scale_cam_image as scale_cam_image
 from camcore.maps import tokens_to_grid as tokens_to_grid
@@ -87,6 +88,7 @@ __all__ = [
     "colorize",
     "contour_mask",
     "draw_contour",
+    "export_cam_model",
     "overlay",
     "resize_cam",
     "scale_cam_image",

@@ -132,17 +132,20 @@ def export_cam_model(
     explained = explained_output(proto, output)
     targets = resolve_target_layers(proto, info, explained, layers)
     kinds = layer_layouts(proto, info)
-    tensors, graph_model = _run_graph(proto, explained, targets, spec, class_input)
+    tensors, graph_model = _run_graph(proto, info, explained, targets, spec, class_input)
     b = GraphBuilder(model_opset(graph_model), _taken(graph_model), prefix="camcore_cam")
     maps = []
     for target in targets:
-        ti = info.get(target, TensorInfo(FLOAT, None))
-        arranged = LayerTensors(*(None if t is None else _arrange(b, t, target, ti, kinds.get(target), image)
-                                  for t in tensors[target]))  # fmt: skip
+        ti, kind = info.get(target, TensorInfo(FLOAT, None)), kinds.get(target)
+        act, grad, hvp = tensors[target]
+        arranged = LayerTensors(
+            _arrange(b, act, target, ti, kind, image),
+            None if grad is None else _arrange(b, grad, target, ti, kind, image),
+            None if hvp is None else _arrange(b, hvp, target, ti, kind, image),
+        )
         raw = spec.fn(b, arranged)
-        maps.append(b.ReduceSum(raw, [1], keepdims=False) if METHODS[spec.key].output == "channels" else raw)
-        grid = _grid(ti, kinds.get(target), image)
-        maps[-1] = _layer_final(b, maps[-1], grid, image)
+        layer_map = b.ReduceSum(raw, [1], keepdims=False) if METHODS[spec.key].output == "channels" else raw
+        maps.append(_layer_final(b, layer_map, _grid(ti, kind, image), image))
     cam = _scale(b, maps[0] if len(maps) == 1 else _mean(b, maps))
     b.nodes.append(helper.make_node("Identity", [cam], [CAM_OUTPUT], name=b.fresh("cam")))
     graph = graph_model.graph
@@ -211,10 +214,21 @@ def _refuse_taken(proto: onnx.ModelProto, overlay: bool) -> None:
 
 # ---------------------------------------------------------------------- the gradient graph
 def _run_graph(
-    proto: onnx.ModelProto, explained: str, targets: list[str], spec: Exportable, class_input: ClassInput
+    proto: onnx.ModelProto,
+    info: dict[str, TensorInfo],
+    explained: str,
+    targets: list[str],
+    spec: Exportable,
+    class_input: ClassInput,
 ) -> tuple[dict[str, tuple[str, str | None, str | None]], onnx.ModelProto]:
     """The model with the gradient graph appended (when the method needs it), and per layer the
     (activation, gradient, H·A) tensors; ``camcore_class`` becomes ``class``."""
+    shape = info[explained].shape if explained in info else None
+    if spec.needs_gradients and (shape is None or len(shape) != 2):
+        raise CamcoreError(
+            f"export explains an (N, classes) output, but {explained!r} has shape "
+            f"{None if shape is None else list(shape)}; pass output= naming a class-score output"
+        )
     if not spec.needs_gradients:
         copy = onnx.ModelProto()
         copy.CopyFrom(proto)
@@ -238,7 +252,7 @@ def _run_graph(
     if class_input == "optional":
         graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), CLASS_INPUT))
         aug.model.ir_version = max(aug.model.ir_version, 4)
-    tensors = {
+    tensors: dict[str, tuple[str, str | None, str | None]] = {
         t: (aug.activation_outputs[t], aug.gradient_outputs[t], aug.hvp_outputs.get(t)) for t in targets
     }
     return tensors, aug.model
