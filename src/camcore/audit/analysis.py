@@ -1,0 +1,735 @@
+"""The dataset analysis of an audit: ``summarize(table, context)`` is the content of summary.json.
+
+It reads the per-sample table (``samples.parquet``, one row per sample, its columns fixed by the
+audit contract) and answers, per class: how accurate, where the maps sit (the mean normalised
+map, the share of energy inside the object regions), which strategies the model uses (spectral
+relevance analysis of the maps, :mod:`camcore.audit.spectral`), which samples are the odd ones
+out; per subgroup: whether accuracy or maps differ from the rest (stratified permutation tests,
+:mod:`camcore.audit.significance`); and it lists ``flags``, the findings an auditor should see
+first.
+
+A class's samples, for its maps, are the rows that explain it (``explained``, the prediction by
+default): "where does the model look when it says *cat*". Its accuracy is over the rows labelled
+with it (recall). Failed rows (``error``) count in ``counts`` only.
+
+Decision rules (every threshold a field of :class:`Rules`, defaults in brackets):
+
+``off_object`` (a shortcut flag): the class's maps sit outside its object regions, judged
+    against the regions' share of the image. Per sample, the energy a map would put inside its
+    region if it did not favour the object is the region's area share ``a``; a map *on* the object
+    puts far more. The bound is ``t = min(lift * a, mostly)`` [lift 2, mostly 0.5]: at most twice
+    chance, and never more than half the energy (so that huge regions do not make every class
+    suspect). Flagged when, over the class's samples with a region (at least
+    ``min_samples`` [20]), the mean region energy is below the mean bound AND a one-sided test
+    (normal approximation of the t statistic of ``energy - t``) rejects "at or above the bound" at
+    ``alpha`` [0.01].
+
+``cluster`` (a shortcut flag): a strategy cluster of at least ``min_cluster_size`` [10] maps and
+    ``min_cluster_share`` [5%] of the class that looks like a shortcut:
+
+    * with regions (for at least half its members): the ``off_object`` rule holds on the cluster's
+      members (its energy sits outside the regions, significantly); a cluster that is the class's
+      main behaviour (share >= 50%) is not flagged again when the class is already ``off_object``;
+    * without regions: its maps peak on one fixed spot across images (``peak_dispersion``, the
+      median distance of the peaks to their median, over the image diagonal, below
+      ``spot_dispersion`` [0.05]: about one cell of a 14 x 14 layer grid), while the class's
+      other maps do not (it is not the main behaviour: share < 50%). Objects at random places
+      give peaks spread over the image (a dispersion near 0.27 for uniform positions); an aligned
+      dataset (every image framed alike) has one fixed spot as its main behaviour and is not
+      flagged.
+
+``group``: a (column, value) with at least ``min_group_samples`` [20] samples, and as many in the
+    rest, whose accuracy, region energy, entropy or border energy differs from the rest's: the
+    Benjamini-Hochberg adjusted p-value (over every test of the audit) of a two-sided permutation
+    test (``n_permutations`` [2000], permuting the group labels within each class, so a different
+    class mix alone is no finding) below ``fdr`` [0.05], AND an effect of at least ``min_effect``
+    [0.2, Cohen's "small"]: Cohen's h for accuracy, Cohen's d for the map statistics.
+
+``sanity``: the weight-randomisation check failed: the maps barely change when the weights
+    downstream of the layer are random (mean Spearman rank correlation above 0.5).
+
+``thin_data`` (information, no finding): a class whose maps look off the object but has too few
+    samples with regions to test it; the flag says how many it has and how many the rule needs.
+
+A clean model on clean data raises no ``off_object`` nor ``cluster`` flag: the rules require a
+significant departure from what on-object maps give, and minimum counts.
+
+Example:
+    >>> ctx = AuditContext(class_names=["cat", "dog"], class_names_source="labels")
+    >>> summary = summarize(pyarrow.parquet.read_table("out/samples.parquet"), ctx)  # doctest: +SKIP
+    >>> [f["kind"] for f in summary["flags"]]                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from camcore.audit.sanity import sanity_check
+from camcore.audit.significance import (
+    benjamini_hochberg,
+    binomial_upper_tail,
+    cohens_d,
+    cohens_h,
+    one_sided_below,
+    permutation_test_groups,
+)
+from camcore.audit.spectral import map_features, spectral_clusters
+from camcore.blas import serial_blas
+
+__all__ = [
+    "MAP_SIDE",
+    "SHORTCUT_KINDS",
+    "AuditContext",
+    "Rows",
+    "Rules",
+    "peak_dispersion",
+    "read_rows",
+    "sanity_check",
+    "spot_enrichment",
+    "summarize",
+]
+
+#: Side of the mean maps in summary.json.
+MAP_SIDE = 32
+#: Flag kinds that say "the model may be using a shortcut".
+SHORTCUT_KINDS: tuple[str, ...] = ("off_object", "cluster")
+#: The map statistics the subgroup tests compare (besides accuracy).
+GROUP_METRICS: tuple[str, ...] = ("region_energy", "entropy", "border_energy")
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The thresholds of the decision rules (see the module docstring for what each decides)."""
+
+    lift: float = 2.0
+    mostly: float = 0.5
+    alpha: float = 0.01
+    min_samples: int = 20
+    min_cluster_size: int = 10
+    min_cluster_share: float = 0.05
+    spot_dispersion: float = 0.05
+    spot_radius: float = 0.05
+    spot_enrichment: float = 3.0
+    min_group_samples: int = 20
+    fdr: float = 0.05
+    min_effect: float = 0.2
+    n_permutations: int = 2000
+    #: rows at most in one permutation test (a seeded subset beyond; p-values stay valid)
+    max_test_rows: int = 20000
+    cluster_grid: int = 16
+    max_clusters: int = 8
+    max_cluster_samples: int = 1000
+    exemplars: int = 8
+    max_group_values: int = 50
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """What the analysis knows besides the table.
+
+    Attributes:
+        class_names: the model's class names, in output order.
+        class_names_source: ``"--classes"``, ``"model metadata"``, ``"labels"`` or ``"indices"``.
+        groups: the group columns to compare (``--groups``).
+        provenance: ``model_sha256``, ``layer``, ``method``, ``camcore_version``.
+        model_path: the model file.
+        task: the task (``"classify"``).
+        sanity: the result of :func:`sanity_check`, or None when it did not run.
+        seed: seeds the clustering and the permutation tests.
+        rules: the decision thresholds.
+    """
+
+    class_names: Sequence[str]
+    class_names_source: str
+    groups: Sequence[str] = ()
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    model_path: str = ""
+    task: str = "classify"
+    sanity: Mapping[str, Any] | None = None
+    seed: int = 0
+    rules: Rules = field(default_factory=Rules)
+
+
+@dataclass
+class Rows:
+    """The table's columns as numpy arrays (strings as object arrays with None, numbers as float64
+    with NaN for null); ``maps`` (N, 32, 32) float32 in [0, 1], zero where ``ok`` is False."""
+
+    ids: np.ndarray
+    label: np.ndarray
+    prediction: np.ndarray
+    explained: np.ndarray
+    confidence: np.ndarray
+    correct: np.ndarray
+    region_energy: np.ndarray
+    region_area: np.ndarray
+    peak_x: np.ndarray
+    peak_y: np.ndarray
+    entropy: np.ndarray
+    border_energy: np.ndarray
+    ok: np.ndarray
+    maps: np.ndarray
+    groups: dict[str, np.ndarray]
+    errors: np.ndarray
+
+
+def _strings(table: pa.Table, name: str) -> np.ndarray:
+    if name not in table.column_names:
+        return np.full(table.num_rows, None, object)
+    col = pc.cast(table.column(name), pa.string())
+    return np.asarray(col.to_pylist(), dtype=object)
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    if name not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    col = table.column(name)
+    if pa.types.is_boolean(col.type):
+        col = pc.cast(col, pa.int8())
+    return np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), np.float64)
+
+
+def _maps(table: pa.Table, ok: np.ndarray) -> np.ndarray:
+    """(N, 32, 32) float32 maps from the ``map`` column (uint8 / 255), resized where needed."""
+    n = table.num_rows
+    out = np.zeros((n, MAP_SIDE, MAP_SIDE), np.float32)
+    if "map" not in table.column_names or n == 0:
+        return out
+    arr = table.column("map").combine_chunks()
+    offsets = arr.offsets.to_numpy()
+    values = arr.values.to_numpy(zero_copy_only=False)
+    h = _floats(table, "map_height")
+    w = _floats(table, "map_width")
+    lengths = np.diff(offsets)
+    uniform = ok & (h == MAP_SIDE) & (w == MAP_SIDE) & (lengths == MAP_SIDE * MAP_SIDE)
+    if uniform.any():
+        idx = np.nonzero(uniform)[0]
+        gather = offsets[idx][:, None] + np.arange(MAP_SIDE * MAP_SIDE)[None, :]
+        out[idx] = values[gather].reshape(-1, MAP_SIDE, MAP_SIDE).astype(np.float32) / 255.0
+    for i in np.nonzero(ok & ~uniform)[0]:
+        hh, ww = int(h[i]), int(w[i])
+        if hh * ww != lengths[i] or hh <= 0 or ww <= 0:
+            ok[i] = False
+            continue
+        m = values[offsets[i] : offsets[i + 1]].reshape(hh, ww).astype(np.float32) / 255.0
+        out[i] = cv2.resize(m, (MAP_SIDE, MAP_SIDE), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def read_rows(table: pa.Table, groups: Sequence[str] = ()) -> Rows:
+    """The columns the analysis uses; a row is ``ok`` when it has no error and a map."""
+    errors = _strings(table, "error")
+    ok = np.asarray([e is None for e in errors], bool)
+    if "map" in table.column_names:
+        ok &= np.asarray(table.column("map").is_valid().to_numpy(zero_copy_only=False), bool)
+    else:
+        ok[:] = False
+    maps = _maps(table, ok)
+    return Rows(
+        ids=_strings(table, "id"),
+        label=_strings(table, "label"),
+        prediction=_strings(table, "prediction"),
+        explained=_strings(table, "explained"),
+        confidence=_floats(table, "confidence"),
+        correct=_floats(table, "correct"),
+        region_energy=_floats(table, "region_energy"),
+        region_area=_floats(table, "region_area"),
+        peak_x=_floats(table, "peak_x"),
+        peak_y=_floats(table, "peak_y"),
+        entropy=_floats(table, "entropy"),
+        border_energy=_floats(table, "border_energy"),
+        ok=ok,
+        maps=maps,
+        groups={g: _strings(table, g) for g in groups if g in table.column_names},
+        errors=errors,
+    )
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _num(x: float | None, places: int = 4) -> float | None:
+    """A JSON number: rounded, None for NaN/None."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if not np.isfinite(x) else round(x, places)
+
+
+def _mean(x: np.ndarray) -> float | None:
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if len(x) else None
+
+
+def _mean_map(maps: np.ndarray) -> list[list[float]]:
+    """Mean of [0, 1] maps, scaled to max 1 (all zeros stays zeros), rounded to 4 places."""
+    if len(maps) == 0:
+        return np.zeros((MAP_SIDE, MAP_SIDE)).tolist()
+    m = maps.mean(axis=0, dtype=np.float64)
+    top = m.max()
+    m = m / top if top > 0 else m
+    return np.round(m, 4).tolist()
+
+
+def peak_dispersion(px: np.ndarray, py: np.ndarray) -> float | None:
+    """Median distance of the peaks (normalised x, y) to their coordinate-wise median, over the
+    diagonal (sqrt 2 in normalised units). 0: one fixed spot; about 0.27 for uniform peaks."""
+    keep = ~(np.isnan(px) | np.isnan(py))
+    if keep.sum() < 2:
+        return None
+    x, y = px[keep], py[keep]
+    d = np.hypot(x - np.median(x), y - np.median(y))
+    return float(np.median(d) / np.sqrt(2.0))
+
+
+def _median_peak(px: np.ndarray, py: np.ndarray) -> list[float | None]:
+    keep = ~(np.isnan(px) | np.isnan(py))
+    if not keep.any():
+        return [None, None]
+    return [float(np.median(px[keep])), float(np.median(py[keep]))]
+
+
+def _seed(base: int, *parts: str) -> int:
+    return (base * 1_000_003 + zlib.crc32("\x1f".join(parts).encode())) % (2**63)
+
+
+def _bound(area: np.ndarray, rules: Rules) -> np.ndarray:
+    """Per-sample on-object bound ``min(lift * area, mostly)``."""
+    return np.minimum(rules.lift * area, rules.mostly)
+
+
+def _off_object(energy: np.ndarray, area: np.ndarray, rules: Rules) -> dict[str, Any]:
+    """The off_object test on samples with a region: figures and the verdict (None: too few)."""
+    keep = ~(np.isnan(energy) | np.isnan(area))
+    e, a = energy[keep], area[keep]
+    n = len(e)
+    out: dict[str, Any] = {"samples_with_region": n}
+    if n == 0:
+        out["verdict"] = None
+        return out
+    bound = _bound(a, rules)
+    out.update(
+        region_energy_mean=float(e.mean()),
+        region_area_mean=float(a.mean()),
+        bound_mean=float(bound.mean()),
+        lift=float(e.mean() / a.mean()) if a.mean() > 0 else None,
+    )
+    below = e.mean() < bound.mean()
+    if n < rules.min_samples:
+        out["verdict"] = None
+        out["suspect"] = bool(below)
+        return out
+    p = one_sided_below(e, bound)
+    out["p_value"] = p
+    out["verdict"] = bool(below and p < rules.alpha)
+    return out
+
+
+# ------------------------------------------------------------------------------- per class
+def _class_order(rows: Rows, names: Sequence[str]) -> list[str]:
+    seen = list(dict.fromkeys(names))
+    extra = {v for v in np.r_[rows.label, rows.explained] if v is not None and v not in set(seen)}
+    return seen + sorted(extra)
+
+
+def _top(ids: np.ndarray, score: np.ndarray, count: int) -> list[str]:
+    order = np.argsort(-score, kind="stable")[:count]
+    return [str(ids[i]) for i in order]
+
+
+def _clusters(rows: Rows, idx: np.ndarray, name: str, ctx: AuditContext) -> tuple[list[dict[str, Any]], Any]:
+    rules = ctx.rules
+    feats = map_features(rows.maps[idx], rules.cluster_grid)
+    clustering = spectral_clusters(
+        feats,
+        seed=_seed(ctx.seed, "cluster", name),
+        max_clusters=rules.max_clusters,
+        max_samples=rules.max_cluster_samples,
+        min_samples=rules.min_samples,
+    )
+    out = []
+    for j in range(clustering.k):
+        members = idx[clustering.labels == j]
+        mf = feats[clustering.labels == j]
+        centre = mf.mean(axis=0)
+        closest = np.argsort(((mf - centre) ** 2).sum(axis=1), kind="stable")[: rules.exemplars]
+        test = _off_object(rows.region_energy[members], rows.region_area[members], rules)
+        out.append(
+            {
+                "id": j,
+                "size": len(members),
+                "share": len(members) / len(idx),
+                "mean_map": _mean_map(rows.maps[members]),
+                "region_energy_mean": test.get("region_energy_mean"),
+                "region_area_mean": test.get("region_area_mean"),
+                "samples_with_region": test["samples_with_region"],
+                "peak_dispersion": peak_dispersion(rows.peak_x[members], rows.peak_y[members]),
+                "peak": _median_peak(rows.peak_x[members], rows.peak_y[members]),
+                "border_energy_mean": _mean(rows.border_energy[members]),
+                "members": [str(rows.ids[members[c]]) for c in closest],
+                "_test": test,
+            }
+        )
+    info = {"k": clustering.k, "eigenvalues": clustering.eigenvalues, "eigengap": clustering.eigengap}
+    return out, info
+
+
+def spot_enrichment(
+    spot: tuple[float, float], px: np.ndarray, py: np.ndarray, ref_x: np.ndarray, ref_y: np.ndarray, radius: float
+) -> dict[str, Any]:
+    """How much more often the class's peaks fall near ``spot`` than the other classes' peaks do.
+
+    ``k`` of the class's ``n`` peaks lie within ``radius`` (a share of the diagonal) of the spot,
+    ``k0`` of the reference's ``n0``; the reference rate is ``p0 = (k0 + 1) / (n0 + 2)`` (never 0),
+    the enrichment ``(k / n) / p0`` and the p-value ``P(X >= k)``, ``X ~ Binomial(n, p0)``."""
+    r2 = (radius * np.sqrt(2.0)) ** 2  # normalised coordinates: the diagonal is sqrt 2
+
+    def near(x: np.ndarray, y: np.ndarray) -> tuple[int, int]:
+        keep = ~(np.isnan(x) | np.isnan(y))
+        d2 = (x[keep] - spot[0]) ** 2 + (y[keep] - spot[1]) ** 2
+        return int((d2 <= r2).sum()), int(keep.sum())
+
+    k, n = near(px, py)
+    k0, n0 = near(ref_x, ref_y)
+    p0 = (k0 + 1) / (n0 + 2)
+    return {"near": k, "samples": n, "reference_near": k0, "reference_samples": n0, "reference_rate": p0,
+            "enrichment": (k / n) / p0 if n else 0.0, "p_value": binomial_upper_tail(k, n, p0)}  # fmt: skip
+
+
+def _cluster_flags(
+    name: str,
+    clusters: list[dict[str, Any]],
+    class_off: bool,
+    peaks: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    rules: Rules,
+) -> list[dict[str, Any]]:
+    """The cluster flags of one class (rules in the module docstring). ``peaks``: the class's
+    peak x, y and the other classes' (the reference)."""
+    flags = []
+    for c in clusters:
+        test = c.pop("_test")
+        if c["size"] < rules.min_cluster_size or c["share"] < rules.min_cluster_share:
+            continue
+        main = c["share"] >= 0.5
+        disp = c["peak_dispersion"]
+        spot = None
+        if disp is not None and disp < rules.spot_dispersion and None not in c["peak"]:
+            spot = spot_enrichment((c["peak"][0], c["peak"][1]), *peaks, radius=rules.spot_radius)
+        fixed = bool(
+            spot is not None
+            and spot["reference_samples"] >= rules.min_samples
+            and spot["enrichment"] >= rules.spot_enrichment
+            and spot["p_value"] < rules.alpha
+        )
+        with_regions = test["samples_with_region"] >= max(rules.min_cluster_size, c["size"] / 2)
+        evidence = {
+            "cluster": c["id"],
+            "size": c["size"],
+            "share": _num(c["share"]),
+            "region_energy_mean": _num(c["region_energy_mean"]),
+            "region_area_mean": _num(c["region_area_mean"]),
+            "bound": _num(test.get("bound_mean")),
+            "p_value": _num(test.get("p_value"), 6),
+            "peak_dispersion": _num(disp),
+            "peak": c["peak"],
+        }
+        if spot is not None:
+            evidence["spot"] = {k: _num(v, 6) if isinstance(v, float) else v for k, v in spot.items()}
+        where = f" on one fixed spot (x {c['peak'][0]:.2f}, y {c['peak'][1]:.2f})" if fixed else ""
+        if with_regions:
+            if not test["verdict"] or (main and class_off):
+                continue
+            message = (
+                f"class {name!r}: strategy cluster {c['id']} ({c['size']} maps, {c['share']:.0%}) puts "
+                f"{c['region_energy_mean']:.0%} of its energy on the object{where}, against at least "
+                f"{test['bound_mean']:.0%} from an on-object map"
+            )
+            reason = "off_object_fixed_spot" if fixed else "off_object"
+        else:
+            if not fixed or spot is None:
+                continue
+            message = (
+                f"class {name!r}: strategy cluster {c['id']} ({c['size']} maps, {c['share']:.0%}) peaks{where}: "
+                f"{spot['near']} of the class's {spot['samples']} maps peak there, "
+                f"{spot['enrichment']:.0f}x the other classes' rate"
+            )
+            reason = "fixed_spot"
+        flags.append({"kind": "cluster", "class": name, "reason": reason, "message": message, **evidence})
+    return flags
+
+
+def _class_summary(rows: Rows, name: str, ctx: AuditContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    rules = ctx.rules
+    idx = np.nonzero(rows.ok & (rows.explained == name))[0]
+    labelled = (rows.label == name) & ~np.isnan(rows.correct)
+    acc = float(rows.correct[labelled].mean()) if labelled.any() else None
+    flags: list[dict[str, Any]] = []
+    test = _off_object(rows.region_energy[idx], rows.region_area[idx], rules)
+    class_off = bool(test["verdict"])
+    if class_off:
+        flags.append(
+            {
+                "kind": "off_object",
+                "class": name,
+                "message": (
+                    f"class {name!r}: its maps put {test['region_energy_mean']:.0%} of their energy on the object, "
+                    f"whose regions cover {test['region_area_mean']:.0%} of the image (an on-object map puts "
+                    f"at least {test['bound_mean']:.0%})"
+                ),
+                "samples_with_region": test["samples_with_region"],
+                "region_energy_mean": _num(test["region_energy_mean"]),
+                "region_area_mean": _num(test["region_area_mean"]),
+                "bound": _num(test["bound_mean"]),
+                "lift": _num(test["lift"]),
+                "p_value": _num(test["p_value"], 6),
+            }
+        )
+    elif test.get("suspect"):
+        flags.append(
+            {
+                "kind": "thin_data",
+                "class": name,
+                "message": (
+                    f"class {name!r}: its maps look off the object ({test['region_energy_mean']:.0%} of the energy "
+                    f"inside regions) but only {test['samples_with_region']} samples have a region; "
+                    f"the rule needs {rules.min_samples}"
+                ),
+                "samples_with_region": test["samples_with_region"],
+                "needed": rules.min_samples,
+                "region_energy_mean": _num(test["region_energy_mean"]),
+            }
+        )
+    clusters, info = _clusters(rows, idx, name, ctx) if len(idx) else ([], {"k": 0})
+    others = rows.ok & (rows.explained != name)
+    peaks = (rows.peak_x[idx], rows.peak_y[idx], rows.peak_x[others], rows.peak_y[others])
+    flags += _cluster_flags(name, clusters, class_off, peaks, rules)
+    maps_here = rows.maps[idx]
+    mean = np.asarray(_mean_map(maps_here), np.float64)
+    ids = rows.ids[idx]
+    correct = rows.correct[idx]
+    conf = np.nan_to_num(rows.confidence[idx], nan=-1.0)
+    feats = map_features(maps_here, rules.cluster_grid)
+    centre = feats.mean(axis=0) if len(feats) else feats
+    atypical = ((feats - centre) ** 2).sum(axis=1) if len(feats) else np.zeros(0)
+    right, wrong = correct == 1, correct == 0
+    summary = {
+        "samples": len(idx),
+        "labelled": int(labelled.sum()),
+        "accuracy": _num(acc),
+        "errors": int(((rows.label == name) & ~rows.ok).sum()),
+        "mean_map": np.round(mean, 4).tolist(),
+        "region_energy_mean": _num(test.get("region_energy_mean")),
+        "region_area_mean": _num(test.get("region_area_mean")),
+        "samples_with_region": test["samples_with_region"],
+        "entropy_mean": _num(_mean(rows.entropy[idx])),
+        "border_energy_mean": _num(_mean(rows.border_energy[idx])),
+        "peak_dispersion": _num(peak_dispersion(rows.peak_x[idx], rows.peak_y[idx])),
+        "exemplars": {
+            "most_confident_correct": _top(ids[right], conf[right], rules.exemplars),
+            "most_confident_wrong": _top(ids[wrong], conf[wrong], rules.exemplars),
+            "most_atypical": _top(ids, atypical, rules.exemplars),
+        },
+        "clustering": info,
+        "clusters": [
+            {k: (_num(v) if isinstance(v, float) else v) for k, v in c.items()} for c in clusters
+        ],
+        "groups": _class_groups(rows, name, idx),
+    }
+    return summary, flags
+
+
+def _class_groups(rows: Rows, name: str, idx: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per group column and value, within the class: samples, accuracy, region energy (no tests)."""
+    out: dict[str, dict[str, Any]] = {}
+    labelled = (rows.label == name) & ~np.isnan(rows.correct)
+    for col, vals in rows.groups.items():
+        here = vals[idx]
+        table = {}
+        for v in sorted({x for x in here if x is not None})[:50]:
+            sel = idx[here == v]
+            lab = labelled & (vals == v)
+            table[v] = {
+                "samples": len(sel),
+                "accuracy": _num(_mean(rows.correct[lab])),
+                "region_energy_mean": _num(_mean(rows.region_energy[sel])),
+                "entropy_mean": _num(_mean(rows.entropy[sel])),
+            }
+        out[col] = table
+    return out
+
+
+# ------------------------------------------------------------------------------- subgroups
+def _group_tests(rows: Rows, ctx: AuditContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Per group column and value: statistics, tests against the rest, and the group flags."""
+    rules = ctx.rules
+    ok = rows.ok
+    metrics_all = {"accuracy": np.where(ok, rows.correct, np.nan)}
+    for m in GROUP_METRICS:
+        metrics_all[m] = np.where(ok, getattr(rows, m), np.nan)
+    metrics = {k: v for k, v in metrics_all.items() if (~np.isnan(v)).sum() >= 2 * rules.min_group_samples}
+    strata_names = np.where(rows.label != None, rows.label, rows.explained)  # noqa: E711
+    _, strata = np.unique(np.asarray([str(s) for s in strata_names]), return_inverse=True)
+    pending: list[tuple[str, Any]] = []
+    summary: dict[str, Any] = {}
+    for col, vals in rows.groups.items():
+        present = [v for v in vals if v is not None]
+        uniq, counts = np.unique(np.asarray([*present, ""], dtype=str)[:-1], return_counts=True)
+        order = np.argsort(-counts, kind="stable")[: rules.max_group_values]
+        values = [str(uniq[i]) for i in order]
+        code_of = {v: i for i, v in enumerate(values)}
+        codes = np.asarray([code_of.get(v, -1) if v is not None else -1 for v in vals], np.int64)
+        n_total = len(vals)
+        tested = [
+            c for c, v in enumerate(values)
+            if (codes == c).sum() >= rules.min_group_samples and n_total - (codes == c).sum() >= rules.min_group_samples
+        ]  # fmt: skip
+        if len(tested) == 2 and len(values) == 2 and (codes >= 0).all():
+            tested = tested[1:]  # two values and no other: "A vs the rest" is "B vs the rest"; test the smaller
+        col_summary: dict[str, Any] = {}
+        for c, v in enumerate(values):
+            sel = codes == c
+            col_summary[v] = {
+                "samples": int(sel.sum()),
+                "tested": c in tested,
+                **{f"{k}_mean" if k != "accuracy" else k: _num(_mean(x[sel])) for k, x in metrics_all.items()},
+                "tests": {},
+            }
+        summary[col] = col_summary
+        if tested and metrics:
+            pending.append((col, (codes, values, tested)))
+    # enough permutations that one test alone can pass the correction: (m / fdr) / B < 1 / 2
+    n_tests = sum(len(t[1][2]) for t in pending) * max(len(metrics), 1)
+    n_perm = max(rules.n_permutations, int(np.ceil(2 * n_tests / rules.fdr)))
+    results = []
+    for col, (codes, values, tested) in pending:
+        rng = np.random.default_rng(_seed(ctx.seed, "group", col))
+        sub = np.arange(len(codes))
+        if len(sub) > rules.max_test_rows:
+            sub = np.sort(rng.choice(len(codes), rules.max_test_rows, replace=False))
+        found = permutation_test_groups(
+            codes[sub], values, tested, {k: v[sub] for k, v in metrics.items()}, strata[sub], n_perm, rng
+        )
+        results += [(col, codes, t) for t in found]
+    adjusted = benjamini_hochberg([t.p for _, _, t in results])
+    flags: dict[tuple[str, str], dict[str, Any]] = {}
+    for (col, codes, t), q in zip(results, adjusted):
+        values_here = metrics[t.metric]
+        inside = codes == list(summary[col]).index(t.value)
+        if t.metric == "accuracy":
+            effect, effect_kind = cohens_h(t.mean, t.mean_rest), "cohens_h"
+        else:
+            effect, effect_kind = cohens_d(values_here[inside], values_here[~inside]), "cohens_d"
+        significant = bool(q < rules.fdr and abs(effect) >= rules.min_effect)
+        summary[col][t.value]["tests"][t.metric] = {
+            "mean": _num(t.mean),
+            "mean_rest": _num(t.mean_rest),
+            "difference": _num(t.mean - t.mean_rest),
+            "effect_size": _num(effect),
+            "effect_kind": effect_kind,
+            "p_value": _num(t.p, 6),
+            "p_adjusted": _num(q, 6),
+            "significant": significant,
+        }
+        if significant:
+            flag = flags.setdefault(
+                (col, t.value),
+                {"kind": "group", "column": col, "value": t.value, "samples": t.n, "differences": {}},
+            )
+            flag["differences"][t.metric] = {
+                "mean": _num(t.mean),
+                "mean_rest": _num(t.mean_rest),
+                "effect_size": _num(effect),
+                "effect_kind": effect_kind,
+                "p_adjusted": _num(q, 6),
+            }
+    out_flags = []
+    for flag in flags.values():
+        diffs = flag["differences"].items()
+        parts = [f"{m} {d['mean']} vs {d['mean_rest']} (p_adj {d['p_adjusted']})" for m, d in diffs]
+        head = f"{flag['column']} = {flag['value']!r} ({flag['samples']} samples) differs from the rest: "
+        flag["message"] = head + "; ".join(parts)
+        out_flags.append(flag)
+    meta = {"permutations": n_perm, "tests": len(results), "correction": "Benjamini-Hochberg", "fdr": rules.fdr}
+    return {"_tests": meta, **summary} if results else summary, out_flags
+
+
+# --------------------------------------------------------------------------------- summary
+def summarize(table: pa.Table, context: AuditContext) -> dict[str, Any]:
+    """summary.json's content for a samples table (see the module docstring for the rules).
+
+    Args:
+        table: the audit's per-sample table (``camcore.audit.load_samples(DIR)``).
+        context: the class names, groups, provenance and sanity result.
+
+    Returns:
+        A JSON-serialisable dict: ``camcore_version``, ``model``, ``layer``, ``method``, ``task``,
+        ``class_names_source``, ``class_names``, ``counts``, ``accuracy``, ``classes``, ``groups``,
+        ``sanity``, ``flags``, ``rules``. The same table and context give the same dict.
+    """
+    with serial_blas():
+        return _summarize(table, context)
+
+
+def _summarize(table: pa.Table, context: AuditContext) -> dict[str, Any]:
+    rows = read_rows(table, context.groups)
+    prov = dict(context.provenance)
+    ok = rows.ok
+    labelled = ~np.isnan(rows.correct)
+    classes: dict[str, Any] = {}
+    flags: list[dict[str, Any]] = []
+    for name in _class_order(rows, context.class_names):
+        info, class_flags = _class_summary(rows, name, context)
+        if info["samples"] or info["labelled"]:
+            classes[name] = info
+            flags += class_flags
+    groups, group_flags = _group_tests(rows, context)
+    flags += group_flags
+    sanity = dict(context.sanity) if context.sanity is not None else None
+    if sanity is not None and not sanity.get("passed", True):
+        flags.append(
+            {
+                "kind": "sanity",
+                "message": (
+                    "the maps barely change when the model's weights are randomised "
+                    f"(mean Spearman {sanity.get('spearman_mean')}): they may not explain the model"
+                ),
+                "spearman_mean": sanity.get("spearman_mean"),
+                "threshold": sanity.get("threshold"),
+            }
+        )
+    summary = {
+        "camcore_version": prov.get("camcore_version"),
+        "model": {"path": context.model_path, "sha256": prov.get("model_sha256")},
+        "layer": prov.get("layer"),
+        "method": prov.get("method"),
+        "task": context.task,
+        "class_names_source": context.class_names_source,
+        "class_names": list(context.class_names),
+        "counts": {
+            "samples": len(ok),
+            "explained": int(ok.sum()),
+            "errors": int((rows.errors != None).sum()),  # noqa: E711
+            "labelled": int((rows.label != None).sum()),  # noqa: E711
+            "with_region": int((ok & ~np.isnan(rows.region_energy)).sum()),
+        },
+        "accuracy": _num(_mean(rows.correct[labelled])) if labelled.any() else None,
+        "classes": classes,
+        "groups": groups,
+        "sanity": sanity,
+        "flags": flags,
+        "rules": {k: getattr(context.rules, k) for k in context.rules.__dataclass_fields__},
+    }
+    return json.loads(json.dumps(summary, default=_json_default))
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"not JSON: {type(x).__name__}")

@@ -1,0 +1,191 @@
+"""Significance for the audit: stratified permutation tests, effect sizes, multiple comparisons.
+
+Numpy only and seeded, so a summary is a pure function of its table.
+
+* :func:`permutation_test_groups`: for every value of one group column and every metric, the
+  difference between the value's mean and the rest's, and a two-sided Monte Carlo permutation
+  p-value, ``p = (1 + #{|T*| >= |T|}) / (B + 1)`` (Phipson and Smyth 2010: never 0). The group
+  labels are permuted *within strata* (the class), so that a subgroup is not called different
+  because it holds other classes than the rest.
+* :func:`benjamini_hochberg`: adjusted p-values that control the false discovery rate over all
+  the tests of an audit.
+* :func:`cohens_d`, :func:`cohens_h`: effect sizes, 0.2 being Cohen's (1988) "small".
+* :func:`one_sided_below`: the normal-approximation p-value that a mean lies below a bound.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "GroupTest",
+    "benjamini_hochberg",
+    "binomial_upper_tail",
+    "cohens_d",
+    "cohens_h",
+    "one_sided_below",
+    "permutation_test_groups",
+]
+
+
+def benjamini_hochberg(p: np.ndarray | list[float]) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values: ``q_(i) = min_{j >= i} p_(j) m / j``, capped at 1.
+
+    Example:
+        >>> benjamini_hochberg([0.01, 0.04, 0.03]).round(3).tolist()
+        [0.03, 0.04, 0.04]
+    """
+    pv = np.asarray(p, np.float64)
+    m = len(pv)
+    if m == 0:
+        return pv
+    order = np.argsort(pv)
+    scaled = pv[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(scaled[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+def binomial_upper_tail(k: int, n: int, p: float) -> float:
+    """``P(X >= k)`` for ``X ~ Binomial(n, p)``, summed in log space (exact; n up to millions).
+
+    Example:
+        >>> round(binomial_upper_tail(3, 4, 0.5), 4)
+        0.3125
+    """
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    i = np.arange(k, n + 1, dtype=np.float64)
+    lg = np.vectorize(math.lgamma)
+    logs = math.lgamma(n + 1) - lg(i + 1) - lg(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
+    top = float(logs.max())
+    return float(min(1.0, math.exp(top) * np.exp(logs - top).sum()))
+
+
+def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
+    """``(mean(a) - mean(b)) / s_pooled``; 0 when both are constant, NaN ignored."""
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if len(a) < 2 or len(b) < 2:
+        return 0.0
+    pooled = ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)
+    diff = float(a.mean() - b.mean())
+    if pooled <= 0:
+        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    return diff / math.sqrt(pooled)
+
+
+def cohens_h(p1: float, p2: float) -> float:
+    """Cohen's h for two proportions: ``2 asin(sqrt p1) - 2 asin(sqrt p2)``.
+
+    Example:
+        >>> round(cohens_h(0.99, 0.95), 3)
+        0.25
+    """
+    return 2.0 * math.asin(math.sqrt(min(max(p1, 0.0), 1.0))) - 2.0 * math.asin(math.sqrt(min(max(p2, 0.0), 1.0)))
+
+
+def one_sided_below(values: np.ndarray, bound: np.ndarray | float) -> float:
+    """p-value of H0 ``mean(values - bound) >= 0`` against "below", by the normal approximation
+    of the one-sample t statistic (callers require at least 20 values). 1.0 for fewer than 2."""
+    d = np.asarray(values, np.float64) - np.asarray(bound, np.float64)
+    d = d[~np.isnan(d)]
+    if len(d) < 2:
+        return 1.0
+    sd = float(d.std(ddof=1))
+    mean = float(d.mean())
+    if sd == 0:
+        return 0.0 if mean < 0 else 1.0
+    z = mean / (sd / math.sqrt(len(d)))
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+@dataclass(frozen=True)
+class GroupTest:
+    """One value of a group column against the rest, for one metric."""
+
+    value: str
+    metric: str
+    n: int
+    n_rest: int
+    mean: float
+    mean_rest: float
+    p: float
+
+
+def _within_strata(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random permutation of 0..N-1 that maps every position to one of the same stratum."""
+    base = np.argsort(strata, kind="stable")
+    shuffled = np.lexsort((rng.random(len(strata)), strata))
+    perm = np.empty(len(strata), np.int64)
+    perm[base] = shuffled
+    return perm
+
+
+def permutation_test_groups(
+    codes: np.ndarray,
+    values: list[str],
+    tested: list[int],
+    metrics: dict[str, np.ndarray],
+    strata: np.ndarray,
+    n_permutations: int,
+    rng: np.random.Generator,
+) -> list[GroupTest]:
+    """Two-sided stratified permutation tests of ``mean(metric | code == c) - mean(metric | rest)``.
+
+    Args:
+        codes: (N,) int, the value index of each row (-1: no value; such rows join "the rest").
+        values: names of the codes.
+        tested: the codes to test.
+        metrics: name -> (N,) float with NaN where missing (rows without it take no part).
+        strata: (N,) int, the permutation keeps each row's group label within its stratum.
+        n_permutations: B.
+        rng: the random generator.
+
+    Returns:
+        One :class:`GroupTest` per (tested code, metric with at least 2 values on each side).
+    """
+    ncodes = max(len(values), 1) + 1
+    shift = codes.astype(np.int64) + 1  # code -1 -> bin 0
+    names = list(metrics)
+    filled = {k: np.nan_to_num(v, nan=0.0) for k, v in metrics.items()}
+    valid = {k: (~np.isnan(v)).astype(np.float64) for k, v in metrics.items()}
+
+    def diffs(labels: np.ndarray) -> np.ndarray:
+        out = np.full((len(names), ncodes), np.nan)
+        for i, k in enumerate(names):
+            s = np.bincount(labels, weights=filled[k], minlength=ncodes)
+            c = np.bincount(labels, weights=valid[k], minlength=ncodes)
+            total_s, total_c = s.sum(), c.sum()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[i] = s / c - (total_s - s) / (total_c - c)
+        return out
+
+    observed = diffs(shift)
+    exceed = np.zeros_like(observed)
+    for _ in range(n_permutations):
+        perm = _within_strata(strata, rng)
+        exceed += np.abs(diffs(shift[perm])) >= np.abs(observed) - 1e-12
+    results = []
+    for i, k in enumerate(names):
+        v, ok = metrics[k], ~np.isnan(metrics[k])
+        for code in tested:
+            inside = (codes == code) & ok
+            rest = (codes != code) & ok
+            n_in, n_rest = int(inside.sum()), int(rest.sum())
+            if n_in < 2 or n_rest < 2:
+                continue
+            p = (1.0 + exceed[i, code + 1]) / (n_permutations + 1.0)
+            results.append(
+                GroupTest(values[code], k, n_in, n_rest, float(v[inside].mean()), float(v[rest].mean()), float(p))
+            )
+    return results
