@@ -13,14 +13,15 @@ SIZE = 16
 
 
 def _model(nodes: list[onnx.NodeProto], outputs: dict[str, list[int | str]], weights: dict[str, np.ndarray],
-           ints: dict[str, list[int]] | None = None) -> onnx.ModelProto:  # fmt: skip
+           ints: dict[str, list[int]] | None = None, int32: tuple[str, ...] = ()) -> onnx.ModelProto:  # fmt: skip
     inits = [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in weights.items()]
     inits += [numpy_helper.from_array(np.asarray(v, np.int64), k) for k, v in (ints or {}).items()]
     graph = helper.make_graph(
         nodes,
         "task_model",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in outputs.items()],
+        [helper.make_tensor_value_info(k, TensorProto.INT32 if k in int32 else TensorProto.FLOAT, v)
+         for k, v in outputs.items()],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -37,7 +38,22 @@ def _trunk(rng: np.random.Generator, channels: int = 6) -> tuple[list[onnx.NodeP
 
 
 def yolov5_like(classes: int = 3, seed: int = 0) -> onnx.ModelProto:
-    """feat -> 1x1 Conv to 5 + C -> (N, 5 + C, 64) -> Transpose -> Sigmoid: "output0" (N, 64, 5 + C)."""
+    """feat -> 1x1 Conv to 3 anchors x (5 + C) -> (N, 3, 5 + C, 64) -> Transpose -> (N, 192, 5 + C)
+    -> Sigmoid: "output0", 3 anchors per cell of the 8 x 8 grid as YOLOv5 has."""
+    rng = np.random.default_rng(seed)
+    nodes, w = _trunk(rng)
+    no = 5 + classes
+    w["head"] = rng.standard_normal((3 * no, 6, 1, 1))
+    n = helper.make_node
+    nodes += [n("Conv", ["feat", "head"], ["h"]), n("Reshape", ["h", "flat"], ["r"]),
+              n("Transpose", ["r"], ["t"], perm=[0, 1, 3, 2]), n("Reshape", ["t", "rows"], ["t2"]),
+              n("Sigmoid", ["t2"], ["output0"])]  # fmt: skip
+    return _model(nodes, {"output0": ["N", 192, no]}, w, {"flat": [0, 3, no, -1], "rows": [0, -1, no]})
+
+
+def yolox_like(classes: int = 3, seed: int = 0) -> onnx.ModelProto:
+    """feat -> 1x1 Conv to 5 + C -> (N, 5 + C, 64) -> Transpose -> Sigmoid: "output0" (N, 64, 5 + C),
+    one candidate per cell with objectness (YOLOX), and its class names in the metadata."""
     rng = np.random.default_rng(seed)
     nodes, w = _trunk(rng)
     no = 5 + classes
@@ -45,7 +61,72 @@ def yolov5_like(classes: int = 3, seed: int = 0) -> onnx.ModelProto:
     n = helper.make_node
     nodes += [n("Conv", ["feat", "head"], ["h"]), n("Reshape", ["h", "flat"], ["r"]),
               n("Transpose", ["r"], ["t"], perm=[0, 2, 1]), n("Sigmoid", ["t"], ["output0"])]  # fmt: skip
-    return _model(nodes, {"output0": ["N", 64, no]}, w, {"flat": [0, no, -1]})
+    model = _model(nodes, {"output0": ["N", 64, no]}, w, {"flat": [0, no, -1]})
+    model.metadata_props.add(key="names", value=str({i: f"class{i}" for i in range(classes)}))
+    return model
+
+
+def separate_channels_first(classes: int = 3, seed: int = 0, trt_boxes: bool = False) -> onnx.ModelProto:
+    """"boxes" (N, 64, 4) xyxy (or TensorRT's (N, 64, 1, 4) with ``trt_boxes``) and "scores"
+    (N, C, 64), the scores channels first."""
+    rng = np.random.default_rng(seed)
+    nodes, w = _trunk(rng)
+    w["head"] = rng.standard_normal((4 + classes, 6, 1, 1))
+    w["scale"] = np.array([4.0])
+    n = helper.make_node
+    nodes += [n("Conv", ["feat", "head"], ["h"]), n("Reshape", ["h", "flat"], ["r"]),
+              n("Split", ["r", "split"], ["b", "s"], axis=1), n("Transpose", ["b"], ["bt"], perm=[0, 2, 1]),
+              n("Mul", ["bt", "scale"], ["b2"]), n("Abs", ["b2"], ["b3"]),
+              n("Reshape", ["b3", "bshape"], ["boxes"]), n("Sigmoid", ["s"], ["scores"])]  # fmt: skip
+    box_shape = [0, 64, 1, 4] if trt_boxes else [0, 64, 4]
+    outs: dict[str, list[int | str]] = {"boxes": ["N", *box_shape[1:]], "scores": ["N", classes, 64]}
+    return _model(nodes, outs, w, {"flat": [0, 4 + classes, -1], "split": [4, classes], "bshape": box_shape})
+
+
+def efficient_nms(kept: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """TensorRT EfficientNMS's outputs: "num_dets" (N, 1) int32, "det_boxes" (N, D, 4),
+    "det_scores" (N, D) (sigmoid) and "det_classes" (N, D) int32 (0, 1, 2, 0, ...); a linear map
+    of the features stands in for the NMS."""
+    rng = np.random.default_rng(seed)
+    nodes, w = _trunk(rng)
+    w["head"] = rng.standard_normal((5, 6, 1, 1))
+    w["pick"] = rng.standard_normal((64, kept)) * 0.3
+    w["scale"] = np.array([4.0])
+    n = helper.make_node
+    nodes += [n("Conv", ["feat", "head"], ["h"]), n("Reshape", ["h", "flat"], ["r"]),
+              n("MatMul", ["r", "pick"], ["m"]), n("Transpose", ["m"], ["t"], perm=[0, 2, 1]),
+              n("Split", ["t", "split"], ["b", "s"], axis=2), n("Mul", ["b", "scale"], ["b2"]),
+              n("Abs", ["b2"], ["det_boxes"]), n("Sigmoid", ["s"], ["s1"]),
+              n("Squeeze", ["s1", "last"], ["det_scores"]),
+              n("Shape", ["det_scores"], ["shape"]), n("Constant", [], ["classes"], value=helper.make_tensor(
+                  "c", TensorProto.INT32, [kept], [i % 3 for i in range(kept)])),
+              n("Expand", ["classes", "shape"], ["det_classes"]),
+              n("Constant", [], ["count"], value=helper.make_tensor("k", TensorProto.INT32, [1, 1], [kept])),
+              n("Slice", ["shape", "zero", "one"], ["n"]), n("Concat", ["n", "one"], ["nshape"], axis=0),
+              n("Expand", ["count", "nshape"], ["num_dets"])]  # fmt: skip
+    ints = {"flat": [0, 5, -1], "split": [4, 1], "last": [2], "zero": [0], "one": [1]}
+    outs: dict[str, list[int | str]] = {"num_dets": ["N", 1], "det_boxes": ["N", kept, 4],
+                                        "det_scores": ["N", kept], "det_classes": ["N", kept]}  # fmt: skip
+    return _model(nodes, outs, w, ints, ("num_dets", "det_classes"))
+
+
+def transposed(model: onnx.ModelProto, names: list[str] | None = None) -> onnx.ModelProto:
+    """``model``'s one output (N, K, A) transposed to (N, A, K), as some exporters write a YOLOv8
+    head; ``names``: ultralytics-style ``names`` metadata ({0: 'a', 1: 'b'})."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    (o,) = out.graph.output
+    old = o.name
+    for node in out.graph.node:
+        node.output[:] = [f"{old}_cf" if t == old else t for t in node.output]
+    out.graph.node.append(helper.make_node("Transpose", [f"{old}_cf"], [old], perm=[0, 2, 1]))
+    dims = o.type.tensor_type.shape.dim
+    shape = [d.dim_param or d.dim_value or None for d in dims]
+    o.CopyFrom(helper.make_tensor_value_info(old, TensorProto.FLOAT, [shape[0], shape[2], shape[1]]))
+    if names is not None:
+        out.metadata_props.add(key="names", value=str(dict(enumerate(names))))
+    onnx.checker.check_model(out, full_check=True)
+    return out
 
 
 def separate_boxes_scores(classes: int = 3, seed: int = 0) -> onnx.ModelProto:

@@ -39,6 +39,9 @@ RULES = [  # outputs, input size, task, layout, explained
         "separate_nms",
         "s",
     ),
+    ({"boxes": ("N", 8400, 4), "scores": ("N", 80, 8400)}, (640, 640), "detect", "separate", "scores"),
+    ({"boxes": ("N", 8400, 1, 4), "confs": ("N", 8400, 80)}, (640, 640), "detect", "separate", "confs"),
+    ({"boxes": ("N", 4, 8400), "scores": ("N", 80, 8400)}, (640, 640), "detect", "separate", "scores"),
     ({"o": ("N", 21, 128, 128)}, (512, 512), "segment", None, "o"),
     ({"o": ("N", 21, 512, 512)}, (512, 512), "segment", None, "o"),
     ({"o": ("N", 21, 2, 2)}, (512, 512), "raw", None, "o"),  # a 256-fold stride: not a segmentation
@@ -90,6 +93,35 @@ def test_a_segmenting_heads_mask_coefficients_are_no_classes(outputs: dict[str, 
         c = candidates(choice, [row, np.zeros(outputs["protos"][1:], np.float32)])
         assert c.per_class is not None and c.per_class.shape[1] == classes
         assert int(np.argmax(c.scores)) == 3 and c.classes[3] == 2
+
+
+@pytest.mark.parametrize(
+    ("shape", "hw", "classes", "layout", "want"),
+    [
+        (("N", 8400, 84), (640, 640), 80, None, "transposed"),  # a transposed YOLOv8: 4 + 80 names
+        (("N", 8400, 85), (640, 640), 80, None, "boxes_first"),  # YOLOX: 5 + 80
+        (("N", 25200, 85), (640, 640), None, None, "boxes_first"),  # 3 anchors per cell: YOLOv5
+        (("N", 8400, 84), (640, 640), None, None, "ambiguous"),  # anchor-free, no names: the user says
+        (("N", 8400, 84), None, None, None, "ambiguous"),
+        (("N", 8400, 84), (640, 640), None, "transposed", "transposed"),
+        (("N", 8400, 85), (640, 640), 80, "transposed", "transposed"),  # the flag wins
+        (("N", 8400, 116), (640, 640), 80, None, "transposed"),  # YOLOv8-seg transposed: 4 + 80 + 32
+        (("N", 300, 6), (640, 640), None, "boxes_first", "boxes_first"),  # not read as NMS when named
+    ],
+)
+def test_rows_of_candidates_are_transposed_yolov8_or_have_objectness(shape: tuple[Any, ...], hw: Any,
+                                                                     classes: int | None, layout: str | None,
+                                                                     want: str) -> None:  # fmt: skip
+    outputs = {"o": shape, **({"protos": ("N", 32, 160, 160)} if shape[2] == 116 else {})}
+    opts = TaskOptions(layout=layout)
+    if want == "ambiguous":
+        with pytest.raises(CamcoreError, match="--detection-layout transposed or --detection-layout boxes_first"):
+            choose_task(_engine(outputs, explained="o"), None, opts, input_hw=hw, class_count=classes)
+        return
+    choice = choose_task(_engine(outputs, explained="o"), None, opts, input_hw=hw, class_count=classes)
+    assert (choice.task.name, choice.found.layout.kind) == ("detect", want)
+    if shape[2] == 116:
+        assert choice.found.layout.classes == 80
 
 
 def test_the_registry_order_is_the_rule_order_and_raw_takes_anything() -> None:

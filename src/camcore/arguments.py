@@ -188,6 +188,12 @@ def add_task_options(p: argparse.ArgumentParser, target: bool = False) -> None:
                    help="segment: explain the class's pixels in this region only (input pixels)")  # fmt: skip
     p.add_argument("--score-threshold", type=unit_float, metavar="S",
                    help="detect: the score detections need to be listed and counted (default: 0.25)")  # fmt: skip
+    from camcore.tasks.detect import LAYOUTS
+
+    p.add_argument("--detection-layout", choices=list(LAYOUTS), default=None,
+                   help="detect: the head's layout, when its shape leaves it open (default: read from the output "
+                        "shapes and the model's class names): " + "; ".join(f"{k}: {v}" for k, v in
+                                                                               LAYOUTS.items()))  # fmt: skip
 
 
 def choose_task(args: argparse.Namespace, cam: Any, preprocess: Preprocess, rebuild: Callable[[str], Any]) -> Any:
@@ -202,15 +208,14 @@ def choose_task(args: argparse.Namespace, cam: Any, preprocess: Preprocess, rebu
     Raises:
         CamcoreError: a task or option that does not fit the model.
     """
+    from camcore.preprocess import read_model_metadata
     from camcore.tasks import TaskOptions
     from camcore.tasks import choose_task as choose
 
     if isinstance(getattr(args, "target", None), str):  # a class name: its index in the model's metadata
-        from camcore.preprocess import read_model_metadata
-
         args.target = class_index(args.target, read_model_metadata(cam.engine.model, cam.engine.source).class_names)
     options = TaskOptions(getattr(args, "target", None), getattr(args, "target_type", None), args.detection,
-                          args.box, args.region, args.score_threshold)  # fmt: skip
+                          args.box, args.region, args.score_threshold, args.detection_layout)  # fmt: skip
     explicit = args.output is not None
 
     def pick(cam: Any) -> Any:
@@ -222,8 +227,9 @@ def choose_task(args: argparse.Namespace, cam: Any, preprocess: Preprocess, rebu
             blank = np.zeros((1, h, w, 3) if preprocess.nhwc else (1, 3, h, w), np.float32)
             got = engine.forward(engine.feeds(blank)).outputs
             shapes = {n: (None, *o.shape[1:]) for n, o in zip(engine.output_names, got)}
+        names = read_model_metadata(engine.model, engine.source).class_names
         return choose(engine, args.task, options, explicit_output=explicit, input_hw=preprocess.size,
-                      shapes=shapes)  # fmt: skip
+                      shapes=shapes, class_count=len(names) if names else None)  # fmt: skip
 
     choice = pick(cam)
     if choice.output != cam.engine.output:

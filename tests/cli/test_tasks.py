@@ -23,6 +23,12 @@ from tests.detector_models import tiny_detector
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     "v8": lambda: tiny_detector(size=(16, 16)),
     "v5": task_models.yolov5_like,
+    "v8t": lambda: task_models.transposed(tiny_detector(size=(16, 16)), ["a", "b", "c"]),
+    "v8t_bare": lambda: task_models.transposed(tiny_detector(size=(16, 16))),
+    "yolox": task_models.yolox_like,
+    "separate_cf": task_models.separate_channels_first,
+    "separate_trt": lambda: task_models.separate_channels_first(trt_boxes=True),
+    "efficient_nms": task_models.efficient_nms,
     "separate": task_models.separate_boxes_scores,
     "nms": task_models.nms_included,
     "seg": task_models.segmenter,
@@ -58,7 +64,15 @@ def _explain(model: str, image: str, out: Path, *argv: str, code: int = 0) -> di
 
 DETECTED = [  # model, task, detected from, layout, explained output, record keys
     ("v8", "detect", "(N, 7, 80)", "channels_first", "boxes", {"explained", "detections", "detection_count"}),
-    ("v5", "detect", "(N, 64, 8)", "boxes_first", "output0", {"explained", "detections"}),
+    ("v5", "detect", "(N, 192, 8)", "boxes_first", "output0", {"explained", "detections"}),
+    ("v8t", "detect", "(N, 80, 7)", "transposed", "boxes", {"explained", "detections"}),
+    ("yolox", "detect", "(N, 64, 8)", "boxes_first", "output0", {"explained", "detections"}),
+    ("separate_cf", "detect", "(N, 3, 64)", "separate, boxes from 'boxes', scores channels first", "scores",
+     {"explained", "detections"}),
+    ("separate_trt", "detect", "(N, 3, 64)", "separate, boxes from 'boxes', scores channels first", "scores",
+     {"explained", "detections"}),
+    ("efficient_nms", "detect", "(N, 10)", "separate_nms, boxes from 'det_boxes', labels from 'det_classes'",
+     "det_scores", {"explained", "detections"}),
     ("separate", "detect", "(N, 64, 3)", "separate, boxes from 'boxes'", "scores", {"explained", "detections"}),
     ("nms", "detect", "(N, 10, 6)", "nms", "dets", {"explained", "detections"}),
     ("seg", "segment", "(N, 3, 4, 4)", None, "logits", {"areas", "explained_class", "explained_fraction"}),
@@ -106,6 +120,46 @@ def test_the_explained_detection_is_the_top_one_and_its_map_is_its_target(models
     target = DetectionBoxTarget(record["explained"]["class"], record["explained"]["candidate"], layout="channels_first")
     expected = cam(x, [target])[0]
     np.testing.assert_allclose(np.load(record["map"]), expected, atol=1e-5)
+
+
+def test_a_transposed_yolov8_head_explains_the_same_detection_and_map(models: dict[str, str], image: str,
+                                                                      tmp_path: Path) -> None:  # fmt: skip
+    """(N, A, 4 + C) told from YOLOv5's (N, A, 5 + C) by the class names: the same detections as
+    the head before the transpose, the same map; without names, one line asks for the layout."""
+    v8 = _explain(models["v8"], image, tmp_path / "a")["images"][0]
+    v8t = _explain(models["v8t"], image, tmp_path / "b")["images"][0]
+    assert v8t["explained"] == {**v8["explained"], "name": "abc"[v8["explained"]["class"]]}
+    assert v8t["detection_count"] == v8["detection_count"]
+    np.testing.assert_allclose(np.load(v8t["map"]), np.load(v8["map"]), atol=1e-6)
+    bare = _explain(models["v8t_bare"], image, tmp_path / "c", "--detection-layout", "transposed")
+    assert bare["layout"] == "transposed" and bare["images"][0]["explained"] == v8["explained"]
+    as_v5 = _explain(models["v8t_bare"], image, tmp_path / "d", "--detection-layout", "boxes_first")
+    assert as_v5["layout"] == "boxes_first"
+
+
+def test_separate_channels_first_scores_explain_the_score_reported(models: dict[str, str], image: str,
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    from camcore.arguments import preprocessing
+    from camcore.cli import _parser
+    from camcore.targets import RegressionOutputTarget
+
+    for name in ("separate_cf", "separate_trt", "efficient_nms"):
+        record = _explain(models[name], image, tmp_path / name)["images"][0]
+        explained = record["explained"]
+        out = "det_scores" if name == "efficient_nms" else "scores"
+        cam = GradCAM(models[name], "feat", output=out)
+        pre, _ = preprocessing(_parser().parse_args(["explain", "m", "i", "--out", "o"]), cam.engine, models[name])
+        x = pre(cv2.cvtColor(cv2.imread(image), cv2.COLOR_BGR2RGB), channels="rgb")[None]
+        outputs = dict(zip(cam.engine.output_names, cam.engine.forward(cam.engine.feeds(x)).outputs))
+        i, cls = explained["candidate"], explained["class"]
+        if name == "efficient_nms":
+            index: tuple[int, ...] = (i,)
+            assert cls == int(outputs["det_classes"][0, i])
+        else:
+            index = (cls, i)
+            np.testing.assert_allclose(explained["box"], outputs["boxes"][0].reshape(-1, 4)[i], atol=0.01)
+        assert explained["score"] == pytest.approx(float(outputs[out][0][index]))
+        np.testing.assert_allclose(np.load(record["map"]), cam(x, [RegressionOutputTarget(index)])[0], atol=1e-5)
 
 
 def test_detection_box_and_class_choose_the_detection(models: dict[str, str], image: str, tmp_path: Path) -> None:
@@ -176,6 +230,10 @@ BAD = [  # model, argv, needle
     ("v8", ["--box", "1,2,3"], "x0,y0,x1,y1"),
     ("v8", ["--box", "5,5,1,9"], "x0 < x1"),
     ("v8", ["--score-threshold", "2"], "--score-threshold"),
+    ("v8t_bare", [], "read two ways: a transposed YOLOv8 head (3 classes) or a YOLOv5/YOLOX head with objectness (2 "
+                     "classes), and the model lists no class names to tell them apart: name it with "
+                     "--detection-layout transposed or --detection-layout boxes_first"),
+    ("seg", ["--detection-layout", "nms"], "--detection-layout applies to --task detect, but the task is segment"),
     ("seg", ["--detection", "0"], "--detection applies to --task detect, but the task is segment"),
     ("seg", ["--target", "3"], "--target 3 is out of range"),
     ("regressor", ["--target", "1"], "out of range for an output of 1 value"),

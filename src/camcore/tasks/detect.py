@@ -1,17 +1,27 @@
 """``--task detect``: detection heads, raw (YOLOv5/v8-style) or with NMS in the graph.
 
-Layouts, read off the output shapes (N is the batch, A candidates, C classes, D kept detections):
+Layouts (:data:`LAYOUTS`), read off the output shapes (N is the batch, A candidates, C classes,
+D kept detections):
 
 * ``channels_first`` (N, 4 + C, A): YOLOv8/11; cx, cy, w, h then class scores;
-* ``boxes_first`` (N, A, 5 + C): YOLOv5/7; cx, cy, w, h, objectness, class scores;
+* ``transposed`` (N, A, 4 + C): the same head transposed (some exporters and wrappers do);
+* ``boxes_first`` (N, A, 5 + C): YOLOv5/7, YOLOX; cx, cy, w, h, objectness, class scores;
 
-  for both, A must be a count the input's grids give (:func:`anchor_counts`: 8400 or 25200 at
-  640 x 640), or at least twice the channels when the input size is unknown, so a text
-  recogniser's (N, T, classes) is not read as a detector (``--task detect`` drops this check);
-* ``nms`` (N, D, 6), D <= 1000: NMS in the graph; x0, y0, x1, y1, score, class;
-* ``separate`` (N, A, 4) boxes (x0, y0, x1, y1) and (N, A, C) scores: the scores are explained;
-* ``separate_nms`` (N, D, 4) boxes, (N, D) scores and optionally (N, D) integer labels: the
-  scores are explained.
+  for these three, A must be a count the input's grids give (:func:`anchor_counts`: 8400 or
+  25200 at 640 x 640), or at least twice the channels when the input size is unknown, so a text
+  recogniser's (N, T, classes) is not read as a detector (``--task detect`` drops this check).
+  (N, A, K) is ``transposed`` or ``boxes_first`` by, in this order: ``--detection-layout``; the
+  model's class names (metadata ``names``, as ultralytics and YOLOv5 write it: K = 4 + C or
+  5 + C); A = 3 anchors per grid cell (YOLOv5/7: only anchor-based heads have it). Otherwise
+  (an anchor-free count without class names: a transposed YOLOv8 or a YOLOX) the run stops
+  with a one-line error asking for ``--detection-layout``;
+* ``nms`` (N, D, 6), D <= 1000: NMS in the graph (ultralytics end2end/``nms=True``, YOLOv10);
+  x0, y0, x1, y1, score, class;
+* ``separate`` boxes (N, A, 4) (or (N, 4, A), or TensorRT's (N, A, 1, 4)), x0, y0, x1, y1, and
+  scores (N, A, C) or (N, C, A): the scores are explained;
+* ``separate_nms`` (N, D, 4) boxes, (N, D) scores and optionally (N, D) labels (an integer
+  output, or one named class/label), with a count (N, 1) beside them as TensorRT's
+  EfficientNMS and ultralytics' end2end TensorRT exports write: the scores are explained.
 
 Boxes are in the model input's pixels. A raw head's candidates at or above the score
 threshold go through class-wise greedy NMS (IoU 0.5) to list the detections; the explained
@@ -34,6 +44,14 @@ from camcore.tasks.registry import Found, Outputs, Task, TaskChoice, register_ta
 
 NMS_IOU = 0.5
 MAX_KEPT = 1000
+#: ``--detection-layout``: the single-output layouts it can name, and what each reads
+LAYOUTS = {
+    "channels_first": "(N, 4 + C, A), YOLOv8/11",
+    "transposed": "(N, A, 4 + C), a YOLOv8/11 head transposed",
+    "boxes_first": "(N, A, 5 + C) with objectness, YOLOv5/7 and YOLOX",
+    "nms": "(N, D, 6) x0, y0, x1, y1, score, class: NMS in the graph",
+}
+_RAW = ("channels_first", "transposed", "boxes_first")
 
 
 @dataclass(frozen=True)
@@ -43,6 +61,9 @@ class DetectionLayout:
     kind: str
     boxes: str | None = None
     labels: str | None = None
+    #: ``separate``: the scores are (C, A) and, with ``boxes_t``, the boxes (4, A)
+    scores_t: bool = False
+    boxes_t: bool = False
     #: the class channels; the rest of a candidate's values are mask coefficients (YOLOv8-seg:
     #: 4 + 80 + 32, the 32 weighing a (32, h, w) prototype output)
     classes: int | None = None
@@ -54,18 +75,21 @@ class DetectionLayout:
     @property
     def describe(self) -> str:
         extra = "".join(f", {k} from {v!r}" for k, v in (("boxes", self.boxes), ("labels", self.labels)) if v)
+        if self.scores_t or self.boxes_t:
+            extra += f", {'scores' if self.scores_t else ''}{' and ' if self.scores_t and self.boxes_t else ''}" \
+                     f"{'boxes' if self.boxes_t else ''} channels first"  # fmt: skip
         if self.classes is not None:
             extra += f", {self.classes} classes (the rest mask coefficients)"
         return self.kind + extra
 
 
-def anchor_counts(hw: tuple[int, int]) -> set[int]:
+def anchor_counts(hw: tuple[int, int], per_cell: tuple[int, ...] = (1, 2, 3)) -> set[int]:
     """The candidate counts a grid head can have on an H x W input: k·Σ ceil(H/s)·ceil(W/s)
     over 1 to 4 consecutive strides s of 1, 2, 4, ..., 128 and k = 1, 2, 3 anchors per cell
     (YOLOv8 at 640 x 640: 80² + 40² + 20² = 8400; YOLOv5: 3 x 8400 = 25200)."""
     cells = [-(-hw[0] // s) * -(-hw[1] // s) for s in (1, 2, 4, 8, 16, 32, 64, 128)]
     sums = {sum(cells[i : i + n]) for i in range(len(cells)) for n in range(1, 5) if i + n <= len(cells)}
-    return {k * c for c in sums for k in (1, 2, 3)}
+    return {k * c for c in sums for k in per_cell}
 
 
 def _anchors(count: int, channels: int, outputs: Outputs, forced: bool) -> bool:
@@ -78,20 +102,49 @@ def _anchors(count: int, channels: int, outputs: Outputs, forced: bool) -> bool:
     return count > channels and count in anchor_counts(outputs.input_hw)
 
 
+def _separate(outputs: Outputs, shapes: dict[str, tuple[int, ...] | None]) -> Found | None:
+    """Boxes and scores in separate outputs (see the module docstring)."""
+    ints = outputs.int_outputs
+    labelled = lambda n: any(w in n.lower() for w in ("class", "label"))  # noqa: E731
+    for scores, dims in shapes.items():
+        if dims is None or (outputs.explicit and scores != outputs.explained) or scores in ints or labelled(scores):
+            continue
+        for boxes, d in shapes.items():
+            if boxes == scores or d is None or boxes in ints:
+                continue
+            if len(dims) == 1 and d == (dims[0], 4):  # NMS done: (D,) scores
+                labels = next((n for n, e in shapes.items() if n in ints and e == dims), None)
+                labels = labels or next((n for n, e in shapes.items() if n not in (scores, boxes) and e == dims and
+                                         labelled(n)), None)  # fmt: skip
+                return Found(scores, DetectionLayout("separate_nms", boxes=boxes, labels=labels))
+            if len(dims) != 2 or d == dims:
+                continue
+            for a, scores_t in ((dims[0], False), (dims[1], True)):
+                if d in ((a, 4), (a, 1, 4), (4, a)):
+                    return Found(scores, DetectionLayout("separate", boxes=boxes, scores_t=scores_t,
+                                                         boxes_t=d == (4, a)))  # fmt: skip
+    return None
+
+
+def _rows_layout(a: int, b: int, outputs: Outputs, masks: int) -> str:
+    """``transposed`` or ``boxes_first`` for (N, A = a, K = b) (see the module docstring)."""
+    if outputs.layout in ("transposed", "boxes_first"):
+        return outputs.layout
+    if outputs.classes is not None and b - masks - 4 == outputs.classes:
+        return "transposed"
+    if outputs.classes is not None and b - masks - 5 == outputs.classes:
+        return "boxes_first"
+    hw = outputs.input_hw
+    if hw is not None and a in {3 * c for c in anchor_counts(hw, (1,))} - anchor_counts(hw, (1,)):
+        return "boxes_first"  # three anchors per cell: an anchor-based head, which has objectness
+    return "ambiguous"
+
+
 def _match(outputs: Outputs, forced: bool) -> Found | None:
     shapes = {n: static(s) for n, s in outputs.shapes.items()}
-    # separate outputs: a scores output and a sibling (N, A, 4) with the same A
-    for scores, dims in shapes.items():
-        if dims is None or (outputs.explicit and scores != outputs.explained) or scores in outputs.int_outputs:
-            continue
-        boxes = next((n for n, d in shapes.items() if n != scores and d == (dims[0], 4)), None)
-        if boxes is None:
-            continue
-        if len(dims) == 2 and dims[1] != 4:
-            return Found(scores, DetectionLayout("separate", boxes=boxes))
-        if len(dims) == 1:
-            labels = next((n for n, d in shapes.items() if n in outputs.int_outputs and d == dims), None)
-            return Found(scores, DetectionLayout("separate_nms", boxes=boxes, labels=labels))
+    separate = _separate(outputs, shapes) if outputs.layout is None else None
+    if separate is not None:
+        return separate
     dims = shapes[outputs.explained]
     if dims is None or len(dims) != 2:
         return None
@@ -99,14 +152,17 @@ def _match(outputs: Outputs, forced: bool) -> Found | None:
     # a segmenting head's prototypes: an output (k, h, w) whose k masks its candidates weigh
     protos = [d for n, d in shapes.items() if n != outputs.explained and d is not None and len(d) == 3]
     masks = max((d[0] for d in protos), default=0)
-    if b == 6 and a <= MAX_KEPT:
+    forced = forced or outputs.layout is not None
+    if outputs.layout == "nms" or (outputs.layout is None and b == 6 and a <= MAX_KEPT):
         return Found(outputs.explained, DetectionLayout("nms"))
-    if a > 4 and _anchors(b, a, outputs, forced):
+    if outputs.layout in (None, "channels_first") and a > 4 and _anchors(b, a, outputs, forced):
         classes = a - 4 - masks if 0 < masks < a - 4 else None
         return Found(outputs.explained, DetectionLayout("channels_first", classes=classes))
-    if b > 5 and _anchors(a, b, outputs, forced):
-        classes = b - 5 - masks if 0 < masks < b - 5 else None
-        return Found(outputs.explained, DetectionLayout("boxes_first", classes=classes))
+    if outputs.layout in (None, "transposed", "boxes_first") and b > 5 and _anchors(a, b, outputs, forced):
+        kind = _rows_layout(a, b, outputs, masks)
+        start = 4 if kind == "transposed" else 5
+        classes = b - start - masks if 0 < masks < b - start else None
+        return Found(outputs.explained, DetectionLayout(kind, classes=classes))
     return None
 
 
@@ -131,9 +187,9 @@ def candidates(choice: TaskChoice, rows: list[np.ndarray]) -> Candidates:
     """Decode one image's rows (every output, in order) by the choice's layout."""
     layout: DetectionLayout = choice.found.layout
     row = np.asarray(rows[choice.index(choice.output)], np.float64)
-    if layout.kind in ("channels_first", "boxes_first"):
+    if layout.kind in _RAW:
         r = row.T if layout.kind == "channels_first" else row
-        start = 4 if layout.kind == "channels_first" else 5
+        start = 5 if layout.kind == "boxes_first" else 4
         per_class = r[:, start:] if layout.classes is None else r[:, start : start + layout.classes]
         if layout.kind == "boxes_first":
             per_class = per_class * r[:, 4:5]  # confidence = objectness x class score
@@ -141,7 +197,10 @@ def candidates(choice: TaskChoice, rows: list[np.ndarray]) -> Candidates:
         return Candidates(_xyxy(r[:, :4]), classes, per_class[np.arange(len(r)), classes], per_class, False)
     if layout.kind == "nms":
         return Candidates(row[:, :4], row[:, 5].astype(np.int64), row[:, 4], None, True)
+    if layout.kind == "separate" and layout.scores_t:
+        row = row.T
     boxes = np.asarray(rows[choice.index(layout.boxes)], np.float64) if layout.boxes else np.zeros((len(row), 4))
+    boxes = boxes.T if layout.boxes_t else boxes.reshape(len(row), 4)
     if layout.kind == "separate":
         classes = np.argmax(row, axis=1)
         return Candidates(boxes, classes, row[np.arange(len(row)), classes], row, False)
@@ -196,11 +255,14 @@ def _select(choice: TaskChoice, c: Candidates) -> tuple[int, int, int | None]:
 
 def _target(choice: TaskChoice, rows: list[np.ndarray]) -> Target:
     i, cls, _ = _select(choice, candidates(choice, rows))
-    kind = choice.found.layout.kind
-    if kind in ("channels_first", "boxes_first"):
+    layout: DetectionLayout = choice.found.layout
+    kind = layout.kind
+    if kind in _RAW:
         return DetectionBoxTarget(label=cls, box_index=i, objectness=kind == "boxes_first",
                                   layout="channels_first" if kind == "channels_first" else "boxes_first")  # fmt: skip
-    return RegressionOutputTarget({"nms": (i, 4), "separate": (i, cls)}.get(kind, (i,)))
+    if kind == "separate":
+        return RegressionOutputTarget((cls, i) if layout.scores_t else (i, cls))
+    return RegressionOutputTarget((i, 4) if kind == "nms" else (i,))
 
 
 def _entry(c: Candidates, i: int, cls: int, names: Sequence[str] | None) -> dict[str, Any]:
@@ -229,10 +291,19 @@ def _check(choice: TaskChoice) -> None:
     opts, layout = choice.options, choice.found.layout
     if opts.box is not None and not (opts.box[2] > opts.box[0] and opts.box[3] > opts.box[1]):
         raise CamcoreError(f"--box needs x0 < x1 and y0 < y1, got {','.join(f'{v:g}' for v in opts.box)}")
-    dims = static(choice.outputs.shapes[choice.output])
+    shape = choice.outputs.shapes[choice.output]
+    dims = static(shape)
+    if layout.kind == "ambiguous":
+        b = dims[-1] if dims is not None else 0
+        raise CamcoreError(f"the output {choice.output!r} {shape_text(shape)} is a detection head read two ways: "
+                           f"a transposed YOLOv8 head ({b - 4} classes) or a YOLOv5/YOLOX head with objectness "
+                           f"({b - 5} classes), and the model lists no class names to tell them apart: name it with "
+                           f"--detection-layout transposed or --detection-layout boxes_first")  # fmt: skip
     classes = None
-    if dims is not None and layout.kind in ("channels_first", "boxes_first", "separate"):
-        classes = {"channels_first": dims[0] - 4, "boxes_first": dims[-1] - 5, "separate": dims[-1]}[layout.kind]
+    if dims is not None and layout.kind in (*_RAW, "separate"):
+        classes = {"channels_first": dims[0] - 4, "transposed": dims[-1] - 4, "boxes_first": dims[-1] - 5,
+                   "separate": dims[0] if layout.scores_t else dims[-1]}[layout.kind]  # fmt: skip
+        classes = layout.classes or classes
     if opts.target is not None and (opts.target < 0 or (classes is not None and opts.target >= classes)):
         raise CamcoreError(f"--target {opts.target} is out of range for {classes} classes (output "
                            f"{shape_text(choice.outputs.shapes[choice.output])}, {layout.kind})")  # fmt: skip
@@ -245,7 +316,7 @@ register_task(
         "detect",
         "detections: explain one detection's class score (default: the top-scoring one)",
         _match,
-        frozenset({"target", "detection", "box", "score_threshold"}),
+        frozenset({"target", "detection", "box", "score_threshold", "layout"}),
         _target,
         _record,
         _check,

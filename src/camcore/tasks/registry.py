@@ -74,6 +74,10 @@ class Outputs:
     explicit: bool = False
     input_hw: tuple[int, int] | None = None
     int_outputs: frozenset[str] = frozenset()
+    #: the number of class names in the model's metadata (None: it lists none)
+    classes: int | None = None
+    #: ``--detection-layout``, when given
+    layout: str | None = None
 
     @property
     def shape(self) -> Shape | None:
@@ -98,6 +102,7 @@ class TaskOptions:
     box: tuple[float, float, float, float] | None = None
     region: tuple[float, float, float, float] | None = None
     score_threshold: float | None = None
+    layout: str | None = None
 
     @property
     def threshold(self) -> float:
@@ -106,7 +111,7 @@ class TaskOptions:
 
 #: option field -> its flag, for the one-line refusals
 FLAGS = {"target": "--target", "target_type": "--target-type", "detection": "--detection", "box": "--box",
-         "region": "--region", "score_threshold": "--score-threshold"}  # fmt: skip
+         "region": "--region", "score_threshold": "--score-threshold", "layout": "--detection-layout"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -222,13 +227,15 @@ class _FromRow(Target):
 
 
 def choose_task(engine: Engine, name: str | None, options: TaskOptions, *, explicit_output: bool = False,
-                input_hw: tuple[int, int] | None = None,
-                shapes: dict[str, Shape | None] | None = None) -> TaskChoice:  # fmt: skip
+                input_hw: tuple[int, int] | None = None, shapes: dict[str, Shape | None] | None = None,
+                class_count: int | None = None) -> TaskChoice:  # fmt: skip
     """The task of ``engine``'s explained output: ``name`` (``--task``), the task of an explicit
     ``--target-type``, else the first registered task whose shape rule matches (``raw`` matches
     anything); then the options are checked against it.
 
-    ``shapes``: the outputs' shapes when observed (a forward run) rather than declared.
+    ``shapes``: the outputs' shapes when observed (a forward run) rather than declared;
+    ``class_count``: the number of class names the model's metadata lists (it tells a
+    transposed YOLOv8 head from a YOLOv5 one, :mod:`camcore.tasks.detect`).
 
     Raises:
         CamcoreError: an unknown task, a task the outputs cannot be, or an option the task
@@ -239,7 +246,8 @@ def choose_task(engine: Engine, name: str | None, options: TaskOptions, *, expli
     declared = {n: engine.info[n].shape if n in engine.info else None for n in engine.output_names}
     ints = frozenset(n for n in engine.output_names if n in engine.info and engine.info[n].elem_type in
                      (onnx.TensorProto.INT64, onnx.TensorProto.INT32))  # fmt: skip
-    outputs = Outputs({**declared, **(shapes or {})}, engine.output, explicit_output, input_hw, ints)
+    outputs = Outputs({**declared, **(shapes or {})}, engine.output, explicit_output, input_hw, ints, class_count,
+                      options.layout)  # fmt: skip
     tt = options.target_type
     if name is not None:
         if name not in TASKS:
