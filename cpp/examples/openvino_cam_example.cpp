@@ -13,8 +13,9 @@
 // matches), x = (v / 255 - mean) / std per channel as float32 (camcore.preprocess.Preprocess's
 // formula v * (1 / (255 std)) + (-mean / std)), NCHW or NHWC as the model's input declares, run,
 // then camcore::overlay(frame, cam) at the frame's own size. Writes OUT_DIR/<stem>_overlay.ppm
-// (<stem>_<k>_overlay.ppm for the k-th frame of a stream), and with --save-cam the raw map as
-// <stem>_cam.pfm (little-endian float32 PFM, rows bottom to top as the format requires).
+// (<stem>_<k>_overlay.ppm for the k-th frame of a stream), with --save-cam the raw map as
+// <stem>_cam.pfm (little-endian float32 PFM, rows bottom to top as the format requires), and for
+// a model exported with --overlay the graph's own blend as <stem>_graph_overlay.ppm.
 //
 // Inputs of the exported model: the image input (the first one not named below), an optional
 // int64 `class` (N,) (-1 = the top-1 class; fed only when the compiled model exposes it), and
@@ -414,6 +415,15 @@ int main(int argc, char** argv) {
                                                  other + "; choose another OUT_DIR");
                 write_ppm(out_path, out);
                 if (opt.save_cam) write_pfm(opt.out_dir / (stem + "_cam.pfm"), cam_data, ch, cw);
+                if (io.has_overlay) {  // the graph's own blend (exported with --overlay), at the model's size
+                    const ov::Tensor blended = request.get_tensor("overlay");
+                    const ov::Shape bs = blended.get_shape();
+                    if (blended.get_element_type() != ov::element::u8 || bs.size() != 4 || bs[0] != 1 || bs[3] != 3)
+                        throw std::runtime_error("output 'overlay' has shape " + bs.to_string() + ", expected (1, H, W, 3) uint8");
+                    const std::uint8_t* b = blended.data<const std::uint8_t>();
+                    Frame g{static_cast<int>(bs[1]), static_cast<int>(bs[2]), std::vector<std::uint8_t>(b, b + blended.get_size())};
+                    write_ppm(opt.out_dir / (stem + "_graph_overlay.ppm"), g);
+                }
 
                 std::string top;
                 if (!io.logits.empty()) {

@@ -1,10 +1,12 @@
 """cpp/examples/openvino_cam_example.cpp builds against the openvino wheel, runs an exported CAM model
 with OpenVINO's C++ API, and draws what the Python API draws.
 
-Two models: the demo classifier exported by ``camcore.export_cam_model``, and a hand-made one (a
-tiny conv net whose Grad-CAM is written out in ONNX ops, with the export's input and output names),
-so the C++ side is tested on its own too. For each, on a frame at the model's size and on a larger
-one (resized by the example with camcore::resize_bilinear, reproduced here with ``resize_cam``):
+Three models: the demo classifier exported by ``camcore.export_cam_model`` (with the default
+optional ``class``, which OpenVINO folds into -1, and with ``class_input="required"`` and the
+in-graph overlay), and a hand-made one (a tiny conv net whose Grad-CAM is written out in ONNX ops,
+with the export's input and output names), so the C++ side is tested on its own too. For each,
+on a frame at the model's size and on a larger one (resized by the example with
+camcore::resize_bilinear, reproduced here with ``resize_cam``):
 
 * the example's map (``--save-cam``) equals ``camcore.GradCAM`` on the same input to 1e-3 (the
   OpenVINO tolerance of issue 11);
@@ -12,7 +14,10 @@ one (resized by the example with camcore::resize_bilinear, reproduced here with 
 * its overlay against ``camcore.overlay(frame, Python map)``: a pixel may differ only where the two
   maps quantize to different colour levels, and then by at most ``ceil(alpha * s) + 1`` per channel,
   ``s`` the largest step between neighbouring entries of the colour table (the map differs by
-  < 1/255, so the levels by at most 1; +1 for the blend's rounding).
+  < 1/255, so the levels by at most 1; +1 for the blend's rounding);
+* with ``--class 2`` where the model has a ``class`` input, the same against ``ClassifierOutputTarget(2)``;
+* for the overlay export, the graph's ``overlay`` output is exactly ``camcore.overlay`` of the
+  ``image`` the example fed and of the map.
 """
 
 from __future__ import annotations
@@ -157,7 +162,12 @@ def _models(kind: str, tmp_path: Path) -> tuple[onnx.ModelProto | str, Path, str
     from camcore.demo import DEMO_MODEL, load_demo_meta
 
     layer = load_demo_meta()["target_layer"]
-    camcore.export_cam_model(str(DEMO_MODEL), str(path), layers=[layer])
+    if kind == "exported":  # `class` defaults to -1: OpenVINO folds it, the example explains the top-1 class
+        camcore.export_cam_model(str(DEMO_MODEL), str(path), layers=[layer])
+    else:  # a `class` input OpenVINO keeps, and the in-graph overlay fed with the frame as `image`
+        camcore.export_cam_model(
+            str(DEMO_MODEL), str(path), layers=[layer], class_input="required", overlay=True, colormap=COLORMAP
+        )
     return str(DEMO_MODEL), path, layer
 
 
@@ -175,9 +185,14 @@ def _read_netpbm(path: Path) -> np.ndarray:
     return np.frombuffer(data, np.uint8).reshape(height, width, 3)
 
 
+def _planes(frame: np.ndarray) -> np.ndarray:
+    """The frame at the model's size as the example resizes it: float planes, camcore's bilinear resize."""
+    return np.stack([resize_cam(frame[..., ch].astype(np.float32), (SIZE, SIZE)) for ch in range(3)])
+
+
 def _model_input(frame: np.ndarray) -> np.ndarray:
     """The example's preprocessing: per-channel bilinear resize (camcore's), then v * mul + add."""
-    planes = np.stack([resize_cam(frame[..., ch].astype(np.float32), (SIZE, SIZE)) for ch in range(3)])
+    planes = _planes(frame)
     std = np.asarray(STD, np.float32)[:, None, None]
     mul = np.float32(1) / (np.float32(255) * std)
     add = -np.asarray(MEAN, np.float32)[:, None, None] / std
@@ -208,10 +223,8 @@ def _exposes_class(path: Path) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["handmade", "exported"])
+@pytest.mark.parametrize("kind", ["handmade", "exported", "exported_overlay"])
 def test_openvino_example_matches_python(example: Path, tmp_path: Path, kind: str) -> None:
-    if kind == "exported" and not hasattr(camcore, "export_cam_model"):
-        pytest.skip("camcore.export_cam_model has not landed yet (issue 11)")
     model, cam_path, layer = _models(kind, tmp_path)
     frames = _frames()
     paths = [tmp_path / f"frame{i}.ppm" for i in range(len(frames))]
@@ -222,7 +235,8 @@ def test_openvino_example_matches_python(example: Path, tmp_path: Path, kind: st
     bound = math.ceil(ALPHA * np.abs(np.diff(table, axis=0)).max()) + 1
 
     runs: list[tuple[str, tuple[str, ...], list[camcore.Target] | None]] = [("top1", (), None)]
-    if _exposes_class(cam_path):
+    if kind != "exported":
+        assert _exposes_class(cam_path)
         runs.append(("class2", ("--class", "2"), [camcore.ClassifierOutputTarget(2)]))
     for name, extra, targets in runs:
         out = tmp_path / name
@@ -241,6 +255,10 @@ def test_openvino_example_matches_python(example: Path, tmp_path: Path, kind: st
             assert levels.max() <= 1
             assert diff[levels == 0].max(initial=0) == 0
             assert diff.max() <= bound, f"{kind} {name} {p.name}: overlay differs by {diff.max()} > {bound}"
+            if kind == "exported_overlay":  # the graph's own blend, of the frame as the example fed it as `image`
+                image = np.floor(np.clip(_planes(frame), 0, 255) + 0.5).astype(np.uint8).transpose(1, 2, 0)
+                graph = _read_netpbm(out / f"{p.stem}_graph_overlay.ppm")
+                np.testing.assert_array_equal(graph, overlay(image, got_cam, ALPHA, COLORMAP))
 
 
 def _levels(cam: np.ndarray) -> np.ndarray:
