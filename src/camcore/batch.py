@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -31,12 +31,9 @@ from camcore.cam import BaseCAM
 from camcore.errors import CamcoreError
 from camcore.targets import Target
 from camcore.tasks.basic import prediction_record
-from camcore.tasks.registry import TargetChoice
+from camcore.tasks.registry import TargetChoice, TaskChoice
 
-if TYPE_CHECKING:
-    from camcore.tasks import TaskChoice
-
-__all__ = ["BatchExplainer", "Explained", "Failed", "Item", "Names", "TargetChoice"]
+__all__ = ["BatchExplainer", "Explained", "Failed", "Item", "Missed", "Names", "TargetChoice"]
 
 
 @dataclass
@@ -55,6 +52,25 @@ class Failed:
 
     key: str
     error: str
+
+
+@dataclass
+class Missed(Failed):
+    """An input its task found no target in (a detection it lacks): why, and its outputs."""
+
+    outputs: list[np.ndarray] = field(default_factory=list)
+
+
+class _Nothing(Target):
+    """The seed of an image with no target, explained along with the batch and then dropped."""
+
+    linear = True
+
+    def __call__(self, output: np.ndarray) -> float:
+        return 0.0
+
+    def seed(self, output: np.ndarray) -> np.ndarray:
+        return np.zeros_like(output)
 
 
 @dataclass
@@ -147,6 +163,16 @@ class BatchExplainer:
         """Explain one batch of inputs of equal shape (errors propagate). ``targets``: one per
         item (None: its top-1 class) instead of the :class:`TargetChoice`'s; top-1 and explicit
         targets run as two batches."""
+        return cast("list[Explained]", self._explain(items, targets, None))
+
+    def explain_found(self, items: Sequence[Item]) -> list[Explained | Missed]:
+        """Explain one batch by the task choice's targets, where an input may have none (a
+        detection it lacks): that input comes back :class:`Missed` (why, and its outputs) and the
+        others are explained in the same run (the missed one's seed is zero)."""
+        return self._explain(items, None, {})
+
+    def _explain(self, items: Sequence[Item], targets: Sequence[Target | None] | None,
+                 misses: dict[int, str] | None) -> list[Explained | Missed]:  # fmt: skip
         engine = self.cam.engine
         x = np.stack([item.x for item in items])
         feeds = engine.feeds(x)
@@ -154,7 +180,15 @@ class BatchExplainer:
             if targets is None:
                 if self.target is None:
                     raise CamcoreError("no targets: pass a TargetChoice or one target per item")
-                targets = self.target.targets(engine, feeds, self.cam.target_layers)
+                if misses is not None and isinstance(self.target, TaskChoice):
+                    targets = self.target.targets(engine, feeds, self.cam.target_layers, misses)
+                    targets = [_Nothing() if i in misses else t for i, t in enumerate(targets)]
+                    if len(misses) == len(items):
+                        outputs = engine.forward(feeds, self.cam.target_layers).outputs
+                        return [Missed(item.key, misses[i], [np.asarray(o[i]) for o in outputs])
+                                for i, item in enumerate(items)]  # fmt: skip
+                else:
+                    targets = self.target.targets(engine, feeds, self.cam.target_layers)
             if len(targets) != len(items):
                 raise CamcoreError(f"got {len(targets)} targets for {len(items)} inputs")
             top1 = [i for i, t in enumerate(targets) if t is None]
@@ -166,9 +200,12 @@ class BatchExplainer:
             maps = self._maps(feeds, None if top1 else cast("list[Target]", list(targets)))
         outputs = self.cam.outputs
         explained = engine.output_index
-        done_items = []
+        done_items: list[Explained | Missed] = []
         for i, item in enumerate(items):
             rows = [np.asarray(o[i]) for o in outputs]
+            if misses and i in misses:
+                done_items.append(Missed(item.key, misses[i], rows))
+                continue
             if self.task is not None:
                 record = self.task.record(rows, targets[i], self.top_k, self.class_names)
             else:

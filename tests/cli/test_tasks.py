@@ -263,3 +263,52 @@ def test_video_takes_the_task_too(models: dict[str, str], tmp_path: Path) -> Non
     summary = json.loads((out / "summary.json").read_text())
     text = json.dumps(summary)
     assert '"task": "detect"' in text and '"detections"' in text and '"top_k"' not in text
+
+
+def _clip(path: Path) -> str:
+    """Six 32 x 32 frames: flat grey ones and noise, so the detections differ from frame to frame."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (32, 32))
+    for i in range(6):
+        noise = np.random.default_rng(i).integers(0, 255, (32, 32, 3), np.uint8)
+        writer.write(noise if i % 2 else np.full((32, 32, 3), 40 * i, np.uint8))
+    writer.release()
+    return str(path)
+
+
+def _video(model: str, clip: str, out: Path, *argv: str) -> dict[str, Any]:
+    assert main(["video", model, clip, "-o", str(out), "--layer", "feat", "--workers", "1", "--batch", "2",
+                 "--score-threshold", "0.5", *argv]) == 0  # fmt: skip
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    return summary
+
+
+def test_video_reads_separate_outputs_and_a_frame_without_the_detection_goes_on(models: dict[str, str],
+                                                                                 tmp_path: Path) -> None:  # fmt: skip
+    """A detector with separate boxes and scores explains every frame; a --detection K that some
+    frames lack leaves those frames with the last map (none before the first), says why, counts
+    them, and the video goes on."""
+    clip = _clip(tmp_path / "clip.avi")
+    separate = _video(models["separate"], clip, tmp_path / "s", "--detection", "1")
+    assert separate["layout"] == "separate, boxes from 'boxes'" and separate["result"]["missing"] == 0
+    assert all(f["explained"] and f["explained"]["detection"] == 1 for f in separate["frames"])
+    counts = [f["detection_count"] for f in _video(models["v8"], clip, tmp_path / "a")["frames"]]
+    k = counts[0]  # frame 0 lacks detection k, and so does every frame with as few detections
+    assert max(counts) > k, counts
+    s = _video(models["v8"], clip, tmp_path / "b", "--detection", str(k))
+    frames = s["frames"]
+    lacking = [i for i, c in enumerate(counts) if c <= k]
+    assert s["result"]["frames"] == 6 and s["result"]["error"] is None
+    assert s["result"]["missing"] == len(lacking) and [f["frame"] for f in frames if "missing" in f] == lacking
+    first_map = None
+    for i, f in enumerate(frames):
+        if i in lacking:
+            assert f["missing"].startswith(f"--detection {k}: this image has ") and not f["explained"]
+            assert f["map_from"] == first_map
+        else:
+            assert f["explained"]["detection"] == k and "missing" not in f
+            first_map = i
+    # frame 0 has no map: it is written as it came in
+    shown = cv2.imread(str(tmp_path / "b" / "frame_000000.png")).astype(np.float32)
+    plain = cv2.imread(str(tmp_path / "a" / "frame_000000.png")).astype(np.float32)
+    decoded = cv2.VideoCapture(clip).read()[1].astype(np.float32)
+    assert np.abs(shown - decoded).mean() < 2 < np.abs(plain - decoded).mean()

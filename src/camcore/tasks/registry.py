@@ -163,24 +163,29 @@ class TaskChoice:
     def index(self, name: str) -> int:
         return list(self.outputs.shapes).index(name)
 
-    def targets(self, engine: Engine, feeds: dict[str, np.ndarray], layers: Sequence[str] = ()) -> list[Target | None]:
+    def targets(self, engine: Engine, feeds: dict[str, np.ndarray], layers: Sequence[str] = (),
+                misses: dict[int, str] | None = None) -> list[Target | None]:  # fmt: skip
         """One target per image of ``feeds``, chosen from all its outputs (a forward run that
         also returns ``layers``, so the explanation does not run the network twice); a
-        classifier's from its target type."""
+        classifier's from its target type.
+
+        ``misses``: where an image has no target (``--detection 3`` in an image with two
+        detections), its index gets the reason here and its target is None, instead of the
+        :class:`CamcoreError` that stops the batch.
+        """
         if self.classes is not None:
             return self.classes.targets(engine, feeds, layers)
         outputs = engine.forward(feeds, layers).outputs
-        return [self.task.target(self, [o[i] for o in outputs]) for i in range(engine.batch_of(feeds))]
-
-    def frame_target(self) -> Target | None:
-        """One target for every frame, chosen from each frame's explained output alone
-        (``camcore video``)."""
-        if self.classes is not None:
-            return self.classes.kind.build(self.classes.index, None) if not self.classes.kind.needs_output(
-                self.classes.index) else _FromRow(self)  # fmt: skip
-        if getattr(self.found.layout, "siblings", None):
-            raise CamcoreError(f"--task {self.task.name} reads several outputs, which `camcore video` cannot yet")
-        return _FromRow(self)
+        got: list[Target | None] = []
+        for i in range(engine.batch_of(feeds)):
+            try:
+                got.append(self.task.target(self, [o[i] for o in outputs]))
+            except CamcoreError as exc:
+                if misses is None:
+                    raise
+                misses[i] = str(exc)
+                got.append(None)
+        return got
 
     def record(
         self, rows: list[np.ndarray], target: Target | None, k: int, names: Sequence[str] | None
@@ -200,30 +205,6 @@ class TaskChoice:
             if getattr(self.options, key) is not None:
                 out[key] = getattr(self.options, key)
         return out
-
-
-class _FromRow(Target):
-    """A target chosen from the explained row at seed time (video frames)."""
-
-    def __init__(self, choice: TaskChoice) -> None:
-        self.choice = choice
-
-    def _pick(self, output: np.ndarray) -> Target:
-        rows = [np.zeros(0)] * len(self.choice.outputs.shapes)
-        rows[self.choice.index(self.choice.output)] = output
-        if self.choice.classes is not None:
-            got = self.choice.classes.kind.build(self.choice.classes.index, output)
-        else:
-            got = self.choice.task.target(self.choice, rows)
-        if got is None:
-            raise CamcoreError("no target for this frame")
-        return got
-
-    def __call__(self, output: np.ndarray) -> float:
-        return self._pick(output)(output)
-
-    def seed(self, output: np.ndarray) -> np.ndarray:
-        return self._pick(output).seed(output)
 
 
 def choose_task(engine: Engine, name: str | None, options: TaskOptions, *, explicit_output: bool = False,

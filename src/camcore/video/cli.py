@@ -120,8 +120,10 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _record(result: Any, info: Any) -> dict[str, Any]:
     rec: dict[str, Any] = {"frame": info.index, "explained": info.explained}
+    if info.missing is not None:  # the task found no target in it: the last map, or none
+        rec["missing"] = info.missing
     if not info.explained:
-        rec["map_from"] = info.source
+        rec["map_from"] = info.source if info.source != info.index else None
     rec.update(info.record)
     if info.detection is not None:
         rec["detection"] = info.detection
@@ -249,7 +251,7 @@ def _video(args: argparse.Namespace, warnings: _Collect) -> int:
             targets: Any = FollowDetection(args.follow_class, args.follow_layout, args.objectness)
         else:
             cam, choice = choose_task(args, cam, preprocess, build)
-            targets = choice.frame_target()
+            targets = None  # the task chooses each frame's target from all its outputs
         pipe = VideoPipeline(
             cam,
             preprocess=preprocess,
@@ -306,7 +308,7 @@ def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, arg
 
     stopped = ""
     error: BaseException | None = None
-    explained = resized = 0
+    explained = resized = missing = 0
     t0 = time.perf_counter()
     bar = progress(total, "camcore video", "frame")
     with contextlib.closing(pipe.stream(_limit(source.frames(), args.max_frames))) as stream:
@@ -315,6 +317,7 @@ def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, arg
                 sink.write(result.overlay, info.time)
                 summary.add(_record(result, info))
                 explained += info.explained
+                missing += info.missing is not None
                 resized += info.resized_from is not None
                 bar.update()
         except KeyboardInterrupt as exc:
@@ -334,6 +337,7 @@ def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, arg
                     {
                         "frames": sink.written,
                         "explained": explained,
+                        "missing": missing,
                         "resized": resized,
                         "interrupted": stopped or False,
                         "error": None if error is None else str(error),
@@ -346,6 +350,9 @@ def _run(pipe: Any, source: Any, sink: Any, summary: Any, total: int | None, arg
                 )
     if error is not None:
         raise error
+    if missing:
+        say(f"{missing} frame(s) had no target (\"missing\" in their summary records says why): each shows the "
+            "last explained frame's map, or none before the first")  # fmt: skip
     rate = sink.written / seconds if seconds > 0 else 0.0
     state = f"{stopped}: " if stopped else ""
     print(f"camcore video: {state}wrote {sink.written} frame(s) to {args.out} ({rate:.1f} fps); summary {summary.path}")

@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 
     from camcore.tasks import TaskChoice
 
-from camcore.batch import BatchExplainer, Item
+from camcore.batch import BatchExplainer, Explained, Item, Missed
 from camcore.cam import BaseCAM
 from camcore.errors import CamcoreError
+from camcore.maps import spatial_size
 from camcore.postprocess import overlay as draw_overlay
 from camcore.preprocess import Channels, Preprocess, model_input_size
 from camcore.targets import Target
@@ -88,6 +89,8 @@ class FrameInfo:
         detection: the followed detection, with :class:`~camcore.video.follow.FollowDetection`.
         record: the explained class and the top-k predictions (:func:`camcore.tasks.basic.prediction_record`).
         time: when the input frame is shown, in seconds (from a PyAV frame or a :class:`TimedFrame`).
+        missing: why the task found no target in this frame (a detection it lacks); the frame
+            then shows the last explained frame's map (``source``), or no map before the first.
     """
 
     index: int
@@ -98,6 +101,7 @@ class FrameInfo:
     detection: dict[str, Any] | None = None
     record: dict[str, Any] = field(default_factory=dict)
     time: float | None = None
+    missing: str | None = None
 
 
 @dataclass
@@ -110,6 +114,8 @@ class _Item:
     target: Target | None = None
     raw: np.ndarray | None = None
     outputs: list[np.ndarray] = field(default_factory=list)
+    #: the map's (height, width), for a frame left without one
+    hw: tuple[int, int] | None = None
 
 
 @dataclass
@@ -131,8 +137,12 @@ class VideoPipeline:
         cam: a CAM object (``camcore.GradCAM(...)`` or another ``BaseCAM``).
         preprocess: frame -> model input; default :class:`Preprocess` at the model's input size
             with ImageNet statistics.
-        targets: ``None`` (each frame's top-1 class), a class index, a ``Target``, or an object
-            with ``for_frame(index)`` such as :class:`~camcore.video.follow.FollowDetection`.
+        targets: ``None`` (each frame's top-1 class; with ``task``, the task's target chosen from
+            all of each frame's outputs, e.g. ``--detection 1`` of a detector with separate boxes
+            and scores), a class index, a ``Target``, or an object with ``for_frame(index)`` such
+            as :class:`~camcore.video.follow.FollowDetection`. A frame in which the task finds no
+            target (a detection it lacks) does not stop the video: it shows the last map (none
+            before the first) and :attr:`FrameInfo.missing` says why.
         batch: frames per inference run, at most (batches fill when decoding runs ahead).
         every: explain every ``every``-th frame; the frames in between reuse the last map.
         smooth, normalize, range_decay: temporal smoothing, see :class:`TemporalSmoother`.
@@ -144,7 +154,8 @@ class VideoPipeline:
         overlay_threads: threads of each overlay call (1: the pipeline already runs in parallel).
         top_k: predictions kept per frame in :attr:`FrameInfo.record`.
         class_names: the model's class names, for the records.
-        task: the records' task (:class:`~camcore.tasks.TaskChoice`; default: a classifier's).
+        task: the records' task (:class:`~camcore.tasks.TaskChoice`; default: a classifier's);
+            with ``targets=None`` it also chooses each frame's target.
         output: ``"av"``: the overlay (and the frame) of each result as a PyAV ``VideoFrame``, with the
             input frame's timestamp, ready to encode; the input frames must then be PyAV frames.
 
@@ -205,6 +216,7 @@ class VideoPipeline:
             raise CamcoreError(f"output must be 'numpy' or 'av', got {output!r}")
         self.top_k, self.class_names, self.output = top_k, class_names, output
         self.task = task
+        self.by_task = task is not None and targets is None
 
     # ------------------------------------------------------------------ public
     def run(self, frames: Iterable[np.ndarray]) -> Iterator[FrameResult]:
@@ -227,16 +239,22 @@ class VideoPipeline:
     # ------------------------------------------------------------------ helpers for _Run
     def replicas(self) -> list[BatchExplainer]:
         """One explainer per worker, each on a fork of the CAM (shared compiled sessions)."""
-        return [BatchExplainer(self.cam.fork(), None, batch_size=self.batch, top_k=self.top_k, scaled=False,
+        target = self.task if self.by_task else None
+        return [BatchExplainer(self.cam.fork(), target, batch_size=self.batch, top_k=self.top_k, scaled=False,
                                class_names=self.class_names, task=self.task) for _ in range(self.workers)]  # fmt: skip
 
     def explain_batch(self, explainer: BatchExplainer, items: list[_Item]) -> None:
         """Fill ``raw`` (non-negative, unscaled maps at the model's input size) and ``outputs`` of ``items``."""
         batch = [Item(str(it.info.index), it.frame, it.x) for it in items]  # type: ignore[arg-type]
-        done = explainer.explain(batch, [it.target for it in items])
+        done: list[Explained | Missed] = list(
+            explainer.explain_found(batch) if self.by_task else explainer.explain(batch, [it.target for it in items]))
         for it, result in zip(items, done):
-            it.raw = result.map
             it.outputs = result.outputs
+            if isinstance(result, Missed):
+                it.info.missing = result.error
+                it.hw = spatial_size(it.x[None], self.cam.engine.input_layout)  # type: ignore[index]
+                continue
+            it.raw = result.map
             it.info.target_class = result.record.get("explained_class")
             it.info.record = result.record
             it.info.detection = getattr(it.target, "detection", None)
@@ -412,21 +430,31 @@ class _Run:
                 pending[got.info.index] = got
             while next_index in pending:
                 item = pending.pop(next_index)
-                if item.info.explained:
+                missing = item.info.missing is not None
+                picture = None
+                if item.info.explained and not missing:
                     assert item.raw is not None
                     cam_map = smoother.update(item.raw)
                     item.raw = None
                     last = item
-                else:
-                    if last is None or smoother.current is None:  # cannot happen: frame 0 is explained
+                elif last is None or smoother.current is None:
+                    if not missing:  # cannot happen: frame 0 is explained
                         raise CamcoreError(f"frame {next_index} has no earlier map to reuse")
+                    item.info.explained = False  # no map yet: the frame as it is
+                    cam_map = np.zeros(item.hw or item.frame.shape[:2], np.float32)
+                    picture = np.concatenate([item.frame] * 2, axis=1) if pipe.side_by_side else item.frame.copy()
+                else:
                     cam_map = smoother.current
-                    item.outputs = last.outputs
                     item.info.source = last.info.index
-                    item.info.target_class = last.info.target_class
-                    item.info.detection = last.info.detection
-                    item.info.record = last.info.record
-                picture = self._overlay(item.frame, cam_map)
+                    if missing:  # its own outputs; the map of the last explained frame
+                        item.info.explained = False
+                    else:
+                        item.outputs = last.outputs
+                        item.info.target_class = last.info.target_class
+                        item.info.detection = last.info.detection
+                        item.info.record = last.info.record
+                if picture is None:
+                    picture = self._overlay(item.frame, cam_map)
                 result = FrameResult(item.frame, cam_map, picture, item.outputs)
                 if pipe.output == "av":
                     result = _as_av(result, item, pipe.channels)
