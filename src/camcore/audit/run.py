@@ -172,7 +172,7 @@ def run(
         KeyboardInterrupt: after the rows done are stored (rerun to resume).
     """
     import camcore
-    from camcore.arguments import choose_task, preprocessing
+    from camcore.arguments import preprocessing
     from camcore.cam import cam_class
     from camcore.preprocess import read_model_metadata
     from camcore.runtime import select_providers
@@ -199,13 +199,11 @@ def run(
         return cam_class(method)(model, layers, output=name, providers=providers, threads=threads)
 
     cam = build(output)
-    options = SimpleNamespace(
-        size=size, mean=None if mean is None else list(mean), std=None if std is None else list(std), bgr=bgr,
-        nhwc=nhwc is True, nchw=nhwc is False, target=None, target_type=None, detection=None, box=None, region=None,
-        score_threshold=None, output=output, task=task,
-    )  # fmt: skip
+    options = SimpleNamespace(size=size, mean=None if mean is None else list(mean),
+                              std=None if std is None else list(std), bgr=bgr, nhwc=nhwc is True,
+                              nchw=nhwc is False)  # fmt: skip
     pre, pre_note = preprocessing(options, cam.engine, model)  # type: ignore[arg-type]
-    cam, choice = choose_task(options, cam, pre, build)  # type: ignore[arg-type]
+    cam, choice = _task(cam, task, output is not None, pre, build)
     say(pre_note)
     outputs = cam.engine.class_count() if choice.task.name == "classify" else None
     metadata = read_model_metadata(cam.engine.model, model).class_names
@@ -266,6 +264,31 @@ def run(
 
     atomic_write(out_dir / "summary.json", lambda tmp: tmp.write_text(text))
     return table, summary
+
+
+def _task(cam: Any, task: str | None, explicit: bool, pre: Any, build: Any) -> tuple[Any, Any]:
+    """The task of the run (``--task`` or read from the outputs' shapes) and the CAM on the output
+    it explains (a detector's scores next to its boxes: another output than the first)."""
+    import numpy as np
+
+    from camcore.tasks import TaskOptions, choose_task
+
+    def pick(cam: Any) -> Any:
+        engine = cam.engine
+        shape = engine.output_shape()
+        shapes: dict[str, tuple[Any, ...] | None] | None = None
+        if (shape is None or not all(isinstance(d, int) and d > 0 for d in shape[1:])) and pre.size:
+            h, w = pre.size
+            blank = np.zeros((1, h, w, 3) if pre.nhwc else (1, 3, h, w), np.float32)
+            got = engine.forward(engine.feeds(blank)).outputs
+            shapes = {n: (None, *o.shape[1:]) for n, o in zip(engine.output_names, got)}
+        return choose_task(engine, task, TaskOptions(), explicit_output=explicit, input_hw=pre.size, shapes=shapes)
+
+    choice = pick(cam)
+    if choice.output != cam.engine.output:
+        cam = build(choice.output)
+        choice = pick(cam)
+    return cam, choice
 
 
 def _rows(engine: str, worker: AuditWorker, todo: list[Any], store: SampleStore, progress: bool,

@@ -99,7 +99,11 @@ class SampleStore:
             import fcntl
         except ImportError:  # pragma: no cover - Windows: no lock
             return None
-        f = (self.out / LOCK).open("a+")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            f = (self.out / LOCK).open("a+")
+        except OSError as exc:
+            raise CamcoreError(f"cannot write in --out folder {str(self.out)!r}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from camcore.audit.dataset import Sample
-from camcore.audit.stats import MAP_SIDE, STAT_COLUMNS, batch_statistics, box_region, compact_map, mask_region
+from camcore.audit.stats import MAP_SIDE, STAT_COLUMNS, batch_statistics, box_region, compact_maps, mask_region
 from camcore.errors import CamcoreError
 
 __all__ = ["PROVENANCE_COLUMNS", "AuditConfig", "AuditWorker", "Prepared", "row_schema", "samples_table"]
@@ -297,51 +297,53 @@ class AuditWorker:
 
     def _table(self, prepared: Sequence[Prepared], explained: dict[int, Any], errors: dict[int, str]) -> pa.Table:
         n = len(prepared)
-        groups = self.config.groups
         cols: dict[str, list[Any]] = {name: [None] * n for name in self.schema.names}
         order = sorted(explained)
-        stats = None
+        numeric: dict[str, np.ndarray] = {c: np.full(n, np.nan) for c in STAT_COLUMNS}
+        hits = np.full(n, -1, np.int8)
+        lengths = np.zeros(n, np.int32)
+        smalls = np.zeros((0,), np.uint8)
         if order:
             maps = np.stack([np.asarray(explained[i].map, np.float32) for i in order])
             stats = batch_statistics(maps, [prepared[i].region for i in order])
-        flat: list[np.ndarray] = []
-        offsets = [0]
-        valid_map = np.zeros(n, bool)
+            for c in STAT_COLUMNS:
+                numeric[c][order] = stats.values[c]
+            hits[order] = stats.pointing_hit
+            small = compact_maps(maps, self.config.map_side)
+            lengths[order] = small.shape[1] * small.shape[2]
+            smalls = small.reshape(-1)
+            for i in order:
+                cols["map_height"][i], cols["map_width"][i] = small.shape[1], small.shape[2]
+        for c in PROVENANCE_COLUMNS:
+            cols[c] = [self.config.provenance.get(c)] * n
         for i, p in enumerate(prepared):
             s = p.sample
             cols["id"][i], cols["path"][i], cols["label"][i] = s.id, s.path, s.label
-            for g in groups:
+            for g in self.config.groups:
                 cols[g][i] = s.groups.get(g)
-            for c in ("model_sha256", "layer", "method", "camcore_version"):
-                cols[c][i] = self.config.provenance.get(c)
             if i not in explained:
                 cols["error"][i] = errors.get(i, "not explained")
-                offsets.append(offsets[-1])
                 continue
             done = explained[i]
             k, conf, top, probs = self._predictions(done)
-            cols["prediction"][i], cols["prediction_index"][i], cols["confidence"][i] = self._name(k), k, conf
-            cols["top_k_classes"][i] = [self._name(c) for c in top] if k is not None else None
-            cols["top_k_scores"][i] = probs if k is not None else None
-            cols["correct"][i] = None if s.label is None or k is None else s.label == self._name(k)
+            if k is not None:
+                cols["prediction"][i], cols["prediction_index"][i], cols["confidence"][i] = self._name(k), k, conf
+                cols["top_k_classes"][i], cols["top_k_scores"][i] = [self._name(c) for c in top], probs
+                cols["correct"][i] = None if s.label is None else s.label == self._name(k)
             e = done.record.get("explained_class")
             e = None if e is None else int(e)
             cols["explained"][i], cols["explained_index"][i] = self._name(e), e
-            small = compact_map(np.asarray(done.map, np.float32), self.config.map_side)
-            cols["map_height"][i], cols["map_width"][i] = small.shape
-            flat.append(small.reshape(-1))
-            offsets.append(offsets[-1] + small.size)
-            valid_map[i] = True
-        if stats is not None:
-            for j, i in enumerate(order):
-                for c, v in stats.row(j).items():
-                    cols[c][i] = v
         arrays = []
         for f in self.schema:
             if f.name == "map":
-                values = pa.array(np.concatenate(flat) if flat else np.zeros(0, np.uint8), pa.uint8())
-                mask = pa.array(~valid_map)
-                arrays.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, mask=mask))
+                offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+                mask = pa.array(lengths == 0)
+                arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(smalls, pa.uint8()), mask=mask))
+            elif f.name in numeric:
+                v = numeric[f.name]
+                arrays.append(pa.array(v.astype(np.float32), f.type, mask=np.isnan(v)))
+            elif f.name == "pointing_hit":
+                arrays.append(pa.array(hits == 1, f.type, mask=hits < 0))
             else:
                 arrays.append(pa.array(cols[f.name], f.type))
         return pa.Table.from_arrays(arrays, schema=self.schema)
