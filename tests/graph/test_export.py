@@ -73,7 +73,8 @@ def strided_model() -> onnx.ModelProto:
     rng = np.random.default_rng(3)
     shapes = {"w": (4, 3, 3, 3), "bias": (4,), "fc": (5, 4), "fc_b": (5,)}
     for name, shape in shapes.items():
-        model.graph.initializer.append(onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name))
+        value = rng.standard_normal(shape).astype(np.float32)
+        model.graph.initializer.append(onnx.numpy_helper.from_array(value, name))
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -216,7 +217,7 @@ def _golden(name: str) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("case", ["top1", "classes", "two_layers"])
 def test_resnet18_equals_the_python_api_and_pytorch_grad_cam(case: str) -> None:
-    model, x, engine = _resnet18()
+    _, x, engine = _resnet18()
     ref = _golden("gradcam_resnet18.npz")
     layers = [str(v) for v in ref[f"{case}__layers"]]
     classes = ref[f"{case}__classes"] if bool(ref[f"{case}__explicit"]) else None
@@ -244,7 +245,7 @@ def test_every_shared_exportable_method_has_a_golden_case() -> None:
 
 @pytest.mark.parametrize("method", list(SHARED))
 def test_resnet18_methods_equal_pytorch_grad_cam(method: str) -> None:
-    model, x, engine = _resnet18()
+    _, x, engine = _resnet18()
     ref = _golden("methods_resnet18.npz")
     spec = json.loads(str(ref["meta"]))["cases"][SHARED[method]]
     assert not spec["target"] and not spec["options"]
@@ -270,7 +271,8 @@ def test_reach_exports_equal_the_python_api(name: str) -> None:
     proto = export_cam_model(path)
     feeds = {proto.graph.input[0].name: x}
     got = _run(proto, feeds)
-    assert got[CAM_OUTPUT].shape == (len(x), *(x.shape[1:3] if MANIFEST[name]["input_layout"] == "NHWC" else x.shape[2:]))
+    hw = x.shape[1:3] if MANIFEST[name]["input_layout"] == "NHWC" else x.shape[2:]
+    assert got[CAM_OUTPUT].shape == (len(x), *hw)
     assert _err(got[CAM_OUTPUT], _api(path, "gradcam", x)) <= (FP16_ATOL if fp16 else ORT_ATOL)
     plain = _run(onnx.load(path), feeds, "ORT_ENABLE_BASIC")
     basic = _run(proto, feeds, "ORT_ENABLE_BASIC")
@@ -428,7 +430,7 @@ def test_openvino_overlay_is_exact(openvino: ProcessPoolExecutor) -> None:
 
 
 def test_openvino_resnet18_two_layers(openvino: ProcessPoolExecutor) -> None:
-    model, x, engine = _resnet18()
+    _, x, engine = _resnet18()
     layers = [str(v) for v in _golden("gradcam_resnet18.npz")["two_layers__layers"]]
     got = _on_openvino(openvino, _resnet18_export(tuple(layers), "gradcam"), {"input": x})
     assert _err(got[CAM_OUTPUT], camcore.GradCAM(engine, layers)(x)) <= OV_ATOL
