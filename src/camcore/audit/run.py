@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -316,33 +315,55 @@ def _rows(engine: str, worker: AuditWorker, todo: list[Any], store: SampleStore,
             bar.close()
 
 
+def _sanity(table: pa.Table, worker: AuditWorker, dataset: Dataset, task: str) -> dict[str, Any] | None:
+    """The weight-randomisation check (:func:`camcore.audit.analysis.sanity_check`) on the first
+    explained samples (by id), each explaining the class its row explained; None when no sample
+    was explained or the task is not a classifier's."""
+    import numpy as np
+
+    from camcore.audit.analysis import sanity_check
+    from camcore.targets import ClassifierOutputTarget
+
+    if task != "classify":
+        return None
+    ok = table.filter(table.column("error").is_null())
+    if ok.num_rows == 0:
+        return None
+    ok = ok.slice(0, SANITY_SAMPLES)
+    by_id = {s.id: s for s in dataset.samples}
+    prepared = [worker.prepare(by_id[i]) for i in ok.column("id").to_pylist()]
+    keep = [j for j, p in enumerate(prepared) if p.x is not None]
+    if not keep:
+        return None
+    x = np.stack([prepared[j].x for j in keep])  # type: ignore[misc]
+    explained = ok.column("explained_index").to_pylist()
+    targets = [ClassifierOutputTarget(int(explained[j])) for j in keep]
+    return sanity_check(worker.cam, x, targets, n=len(keep))
+
+
 def _analyse(table: pa.Table, worker: AuditWorker, dataset: Dataset, names: list[str] | None, names_source: str,
              provenance: dict[str, Any], model: str, task: str, out_dir: Path) -> dict[str, Any]:  # fmt: skip
-    """summary.json's content. ---- MINIMAL SUMMARY: counts and provenance only, until
-    ``camcore.audit.analysis`` (audit-analysis) lands; then its ``summarize`` replaces it. ----"""
-    errors = table.column("error").null_count
-    counts = {
-        "samples": table.num_rows,
-        "explained": table.num_rows - table.column("map").null_count,
-        "errors": table.num_rows - errors,
-        "labelled": table.num_rows - table.column("label").null_count,
-        "with_region": table.num_rows - table.column("region_area").null_count,
-    }
-    correct = [c for c in table.column("correct").to_pylist() if c is not None]
-    return {
-        "camcore_version": provenance["camcore_version"],
-        "model": {"path": str(Path(model).resolve()), "sha256": provenance["model_sha256"]},
-        "layer": provenance["layer"],
-        "method": provenance["method"],
-        "task": task,
-        "class_names_source": names_source,
-        "class_names": names,
-        "groups": {},
-        "counts": counts,
-        "accuracy": (sum(correct) / len(correct)) if correct else None,
-        "classes": {},
-        "sanity": None,
-        "flags": [],
-        "minimal": True,
-        "cores": os.cpu_count(),
-    }
+    """summary.json's content (:func:`camcore.audit.analysis.summarize`, with the sanity check) and
+    the report (:func:`camcore.audit.report.write_report`), whose path it records."""
+    from camcore.audit.analysis import AuditContext, summarize
+    from camcore.audit.report import write_report
+
+    if names is None:  # indices: as many as the model's outputs, else as the predictions reach
+        count = worker.cam.engine.class_count()
+        if count is None:
+            seen = [i for i in table.column("prediction_index").to_pylist() if i is not None]
+            count = max(seen, default=-1) + 1
+        names = [str(i) for i in range(count)]
+    context = AuditContext(
+        class_names=names,
+        class_names_source=names_source,
+        groups=list(dataset.groups),
+        provenance={k: provenance[k] for k in ("model_sha256", "layer", "method", "camcore_version")},
+        model_path=str(Path(model).resolve()),
+        task=task,
+        sanity=_sanity(table, worker, dataset, task),
+    )
+    summary = summarize(table, context)
+    report = write_report(out_dir / "report.html", table, summary)
+    summary["report"] = str(report)
+    return summary
