@@ -2,8 +2,8 @@
 
 The method table and the list of ops with gradient rules sit between
 ``<!-- registry:NAME -->`` and ``<!-- /registry:NAME -->`` markers; this script
-rewrites them from ``camcore.methods.METHODS``, ``camcore.graph.RULES`` and
-``camcore.metrics.METRICS``.
+rewrites them from ``camcore.methods.METHODS``, ``camcore.graph.RULES``,
+``camcore.metrics.METRICS`` and ``camcore.graph.export_methods.EXPORTABLE``.
 ``--check`` exits 1 when the README is stale (a test runs it).
 
     python tools/update_readme.py [--check]
@@ -31,7 +31,11 @@ def sections() -> dict[str, str]:
     metric_rows = ["| `camcore.metrics` class | kind | better | what it measures |", "|---|---|---|---|"]
     metric_rows += [f"| `{m.name}` | {m.kind} | {m.better} | {m.summary.replace('|', chr(92) + '|')} |"
                     for m in METRICS.values()]  # fmt: skip
-    return {"methods": "\n".join(rows), "ops": f"{len(RULES)} op types: {ops}.", "metrics": "\n".join(metric_rows)}
+    from camcore.graph.export_methods import EXPORTABLE
+
+    exportable = ", ".join(f"`{key}`" for key in EXPORTABLE)
+    return {"methods": "\n".join(rows), "ops": f"{len(RULES)} op types: {ops}.", "metrics": "\n".join(metric_rows),
+            "exportable": f"Exportable methods: {exportable}."}  # fmt: skip
 
 
 def render(text: str) -> str:
