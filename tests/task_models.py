@@ -181,6 +181,33 @@ def segmenter(classes: int = 3, resize: bool = False, seed: int = 0) -> onnx.Mod
     return _model(nodes, {"logits": ["N", classes, side, side]}, w)
 
 
+def segmenter_nhwc(classes: int = 3, softmax: bool = True, seed: int = 0) -> onnx.ModelProto:
+    """A Keras segmenter as tf2onnx writes it: "x" (N, H, W, 3) -> Transpose to NCHW -> Conv 3x3 s2
+    -> Relu -> Conv 3x3 s2 -> Relu -> 1x1 Conv -> Transpose back: (N, H/4, W/4, C) -> Softmax over
+    the classes (with ``softmax``): "probs"."""
+    rng = np.random.default_rng(seed)
+    w = {"w1": rng.standard_normal((6, 3, 3, 3)) * 0.5, "b1": rng.standard_normal(6) * 0.1,
+         "w2": rng.standard_normal((6, 6, 3, 3)) * 0.5, "head": rng.standard_normal((classes, 6, 1, 1))}  # fmt: skip
+    n = helper.make_node
+    last = "t" if softmax else "probs"
+    nodes = [n("Transpose", ["x"], ["xc"], perm=[0, 3, 1, 2]),
+             n("Conv", ["xc", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]), n("Relu", ["c1"], ["feat"]),
+             n("Conv", ["feat", "w2"], ["c2"], strides=[2, 2], pads=[1, 1, 1, 1]), n("Relu", ["c2"], ["feat2"]),
+             n("Conv", ["feat2", "head"], ["logits"]), n("Transpose", ["logits"], [last], perm=[0, 2, 3, 1])]  # fmt: skip
+    if softmax:
+        nodes.append(n("Softmax", ["t"], ["probs"], axis=-1))
+    side = SIZE // 4
+    graph = helper.make_graph(
+        nodes, "segmenter_nhwc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", side, side, classes])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in w.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def head(shape: tuple[int, ...], seed: int = 0) -> onnx.ModelProto:
     """feat -> GlobalAveragePool -> Flatten -> Gemm -> Reshape: "y" (N, *shape) (a regressor for (1,))."""
     rng = np.random.default_rng(seed)

@@ -43,6 +43,8 @@ RULES = [  # outputs, input size, task, layout, explained
     ({"boxes": ("N", 8400, 1, 4), "confs": ("N", 8400, 80)}, (640, 640), "detect", "separate", "confs"),
     ({"boxes": ("N", 4, 8400), "scores": ("N", 80, 8400)}, (640, 640), "detect", "separate", "scores"),
     ({"o": ("N", 21, 128, 128)}, (512, 512), "segment", None, "o"),
+    ({"o": ("N", 128, 128, 21)}, (512, 512), "segment", "channels_last", "o"),  # NHWC: only that reading fits
+    ({"o": ("N", 16, 16, 16)}, (64, 64), "segment", None, "o"),  # both fit, nothing shown: channels first
     ({"o": ("N", 21, 512, 512)}, (512, 512), "segment", None, "o"),
     ({"o": ("N", 21, 2, 2)}, (512, 512), "raw", None, "o"),  # a 256-fold stride: not a segmentation
     ({"o": ("N", 1, 160, 160)}, (640, 640), "raw", None, "o"),  # one channel (an OCR text map)

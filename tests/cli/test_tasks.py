@@ -33,6 +33,7 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     "nms": task_models.nms_included,
     "seg": task_models.segmenter,
     "seg_resized": lambda: task_models.segmenter(resize=True),
+    "seg_nhwc": task_models.segmenter_nhwc,
     "regressor": lambda: task_models.head((1,)),
     "odd": lambda: task_models.head((3, 5)),
 }
@@ -77,6 +78,7 @@ DETECTED = [  # model, task, detected from, layout, explained output, record key
     ("nms", "detect", "(N, 10, 6)", "nms", "dets", {"explained", "detections"}),
     ("seg", "segment", "(N, 3, 4, 4)", None, "logits", {"areas", "explained_class", "explained_fraction"}),
     ("seg_resized", "segment", "(N, 3, 16, 16)", None, "logits", {"areas", "explained_class"}),
+    ("seg_nhwc", "segment", "(N, 4, 4, 3)", "channels_last (N, h, w, C)", "probs", {"areas", "explained_class"}),
     ("regressor", "regress", "(N, 1)", None, "y", {"values", "explained_value"}),
     ("odd", "raw", "(N, 3, 5)", None, "y", {"output_shape", "sum"}),
     ("classifier", "classify", "(N, 5)", None, "logits", {"top_k", "explained_class"}),
@@ -160,6 +162,29 @@ def test_separate_channels_first_scores_explain_the_score_reported(models: dict[
             np.testing.assert_allclose(explained["box"], outputs["boxes"][0].reshape(-1, 4)[i], atol=0.01)
         assert explained["score"] == pytest.approx(float(outputs[out][0][index]))
         np.testing.assert_allclose(np.load(record["map"]), cam(x, [RegressionOutputTarget(index)])[0], atol=1e-5)
+
+
+def test_an_nhwc_segmenter_explains_its_class_pixels(models: dict[str, str], image: str, tmp_path: Path) -> None:
+    """(N, h, w, C) behind a Softmax, read as channels last from the graph (its shape (4, 4, 3)
+    also reads as (C, h, w)): the largest class over its own pixels, on the input's true size."""
+    from camcore.arguments import preprocessing
+    from camcore.cli import _parser
+    from camcore.targets import SemanticSegmentationTarget
+
+    record = _explain(models["seg_nhwc"], image, tmp_path / "o")["images"][0]
+    cam = GradCAM(models["seg_nhwc"], "feat")
+    pre, _ = preprocessing(_parser().parse_args(["explain", "m", "i", "--out", "o"]), cam.engine, models["seg_nhwc"])
+    x = pre(cv2.cvtColor(cv2.imread(image), cv2.COLOR_BGR2RGB), channels="rgb")[None]
+    assert x.shape == (1, 16, 16, 3)
+    probs = cam.engine.outputs_of(cam.engine.feeds(x))[0]  # (4, 4, 3)
+    labels = probs.argmax(-1)
+    cls = int(np.bincount(labels.reshape(-1), minlength=3).argmax())
+    assert record["explained_class"] == cls
+    assert record["explained_fraction"] == pytest.approx(float((labels == cls).mean()))
+    expected = cam(x, [SemanticSegmentationTarget(cls, (labels == cls).astype(np.float32), channels_last=True)])[0]
+    got = np.load(record["map"])
+    assert got.shape == (16, 16)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_detection_box_and_class_choose_the_detection(models: dict[str, str], image: str, tmp_path: Path) -> None:

@@ -14,27 +14,38 @@ from camcore.targets.registry import Target, check_class, register_target
 @register_target()
 @dataclass(frozen=True)
 class SemanticSegmentationTarget(Target):
-    """T = Σ_ij mask_ij · output[category, i, j] for an output (classes, H, W) per image.
+    """T = Σ_ij mask_ij · output[category, i, j] for an output (classes, H, W) per image, or
+    Σ_ij mask_ij · output[i, j, category] for an (H, W, classes) one with ``channels_last``
+    (NHWC segmenters: Keras through tf2onnx).
 
     Example:
         >>> SemanticSegmentationTarget(1, np.ones((4, 4)))(np.ones((3, 4, 4)))
+        16.0
+        >>> SemanticSegmentationTarget(1, np.ones((4, 4)), channels_last=True)(np.ones((4, 4, 3)))
         16.0
     """
 
     category: int
     mask: np.ndarray = field(compare=False)
+    channels_last: bool = False
     linear = True
 
+    def _planes(self, output: np.ndarray) -> np.ndarray:
+        """The output as (classes, H, W) (a view)."""
+        return np.moveaxis(output, -1, 0) if self.channels_last else output
+
     def __call__(self, output: np.ndarray) -> float:
-        return float((output[self.category] * self.mask).sum())
+        return float((self._planes(output)[self.category] * self.mask).sum())
 
     def seed(self, output: np.ndarray) -> np.ndarray:
-        if output.ndim != 3 or output.shape[1:] != np.shape(self.mask):
+        planes = self._planes(output)
+        if output.ndim != 3 or planes.shape[1:] != np.shape(self.mask):
+            kind = "(H, W, classes)" if self.channels_last else "(classes, H, W)"
             raise CamcoreError(f"SemanticSegmentationTarget: mask {np.shape(self.mask)} does not fit an output "
-                               f"(classes, H, W) of shape {output.shape}")  # fmt: skip
-        check_class(self.category, output[:, 0, 0])
+                               f"{kind} of shape {output.shape}")  # fmt: skip
+        check_class(self.category, planes[:, 0, 0])
         s = np.zeros_like(output)
-        s[self.category] = self.mask
+        self._planes(s)[self.category] = self.mask
         return s
 
 

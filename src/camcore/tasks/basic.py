@@ -2,7 +2,10 @@
 ``detect``: the shape rules are tried in that order and ``raw`` takes anything).
 
 * segment: (N, C, h, w), C >= 2, with H/h and W/w in [1, 32] for an input of H x W (any h, w >= 2
-  when the input size is dynamic);
+  when the input size is dynamic); or (N, h, w, C) (Keras through tf2onnx): where the graph
+  shows the output's channels last (:func:`~camcore.graph.layouts.layer_layouts`, through a
+  final Softmax too), where only that reading fits the shape, or, when both fit, where the
+  image input is NHWC;
 * classify: (N, K), K >= 2 or unknown;
 * regress: (N, 1) or (N,): a single value per image (a single logit is read as a value: name
   ``--task classify --target-type binary`` for a binary classifier);
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,15 +43,54 @@ def _named(record: dict[str, Any], cls: int, names: Sequence[str] | None) -> dic
 
 
 # ---------------------------------------------------------------------- segment
+@dataclass(frozen=True)
+class SegmentLayout:
+    """A segmentation output with its classes on the last axis: (N, h, w, C)."""
+
+    channels_last: bool = True
+
+    @property
+    def kind(self) -> str:
+        return "channels_last"
+
+    @property
+    def describe(self) -> str:
+        return "channels_last (N, h, w, C)"
+
+
+def _grid_fits(c: int, h: int, w: int, outputs: Outputs, forced: bool) -> bool:
+    """Whether ``c`` classes over an ``h`` x ``w`` grid read as a segmentation of the input."""
+    if c < (1 if forced else 2):
+        return False
+    if outputs.input_hw is None or forced:
+        return forced or (h >= 2 and w >= 2)
+    ry, rx = outputs.input_hw[0] / h, outputs.input_hw[1] / w
+    return 1 <= ry <= 32 and 1 <= rx <= 32 and 0.5 <= ry / rx <= 2
+
+
 def _match_segment(outputs: Outputs, forced: bool) -> Found | None:
     dims = static(outputs.shape)
-    if dims is None or len(dims) != 3 or dims[0] < (1 if forced else 2):
+    if dims is None or len(dims) != 3:
         return None
-    h, w = dims[1:]
-    if outputs.input_hw is None or forced:
-        return Found(outputs.explained) if forced or (h >= 2 and w >= 2) else None
-    ry, rx = outputs.input_hw[0] / h, outputs.input_hw[1] / w
-    return Found(outputs.explained) if 1 <= ry <= 32 and 1 <= rx <= 32 and 0.5 <= ry / rx <= 2 else None
+    first, last = (_grid_fits(dims[0], dims[1], dims[2], outputs, False),
+                   _grid_fits(dims[2], dims[0], dims[1], outputs, False))  # fmt: skip
+    if forced and not (first or last):  # --task segment: any reading, by what the graph shows
+        first, last = (_grid_fits(dims[0], dims[1], dims[2], outputs, True),
+                       _grid_fits(dims[2], dims[0], dims[1], outputs, True))  # fmt: skip
+    shown = outputs.layouts.get(outputs.explained)
+    if last and (shown == "channels_last" or (shown is None and (not first or outputs.input_nhwc))):
+        return Found(outputs.explained, SegmentLayout())
+    return Found(outputs.explained) if first else None
+
+
+def _planes(choice: TaskChoice, rows: list[np.ndarray]) -> np.ndarray:
+    """The explained output of one image as (C, h, w)."""
+    row = _row(choice, rows)
+    return np.moveaxis(row, -1, 0) if _channels_last(choice) else row
+
+
+def _channels_last(choice: TaskChoice) -> bool:
+    return isinstance(choice.found.layout, SegmentLayout)
 
 
 def region_mask(region: tuple[float, float, float, float] | None, input_hw: tuple[int, int] | None,
@@ -83,13 +126,13 @@ def _segment_pick(choice: TaskChoice, row: np.ndarray) -> tuple[int, np.ndarray]
 
 
 def _segment_target(choice: TaskChoice, rows: list[np.ndarray]) -> Target:
-    cls, mask = _segment_pick(choice, _row(choice, rows))
-    return SemanticSegmentationTarget(cls, mask)
+    cls, mask = _segment_pick(choice, _planes(choice, rows))
+    return SemanticSegmentationTarget(cls, mask, channels_last=_channels_last(choice))
 
 
 def _segment_record(choice: TaskChoice, rows: list[np.ndarray], target: Target | None, k: int,
                     names: Sequence[str] | None) -> dict[str, Any]:  # fmt: skip
-    row = _row(choice, rows)
+    row = _planes(choice, rows)
     cls, mask = _segment_pick(choice, row)
     counts = np.bincount(np.argmax(row, axis=0).reshape(-1), minlength=row.shape[0]) / mask.size
     areas = [_named({"class": int(c), "fraction": round(float(counts[c]), 6)}, int(c), names)
@@ -103,6 +146,8 @@ def _segment_record(choice: TaskChoice, rows: list[np.ndarray], target: Target |
 
 def _segment_check(choice: TaskChoice) -> None:
     dims = static(choice.outputs.shape)
+    if dims is not None and _channels_last(choice):
+        dims = (dims[-1], *dims[:-1])
     region, target = choice.options.region, choice.options.target
     if region is not None:
         if not (region[2] > region[0] and region[3] > region[1]):
@@ -117,7 +162,7 @@ def _segment_check(choice: TaskChoice) -> None:
 register_task(
     Task(
         "segment",
-        "semantic segmentation (N, C, h, w): a class over its pixels (default: the largest class)",
+        "semantic segmentation (N, C, h, w) or (N, h, w, C): a class over its pixels (default: the largest class)",
         _match_segment,
         frozenset({"target", "region"}),
         _segment_target,

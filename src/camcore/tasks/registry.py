@@ -78,6 +78,10 @@ class Outputs:
     classes: int | None = None
     #: ``--detection-layout``, when given
     layout: str | None = None
+    #: the outputs whose channel axis the graph shows: ``channels_first`` or ``channels_last``
+    layouts: dict[str, str] = field(default_factory=dict)
+    #: the image input is NHWC
+    input_nhwc: bool = False
 
     @property
     def shape(self) -> Shape | None:
@@ -207,6 +211,29 @@ class TaskChoice:
         return out
 
 
+def _output_layouts(engine: Engine) -> dict[str, str]:
+    """The channel axis the graph shows for each output (:meth:`Engine.layer_layout`), read
+    through a final ``Softmax``/``LogSoftmax`` over the last axis, which keeps the axes."""
+    if not hasattr(engine, "layer_layout"):
+        return {}
+    producers = {o: node for node in engine.model.graph.node for o in node.output}
+    found: dict[str, str] = {}
+    for name in engine.output_names:
+        tensor, layout = name, engine.layer_layout(name)
+        while layout is None and tensor in producers and producers[tensor].op_type in ("Softmax", "LogSoftmax"):
+            node = producers[tensor]
+            opset = next((o.version for o in engine.model.opset_import if o.domain in ("", "ai.onnx")), 13)
+            axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
+            shape = engine.info[tensor].shape if tensor in engine.info else None
+            if shape is None or axis % len(shape) != len(shape) - 1:
+                break
+            tensor = node.input[0]
+            layout = engine.layer_layout(tensor)
+        if layout is not None:
+            found[name] = layout.kind
+    return found
+
+
 def choose_task(engine: Engine, name: str | None, options: TaskOptions, *, explicit_output: bool = False,
                 input_hw: tuple[int, int] | None = None, shapes: dict[str, Shape | None] | None = None,
                 class_count: int | None = None) -> TaskChoice:  # fmt: skip
@@ -228,7 +255,8 @@ def choose_task(engine: Engine, name: str | None, options: TaskOptions, *, expli
     ints = frozenset(n for n in engine.output_names if n in engine.info and engine.info[n].elem_type in
                      (onnx.TensorProto.INT64, onnx.TensorProto.INT32))  # fmt: skip
     outputs = Outputs({**declared, **(shapes or {})}, engine.output, explicit_output, input_hw, ints, class_count,
-                      options.layout)  # fmt: skip
+                      options.layout, _output_layouts(engine), getattr(engine, "input_layout", "NCHW") == "NHWC")
+
     tt = options.target_type
     if name is not None:
         if name not in TASKS:
