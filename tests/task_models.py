@@ -193,7 +193,8 @@ def segmenter_nhwc(classes: int = 3, softmax: bool = True, seed: int = 0) -> onn
     nodes = [n("Transpose", ["x"], ["xc"], perm=[0, 3, 1, 2]),
              n("Conv", ["xc", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]), n("Relu", ["c1"], ["feat"]),
              n("Conv", ["feat", "w2"], ["c2"], strides=[2, 2], pads=[1, 1, 1, 1]), n("Relu", ["c2"], ["feat2"]),
-             n("Conv", ["feat2", "head"], ["logits"]), n("Transpose", ["logits"], [last], perm=[0, 2, 3, 1])]  # fmt: skip
+             n("Conv", ["feat2", "head"], ["logits"]),
+             n("Transpose", ["logits"], [last], perm=[0, 2, 3, 1])]  # fmt: skip
     if softmax:
         nodes.append(n("Softmax", ["t"], ["probs"], axis=-1))
     side = SIZE // 4
