@@ -214,7 +214,8 @@ def _box(path: Path, i: int, row: dict[str, Any], columns: list[str]) -> Box | N
 def _manifest_samples(path: Path, rows: list[dict[str, Any]], columns: list[str], groups: tuple[str, ...]) -> list[
         Sample]:  # fmt: skip
     if "path" not in columns:
-        close = difflib.get_close_matches("path", columns, n=1, cutoff=0.5)
+        usual = {"path", "file", "filename", "file_name", "filepath", "image", "image_path", "img", "img_path"}
+        close = [c for c in columns if c.lower() in usual] or difflib.get_close_matches("path", columns, cutoff=0.5)
         hint = f" (is {close[0]!r} it? rename it to 'path')" if close else ""
         raise CamcoreError(f"manifest {str(path)!r} has no 'path' column{hint}; its columns: {', '.join(columns)}")
     for g in groups:
