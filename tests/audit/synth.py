@@ -25,7 +25,7 @@ SPOT = (10.0, 10.0)  # where the planted mark's maps peak, px
 PROVENANCE = {"model_sha256": "0" * 64, "layer": "conv", "method": "gradcam", "camcore_version": "test"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Spec:
     """What to plant. ``shortcut``: the class whose maps go to the spot for a share ``shortcut_rate``
     of its samples; ``marked_rate``: the share of other classes' samples carrying the mark (predicted

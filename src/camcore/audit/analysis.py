@@ -212,9 +212,9 @@ def _maps(table: pa.Table, ok: np.ndarray) -> np.ndarray:
     lengths = np.diff(offsets)
     uniform = ok & (h == MAP_SIDE) & (w == MAP_SIDE) & (lengths == MAP_SIDE * MAP_SIDE)
     if uniform.any():
-        idx = np.nonzero(uniform)[0]
-        gather = offsets[idx][:, None] + np.arange(MAP_SIDE * MAP_SIDE)[None, :]
-        out[idx] = values[gather].reshape(-1, MAP_SIDE, MAP_SIDE).astype(np.float32) / 255.0
+        part = arr if uniform.all() else arr.filter(pa.array(uniform))
+        flat = part.flatten().to_numpy(zero_copy_only=False)
+        out[uniform] = flat.reshape(-1, MAP_SIDE, MAP_SIDE).astype(np.float32) / np.float32(255.0)
     for i in np.nonzero(ok & ~uniform)[0]:
         hh, ww = int(h[i]), int(w[i])
         if hh * ww != lengths[i] or hh <= 0 or ww <= 0:
@@ -344,9 +344,10 @@ def _top(ids: np.ndarray, score: np.ndarray, count: int) -> list[str]:
     return [str(ids[i]) for i in order]
 
 
-def _clusters(rows: Rows, idx: np.ndarray, name: str, ctx: AuditContext) -> tuple[list[dict[str, Any]], Any]:
+def _clusters(
+    rows: Rows, idx: np.ndarray, feats: np.ndarray, name: str, ctx: AuditContext
+) -> tuple[list[dict[str, Any]], Any]:
     rules = ctx.rules
-    feats = map_features(rows.maps[idx], rules.cluster_grid)
     clustering = spectral_clusters(
         feats,
         seed=_seed(ctx.seed, "cluster", name),
@@ -414,7 +415,7 @@ def _cluster_flags(
     peak x, y and the other classes' (the reference)."""
     flags = []
     for c in clusters:
-        test = c.pop("_test")
+        test = c["_test"]
         if c["size"] < rules.min_cluster_size or c["share"] < rules.min_cluster_share:
             continue
         main = c["share"] >= 0.5
@@ -506,16 +507,19 @@ def _class_summary(rows: Rows, name: str, ctx: AuditContext) -> tuple[dict[str, 
                 "region_energy_mean": _num(test["region_energy_mean"]),
             }
         )
-    clusters, info = _clusters(rows, idx, name, ctx) if len(idx) else ([], {"k": 0})
+    feats = map_features(rows.maps[idx], rules.cluster_grid)
+    clusters, info = _clusters(rows, idx, feats, name, ctx) if len(idx) else ([], {"k": 0})
     others = rows.ok & (rows.explained != name)
     peaks = (rows.peak_x[idx], rows.peak_y[idx], rows.peak_x[others], rows.peak_y[others])
-    flags += _cluster_flags(name, clusters, class_off, peaks, rules)
+    if len(idx) >= rules.min_samples:  # too few maps: no cluster judged a shortcut
+        flags += _cluster_flags(name, clusters, class_off, peaks, rules)
+    for c in clusters:
+        c.pop("_test", None)
     maps_here = rows.maps[idx]
     mean = np.asarray(_mean_map(maps_here), np.float64)
     ids = rows.ids[idx]
     correct = rows.correct[idx]
     conf = np.nan_to_num(rows.confidence[idx], nan=-1.0)
-    feats = map_features(maps_here, rules.cluster_grid)
     centre = feats.mean(axis=0) if len(feats) else feats
     atypical = ((feats - centre) ** 2).sum(axis=1) if len(feats) else np.zeros(0)
     right, wrong = correct == 1, correct == 0

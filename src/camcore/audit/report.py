@@ -103,10 +103,7 @@ class _Pictures:
         cam = self.rows.maps[i]
         img = self.image(i)
         missing = img is None
-        if img is None:
-            pic = colorize(cv2.resize(cam, (self.thumb, self.thumb)), "jet")
-        else:
-            pic = overlay(img, cam, 0.45)
+        pic = colorize(cv2.resize(cam, (self.thumb, self.thumb)), "jet") if img is None else overlay(img, cam, 0.45)
         rows = self.rows
         return {
             "src": _jpeg(pic),
@@ -176,8 +173,12 @@ def _evidence(flag: Mapping[str, Any]) -> list[tuple[str, str]]:
 def _class_order(summary: Mapping[str, Any]) -> list[str]:
     flagged = [f.get("class") for f in summary.get("flags", []) if f.get("class") is not None]
     classes = summary.get("classes", {})
-    rest = sorted((c for c in classes if c not in flagged), key=lambda c: (classes[c].get("accuracy") is None,
-                                                                           classes[c].get("accuracy") or 0.0))  # fmt: skip
+
+    def worst_first(c: str) -> tuple[bool, float]:
+        acc = classes[c].get("accuracy")
+        return (acc is None, acc or 0.0)
+
+    rest = sorted((c for c in classes if c not in flagged), key=worst_first)
     return list(dict.fromkeys([c for c in flagged if c in classes] + rest))
 
 

@@ -122,13 +122,19 @@ class GroupTest:
     p: float
 
 
-def _within_strata(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random permutation of 0..N-1 that maps every position to one of the same stratum."""
-    base = np.argsort(strata, kind="stable")
-    shuffled = np.lexsort((rng.random(len(strata)), strata))
-    perm = np.empty(len(strata), np.int64)
-    perm[base] = shuffled
+def _within_strata(blocks: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random permutation of 0..n-1 that maps every position to one of the same block (stratum)."""
+    perm = np.empty(n, np.int64)
+    for block in blocks:
+        perm[block] = block[rng.permutation(len(block))]
     return perm
+
+
+def _blocks(strata: np.ndarray) -> list[np.ndarray]:
+    """The row indices of each stratum."""
+    order = np.argsort(strata, kind="stable")
+    cuts = np.nonzero(np.diff(strata[order]))[0] + 1
+    return np.split(order, cuts)
 
 
 def permutation_test_groups(
@@ -172,8 +178,9 @@ def permutation_test_groups(
 
     observed = diffs(shift)
     exceed = np.zeros_like(observed)
+    blocks = _blocks(strata)
     for _ in range(n_permutations):
-        perm = _within_strata(strata, rng)
+        perm = _within_strata(blocks, len(strata), rng)
         exceed += np.abs(diffs(shift[perm])) >= np.abs(observed) - 1e-12
     results = []
     for i, k in enumerate(names):

@@ -60,6 +60,8 @@ def map_features(maps: np.ndarray, grid: int = 16) -> np.ndarray:
     h, w = maps.shape[1:3]
     if (h, w) == (grid, grid):
         small = maps.astype(np.float32)
+    elif h % grid == 0 and w % grid == 0:  # INTER_AREA at an integer factor: the block means
+        small = maps.reshape(n, grid, h // grid, grid, w // grid).mean(axis=(2, 4), dtype=np.float32)
     else:
         small = np.stack([cv2.resize(m.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA) for m in maps])
     flat = small.reshape(n, -1).astype(np.float64)

@@ -1,0 +1,166 @@
+"""The audit's analysis: the flag rules on synthetic tables (scenes of camcore.scenes, maps
+synthesised: object-centred for clean samples, a fixed corner spot for a planted shortcut),
+determinism, the statistics helpers against scipy, and the sanity check on the demo model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from functools import cache
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from camcore.audit.analysis import SHORTCUT_KINDS, AuditContext, Rules, peak_dispersion, summarize
+from camcore.audit.significance import benjamini_hochberg, binomial_upper_tail, cohens_h, one_sided_below
+from camcore.audit.spectral import map_features, spectral_clusters
+from camcore.scenes import CLASS_NAMES
+from tests.audit.synth import Spec, make_table
+
+CTX = AuditContext(class_names=list(CLASS_NAMES), class_names_source="labels", groups=["site", "camera"])
+
+
+@cache
+def _summary(spec: Spec) -> dict:
+    return summarize(make_table(spec), CTX)
+
+
+def _kinds(summary: dict, kinds: tuple[str, ...] = SHORTCUT_KINDS) -> list[tuple[str, str | None]]:
+    return [(f["kind"], f.get("class")) for f in summary["flags"] if f["kind"] in kinds]
+
+
+CLEAN = Spec(n=500, seed=1)
+SHORTCUT = Spec(n=500, seed=2, shortcut="star", shortcut_rate=0.6, marked_rate=0.08)
+
+
+def test_clean_data_raises_no_flag() -> None:
+    s = _summary(CLEAN)
+    assert s["flags"] == [], s["flags"]
+    assert s["counts"] == {"samples": 500, "explained": 500, "errors": 0, "labelled": 500, "with_region": 500}
+    for name, c in s["classes"].items():
+        assert c["region_energy_mean"] > 2 * c["region_area_mean"], name  # the maps sit on the objects
+        assert len(c["clusters"]) == 1, name  # objects anywhere: one strategy, not arbitrary cuts
+
+
+def test_clean_data_without_regions_raises_no_flag() -> None:
+    assert _summary(replace(CLEAN, regions=False))["flags"] == []
+
+
+def test_planted_shortcut_is_flagged_and_only_there() -> None:
+    s = _summary(SHORTCUT)
+    flagged = _kinds(s)
+    assert flagged and {c for _, c in flagged} == {"star"}, flagged
+    cluster = next(f for f in s["flags"] if f["kind"] == "cluster")
+    assert cluster["region_energy_mean"] < cluster["bound"]
+    assert cluster["peak"][0] < 0.2 and cluster["peak"][1] < 0.2  # the spot, top-left
+    star = s["classes"]["star"]
+    assert len(star["clusters"]) == 2
+    assert star["clusters"][cluster["cluster"]]["peak_dispersion"] < 0.05
+
+
+def test_shortcut_as_the_main_behaviour_is_off_object() -> None:
+    s = _summary(replace(SHORTCUT, shortcut_rate=1.0, marked_rate=0.0))
+    assert ("off_object", "star") in _kinds(s)
+    assert {c for _, c in _kinds(s)} == {"star"}
+
+
+def test_shortcut_without_regions_is_a_fixed_spot() -> None:
+    s = _summary(replace(SHORTCUT, regions=False, marked_rate=0.0, shortcut_rate=0.4))
+    flags = [f for f in s["flags"] if f["kind"] in SHORTCUT_KINDS]
+    assert [(f["kind"], f["class"], f["reason"]) for f in flags] == [("cluster", "star", "fixed_spot")]
+    assert flags[0]["spot"]["enrichment"] >= 3
+
+
+def test_subgroup_that_behaves_differently_is_flagged_and_the_control_is_not() -> None:
+    s = _summary(Spec(n=500, seed=3, site_b_error=0.25))
+    groups = [(f["column"], f["value"]) for f in s["flags"] if f["kind"] == "group"]
+    assert len(groups) == 1 and groups[0][0] == "site", s["flags"]
+    assert "camera" not in {c for c, _ in groups}
+    assert not _kinds(s)
+    test = s["groups"]["site"][groups[0][1]]["tests"]["accuracy"]
+    assert test["significant"] and test["p_adjusted"] < 0.05 and abs(test["effect_size"]) >= 0.2
+
+
+def test_thin_data_is_not_flagged_but_said() -> None:
+    s = _summary(Spec(n=60, seed=4, shortcut="star", shortcut_rate=1.0))
+    assert s["classes"]["star"]["samples"] < 20
+    assert not _kinds(s)
+    thin = [f for f in s["flags"] if f["kind"] == "thin_data"]
+    assert [f["class"] for f in thin] == ["star"] and thin[0]["needed"] == 20
+
+
+def test_summary_is_deterministic_and_json() -> None:
+    table = make_table(Spec(n=200, seed=5, shortcut="star", site_b_error=0.3))
+    a, b = summarize(table, CTX), summarize(table, CTX)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    other = summarize(table, replace(CTX, seed=7))
+    assert [f["kind"] for f in other["flags"]] == [f["kind"] for f in a["flags"]]
+
+
+def test_failed_rows_are_counted_not_analysed() -> None:
+    table = make_table(Spec(n=120, seed=6))
+    error = pa.array(["cannot read"] * 5 + [None] * 115, pa.string())
+    maps = table.column("map").to_pylist()
+    maps = pa.array([None] * 5 + maps[5:], table.schema.field("map").type)
+    table = table.set_column(table.schema.get_field_index("error"), "error", error)
+    table = table.set_column(table.schema.get_field_index("map"), "map", maps)
+    s = summarize(table, CTX)
+    assert s["counts"]["errors"] == 5 and s["counts"]["explained"] == 115
+    assert sum(c["samples"] for c in s["classes"].values()) == 115
+
+
+def test_rules_are_reported() -> None:
+    s = summarize(make_table(Spec(n=40, seed=7)), replace(CTX, rules=Rules(lift=3.0)))
+    assert s["rules"]["lift"] == 3.0 and s["rules"]["min_samples"] == 20
+
+
+# --------------------------------------------------------------------------- the helpers
+def test_spectral_separates_strategies_and_keeps_a_continuum_whole() -> None:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32]
+
+    def blob(x: float, y: float) -> np.ndarray:
+        return np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 18.0) + rng.random((32, 32)) * 0.1
+
+    spot = [blob(4 + rng.normal(0, 0.5), 4 + rng.normal(0, 0.5)) for _ in range(40)]
+    anywhere = [blob(*rng.uniform(6, 28, 2)) for _ in range(60)]
+    two = spectral_clusters(map_features(np.asarray(spot + anywhere)))
+    assert two.k == 2 and np.bincount(two.labels).tolist() == [60, 40]
+    assert len(set(two.labels[:40])) == 1
+    assert spectral_clusters(map_features(np.asarray(anywhere))).k == 1
+    assert spectral_clusters(map_features(np.asarray(spot[:10]))).k == 1  # too few to split
+
+
+def test_statistics_agree_with_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    p = np.array([0.001, 0.04, 0.03, 0.2, 0.5, 0.012])
+    np.testing.assert_allclose(benjamini_hochberg(p), stats.false_discovery_control(p), rtol=1e-12)
+    for k, n, q in [(3, 10, 0.1), (40, 100, 0.3), (1, 5000, 1e-4), (77, 136, 0.01)]:
+        assert binomial_upper_tail(k, n, q) == pytest.approx(stats.binom.sf(k - 1, n, q), rel=1e-8)
+    x = np.random.default_rng(1).normal(0.1, 0.2, 50)
+    assert one_sided_below(x, 0.2) == pytest.approx(stats.norm.cdf((x.mean() - 0.2) / (x.std(ddof=1) / np.sqrt(50))))
+    assert cohens_h(0.5, 0.5) == 0.0
+
+
+def test_peak_dispersion_of_a_spot_and_of_uniform_peaks() -> None:
+    rng = np.random.default_rng(2)
+    assert peak_dispersion(np.full(20, 0.1), np.full(20, 0.1)) == 0.0
+    assert peak_dispersion(*rng.random((2, 5000))) == pytest.approx(0.27, abs=0.02)
+
+
+def test_sanity_check_on_the_demo_model() -> None:
+    import camcore
+    from camcore.audit.sanity import sanity_check
+    from camcore.demo import DEMO_MODEL, load_demo_meta, preprocess
+    from camcore.scenes import generate_batch
+
+    meta = load_demo_meta()
+    x = preprocess(np.stack([s.image for s in generate_batch(8, 99)]), meta)
+    result = sanity_check(camcore.GradCAM(str(DEMO_MODEL), meta["target_layer"]), x)
+    assert result["samples"] == 8 and result["repeats"] == 3 and result["passed"] is True
+    assert result["spearman_mean"] < 0.5 and result["randomised_initializers"] > 0
+    assert not [f for f in summarize(make_table(Spec(n=30)), replace(CTX, sanity=result))["flags"]]
+    failed = {**result, "passed": False, "spearman_mean": 0.93}
+    flags = summarize(make_table(Spec(n=30)), replace(CTX, sanity=failed))["flags"]
+    assert [f["kind"] for f in flags] == ["sanity"]
