@@ -68,8 +68,11 @@ strided (float[N, 3, 12, 12] x) => (float[N, 5] logits) <float[4, 3, 3, 3] w, fl
 
 
 @cache
-def strided_model() -> onnx.ModelProto:
-    model = onnx.parser.parse_model(STRIDED)
+def strided_model(curved: bool = False) -> onnx.ModelProto:
+    """The STRIDED model; ``curved`` adds a Tanh after the layer, so that H·A (ShapleyCAM) is not 0."""
+    bent = "bent = Tanh (feat)\n    pooled = GlobalAveragePool (bent)"
+    text = STRIDED.replace("pooled = GlobalAveragePool (feat)", bent)
+    model = onnx.parser.parse_model(text if curved else STRIDED)
     rng = np.random.default_rng(3)
     shapes = {"w": (4, 3, 3, 3), "bias": (4,), "fc": (5, 4), "fc_b": (5,)}
     for name, shape in shapes.items():
@@ -184,6 +187,13 @@ def test_optional_class_is_an_overridable_default_and_required_a_plain_input() -
     x = _x((2, 3, 12, 12), 2)
     got = _run(required, {"x": x, CLASS_INPUT: np.array([-1], np.int64)})[CAM_OUTPUT]
     np.testing.assert_array_equal(got, optional.run([CAM_OUTPUT], {"x": x})[0])
+
+
+def test_shapleycam_takes_the_hessian_term_where_the_head_is_curved() -> None:
+    model, x = strided_model(curved=True), _x((2, 3, 12, 12), 12)
+    got = _run(export_cam_model(model, layers=["feat"], method="shapleycam"), {"x": x})[CAM_OUTPUT]
+    assert _err(got, _api(model, "shapleycam", x, layers=["feat"])) <= ORT_ATOL
+    assert float(np.abs(got - _api(model, "gradcam", x, layers=["feat"])).max()) > 1e-3  # H·A is not 0 here
 
 
 def test_dynamic_spatial_size_and_size_fixing_it() -> None:
