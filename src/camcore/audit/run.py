@@ -203,7 +203,6 @@ def run(
                               nchw=nhwc is False)  # fmt: skip
     pre, pre_note = preprocessing(options, cam.engine, model)  # type: ignore[arg-type]
     cam, choice = _task(cam, task, output is not None, pre, build)
-    say(pre_note)
     outputs = cam.engine.class_count() if choice.task.name == "classify" else None
     metadata = read_model_metadata(cam.engine.model, model).class_names
     names, names_source = resolve_class_names(given, metadata, dataset.labels, outputs)
@@ -241,7 +240,8 @@ def run(
     worker = AuditWorker(config)
 
     t0 = time.perf_counter()
-    with SampleStore(out_dir, worker.schema, restart=restart) as store:
+    with SampleStore(out_dir, worker.schema, restart=restart) as store:  # the last check: now the work starts
+        say(pre_note)
         done = store.done_ids()
         todo = [s for s in dataset.samples if s.id not in done]
         if done:
