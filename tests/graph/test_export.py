@@ -207,6 +207,17 @@ def test_dynamic_spatial_size_and_size_fixing_it() -> None:
     assert dims[1:] == [12, 10]
 
 
+@pytest.mark.parametrize("opset", [11, 13, 18, 21])
+def test_opsets(opset: int) -> None:
+    """Resize, reductions with axes as attributes (< 18) or inputs, Clip with inputs: from opset 11 on."""
+    model, _ = tiny_classifier(opset=opset, dynamic_spatial=True)
+    proto = export_cam_model(model, method="gradcam++", overlay=True)
+    assert proto.opset_import[0].version == opset
+    x, image = _x((2, 3, 9, 7), 13), np.zeros((2, 9, 7, 3), np.uint8)
+    got = _run(proto, {"x": x, IMAGE_INPUT: image})
+    assert _err(got[CAM_OUTPUT], _api(model, "gradcam++", x)) <= ORT_ATOL
+
+
 def test_fem_needs_no_gradient_graph_and_no_class() -> None:
     proto = export_cam_model(strided_model(), method="fem")
     assert CLASS_INPUT not in {i.name for i in proto.graph.input}

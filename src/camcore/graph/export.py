@@ -57,7 +57,15 @@ from camcore.graph.layouts import image_input, image_layout, layer_layouts
 from camcore.graph.shapes import TensorInfo
 from camcore.maps import token_grid
 
-__all__ = ["CAM_OUTPUT", "CLASS_INPUT", "EXPORTABLE", "IMAGE_INPUT", "OVERLAY_OUTPUT", "export_cam_model"]
+__all__ = [
+    "CAM_OUTPUT",
+    "CLASS_INPUT",
+    "EXPORTABLE",
+    "IMAGE_INPUT",
+    "OVERLAY_OUTPUT",
+    "export_cam_model",
+    "exported_names",
+]
 
 CAM_OUTPUT, OVERLAY_OUTPUT, CLASS_INPUT, IMAGE_INPUT = "cam", "overlay", "class", "image"
 ClassInput = Literal["optional", "required"]
