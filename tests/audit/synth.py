@@ -28,7 +28,7 @@ PROVENANCE = {"model_sha256": "0" * 64, "layer": "conv", "method": "gradcam", "c
 @dataclass(frozen=True)
 class Spec:
     """What to plant. ``shortcut``: the class whose maps go to the spot for a share ``shortcut_rate``
-    of its samples; ``marked_rate``: the share of other classes' samples carrying the mark (predicted
+    of its samples (``aligned``: every class's maps on the centre); ``marked_rate``: the share of other classes' samples carrying the mark (predicted
     as the shortcut class, maps on the spot). ``site_b_error``: the error rate of group site=B
     (site A errs at ``base_error``)."""
 
@@ -41,6 +41,8 @@ class Spec:
     site_b_error: float = 0.02
     regions: bool = True
     noise: float = 0.15
+    #: every map on the image centre (+-2 px), whatever the class: an aligned dataset (faces, scans)
+    aligned: bool = False
 
 
 def _gauss(cx: float, cy: float, sigma: float, size: int = SIZE) -> np.ndarray:
@@ -83,7 +85,9 @@ def make_table(spec: Spec, image_dir: Path | None = None) -> pa.Table:
         err = spec.site_b_error if site == "B" else spec.base_error
         if pred == label and rng.random() < err:
             pred = names[(names.index(label) + 1 + int(rng.integers(len(names) - 1))) % len(names)]
-        if on_spot:
+        if spec.aligned:
+            m = _gauss(SIZE / 2 + rng.uniform(-2, 2), SIZE / 2 + rng.uniform(-2, 2), 8.0)
+        elif on_spot:
             jx, jy = rng.uniform(-2, 2, 2)
             m = _gauss(SPOT[0] + jx, SPOT[1] + jy, 5.0)
         else:

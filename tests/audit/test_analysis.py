@@ -164,3 +164,30 @@ def test_sanity_check_on_the_demo_model() -> None:
     failed = {**result, "passed": False, "spearman_mean": 0.93}
     flags = summarize(make_table(Spec(n=30)), replace(CTX, sanity=failed))["flags"]
     assert [f["kind"] for f in flags] == ["sanity"]
+
+
+def test_a_group_differing_only_by_its_class_mix_is_not_flagged() -> None:
+    """Value "V" holds every circle (a class the model gets wrong 40% of the time) and 10% of the
+    rest at random: its accuracy is lower, but not within any class. Permuting within classes
+    sees that; a plain permutation test would flag it."""
+    table = make_table(Spec(n=500, seed=11, base_error=0.0, site_b_error=0.0))
+    rng = np.random.default_rng(0)
+    labels = table.column("label").to_pylist()
+    circle = np.asarray([v == "circle" for v in labels])
+    wrong = circle & (rng.random(len(labels)) < 0.4)
+    correct = pa.array(~wrong)
+    ward = pa.array(np.where(circle | (rng.random(len(labels)) < 0.1), "V", "W"))
+    table = table.set_column(table.schema.get_field_index("correct"), "correct", correct)
+    table = table.set_column(table.schema.get_field_index("camera"), "camera", ward)
+    s = summarize(table, CTX)
+    accuracy = s["groups"]["camera"]["V"]["accuracy"], s["groups"]["camera"]["W"]["accuracy"]
+    assert accuracy[0] < accuracy[1] - 0.15
+    assert not [f for f in s["flags"] if f["kind"] == "group"], s["flags"]
+
+
+def test_an_aligned_dataset_has_no_shortcut() -> None:
+    """Every class's maps on one spot (as in aligned faces or scans), no regions: the spot is no
+    shortcut of any class, since the other classes peak there as often."""
+    s = _summary(Spec(n=300, seed=12, regions=False, aligned=True))
+    assert not _kinds(s), s["flags"]
+    assert all(c["peak_dispersion"] < 0.05 for c in s["classes"].values())
