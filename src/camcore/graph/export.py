@@ -125,35 +125,24 @@ def export_cam_model(
         >>> [o.name for o in proto.graph.output]                                       # doctest: +SKIP
         ['logits', 'cam', 'overlay']
     """
-    from camcore.methods import METHODS
-
     spec = exportable_method(method)
     table = _overlay_table(colormap, alpha) if overlay else None
     if class_input not in ("optional", "required"):
         raise CamcoreError(f"class_input must be 'optional' or 'required', not {class_input!r}")
+    path = None if out is None else _out_path(out, model)
     proto, info = prepare_model(model)
     image = _image(proto, info, size)
     if size is not None:
-        proto, info = prepare_model(proto, {image.name: _sized(info[image.name], image.layout, size)})
+        proto, info = prepare_model(proto, {image.name: _sized(image.layout, size)})
         image = _image(proto, info, None)
     _refuse_taken(proto, overlay)
     explained = explained_output(proto, output)
     targets = resolve_target_layers(proto, info, explained, layers)
-    kinds = layer_layouts(proto, info)
     tensors, graph_model = _run_graph(proto, info, explained, targets, spec, class_input)
     b = GraphBuilder(model_opset(graph_model), _taken(graph_model), prefix="camcore_cam")
-    maps = []
-    for target in targets:
-        ti, kind = info.get(target, TensorInfo(FLOAT, None)), kinds.get(target)
-        act, grad, hvp = tensors[target]
-        arranged = LayerTensors(
-            _arrange(b, act, target, ti, kind, image),
-            None if grad is None else _arrange(b, grad, target, ti, kind, image),
-            None if hvp is None else _arrange(b, hvp, target, ti, kind, image),
-        )
-        raw = spec.fn(b, arranged)
-        layer_map = b.ReduceSum(raw, [1], keepdims=False) if METHODS[spec.key].output == "channels" else raw
-        maps.append(_layer_final(b, layer_map, _grid(ti, kind, image), image))
+    kinds = layer_layouts(proto, info)
+    maps = [_layer_map(b, spec, tensors[t], t, info.get(t, TensorInfo(FLOAT, None)), kinds.get(t), image)
+            for t in targets]  # fmt: skip
     cam = _scale(b, maps[0] if len(maps) == 1 else _mean(b, maps))
     b.nodes.append(helper.make_node("Identity", [cam], [CAM_OUTPUT], name=b.fresh("cam")))
     graph = graph_model.graph
@@ -173,8 +162,8 @@ def export_cam_model(
     )
     if graph_model.ByteSize() < _MAX_PROTO_BYTES:
         onnx.checker.check_model(graph_model)
-    if out is not None:
-        _write(graph_model, out, model)
+    if path is not None:
+        _write(graph_model, path)
     return graph_model
 
 
@@ -186,13 +175,15 @@ def _image(proto: onnx.ModelProto, info: dict[str, TensorInfo], size: tuple[int,
         shape = None if ti is None or ti.shape is None else list(ti.shape)
         raise CamcoreError(f"export needs a 4-D image input as the model's first input; it has {name!r} {shape}")
     if size is not None and not (
-        len(size) == 2 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size)
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size)
     ):
         raise CamcoreError(f"size must be (height, width) with positive integers, got {size!r}")
     return _Image(name, image_layout(proto, info, name), input_size(proto, info))
 
 
-def _sized(ti: TensorInfo, layout: str, size: tuple[int, int]) -> list[int | str | None]:
+def _sized(layout: str, size: tuple[int, int]) -> list[int | str | None]:
     """The image input's shape with ``size`` as its spatial dims (the rest kept)."""
     h, w = int(size[0]), int(size[1])
     return [None, h, w, None] if layout == "NHWC" else [None, None, h, w]
@@ -343,6 +334,29 @@ def _input_hw(b: GraphBuilder, image: _Image) -> str:
     return b.Slice(b.Shape(image.name), [start], [start + 2], [0])
 
 
+def _layer_map(
+    b: GraphBuilder,
+    spec: Exportable,
+    tensors: tuple[str, str | None, str | None],
+    target: str,
+    ti: TensorInfo,
+    kind: str | None,
+    image: _Image,
+) -> str:
+    """One layer's :math:`\\max(R\\,s(\\max(M, 0)), 0)` at the input's size, M from the method's weights."""
+    from camcore.methods import METHODS
+
+    act, grad, hvp = tensors
+    arranged = LayerTensors(
+        _arrange(b, act, target, ti, kind, image),
+        None if grad is None else _arrange(b, grad, target, ti, kind, image),
+        None if hvp is None else _arrange(b, hvp, target, ti, kind, image),
+    )
+    raw = spec.fn(b, arranged)
+    layer_map = b.ReduceSum(raw, [1], keepdims=False) if METHODS[spec.key].output == "channels" else raw
+    return _layer_final(b, layer_map, _grid(ti, kind, image), image)
+
+
 def _layer_final(b: GraphBuilder, m: str, grid: tuple[int, int] | None, image: _Image) -> str:
     """:math:`\\max(R\\,s(\\max(M, 0)), 0)`: one layer's map at the input's size (``R`` skipped
     where the grid already has it, as :func:`camcore.maps.scale_cam_image` does)."""
@@ -405,11 +419,16 @@ def _append_overlay(b: GraphBuilder, cam: str, table: _OverlayTable) -> None:
 
 
 # ---------------------------------------------------------------------- writing
-def _write(proto: onnx.ModelProto, out: str | Path, model: str | Path | onnx.ModelProto) -> None:
-    from camcore.files import atomic_write, output_file
+def _out_path(out: str | Path, model: str | Path | onnx.ModelProto) -> Path:
+    """``out`` checked before any work: not the input, its folder writable."""
+    from camcore.files import output_file
 
-    sources: Sequence[str | Path] = [model] if isinstance(model, (str, Path)) else []
-    path = output_file(out, sources, "out")
+    return output_file(out, [model] if isinstance(model, (str, Path)) else [], "out")
+
+
+def _write(proto: onnx.ModelProto, path: Path) -> None:
+    from camcore.files import atomic_write
+
     big = proto.ByteSize() > _MAX_PROTO_BYTES
 
     def write(tmp: Path) -> None:
