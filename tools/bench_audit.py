@@ -15,6 +15,7 @@ printed, with the configuration. Goal (issue 10): ratio >= 0.85.
 Usage:
     python tools/bench_audit.py                      # the demo model on 1024 generated scenes
     python tools/bench_audit.py --images 2048 --repeats 7 --batch-size 32
+    python tools/bench_audit.py --model resnet18.onnx --image-size 224 --images 128   # a real-size CNN
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ import cv2
 import numpy as np
 
 
-def make_dataset(folder: Path, n: int, seed: int, size: int) -> Path:
-    """``n`` generated scenes as PNGs under class folders, and a manifest with their boxes."""
+def make_dataset(folder: Path, n: int, seed: int, size: int, labels: bool = True) -> Path:
+    """``n`` generated scenes as PNGs under class folders, and a manifest with their boxes (and
+    labels: the scenes' classes, which only the demo model knows)."""
     from camcore.scenes import generate_batch
 
     rows = []
@@ -42,11 +44,11 @@ def make_dataset(folder: Path, n: int, seed: int, size: int) -> Path:
         rel = f"{scene.class_name}/{i:06d}.png"
         (folder / scene.class_name).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(folder / rel), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
-        rows.append([rel, scene.class_name, "a" if i % 3 else "b", *scene.box])
+        rows.append([rel, *([scene.class_name] if labels else []), "a" if i % 3 else "b", *scene.box])
     manifest = folder / "manifest.csv"
     with manifest.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "site", "x0", "y0", "x1", "y1"])
+        w.writerow(["path", *(["label"] if labels else []), "site", "x0", "y0", "x1", "y1"])
         w.writerows(rows)
     return manifest
 
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="camcore-bench-audit-") as tmp:
         root = Path(tmp)
-        manifest = make_dataset(root / "data", args.images, 7, args.image_size)
+        demo = Path(args.model).resolve() == DEMO_MODEL.resolve()
+        manifest = make_dataset(root / "data", args.images, 7, args.image_size, labels=demo)
         # the run's own configuration (preprocessing, class names, provenance), from a tiny audit
         _, summary = run(args.model, manifest, root / "probe", groups=["site"], batch_size=args.batch_size,
                          progress=False)  # fmt: skip

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,22 +101,23 @@ def resolve_class_names(given: Sequence[str] | None, metadata: Sequence[str] | N
 
 
 def _check_out(out: Path, model: str | Path, data: Dataset) -> Path:
-    """``--out``: not DATA, not inside a folder DATA, and none of its outputs an input."""
+    """``--out``: not DATA, not inside a folder DATA, and none of its outputs an input (the
+    manifest, an image or a mask: compared as absolute paths, without a file system call each)."""
     from camcore.files import output_folder
 
     resolved = out.resolve()
     if data.kind == "folder" and (resolved == data.root or data.root in resolved.parents):
         raise CamcoreError(f"--out {str(out)!r} lies inside DATA {str(data.source)!r}, where it would become a class "
                            "folder: choose a folder outside DATA")  # fmt: skip
-    inputs = [Path(model).resolve(), data.source.resolve()]
+    mine = [os.path.join(str(base), name) for base in {str(resolved), os.path.abspath(out)} for name in OUTPUTS]
+    inputs = [str(Path(model).resolve()), str(data.source.resolve())]
     if data.kind == "manifest":
-        inputs += [Path(s.path).resolve() for s in data.samples]
-        inputs += [Path(s.mask).resolve() for s in data.samples if s.mask is not None]
-    mine = {(resolved / name) for name in OUTPUTS}
-    clash = next((p for p in inputs if p in mine or any(q in p.parents for q in mine)), None)
+        inputs += [os.path.abspath(s.path) for s in data.samples]
+        inputs += [os.path.abspath(s.mask) for s in data.samples if s.mask is not None]
+    clash = next((p for p in inputs if any(p == m or p.startswith(m + os.sep) for m in mine)), None)
     if clash is not None:
-        raise CamcoreError(f"--out {str(out)!r} would overwrite the input {str(clash)!r}: choose another --out, "
-                           "camcore never overwrites its input")  # fmt: skip
+        raise CamcoreError(f"--out {str(out)!r} would overwrite the input {clash!r}: choose another --out, camcore "
+                           "never overwrites its input")  # fmt: skip
     return output_folder(out, [model, data.source], "--out")
 
 

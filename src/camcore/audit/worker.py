@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -347,11 +347,6 @@ class AuditWorker:
             else:
                 arrays.append(pa.array(cols[f.name], f.type))
         return pa.Table.from_arrays(arrays, schema=self.schema)
-
-
-def images_of(table: pa.Table) -> Iterable[tuple[str, str]]:
-    """(id, path) of every row, for a report that draws the samples' images."""
-    yield from zip(table.column("id").to_pylist(), table.column("path").to_pylist())
 
 
 def file_sha256(path: str | Path) -> str:
