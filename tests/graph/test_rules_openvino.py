@@ -41,11 +41,6 @@ _STATIC_AXES = (
 )
 
 _HALF_PIXEL_SYMMETRIC = "Resize-mode=linear,coordinate_transformation_mode=half_pixel_symmetric-scales1,1,1.7,2.3-op19"
-_MATMUL_SQUARE = (
-    "OpenVINO's CPU plugin confuses two fully-connected uses of one square constant weight in opposite "
-    "orientations (forward A·W, gradient g·Wᵀ); the Gemm rule avoids it, the MatMul one does not yet "
-    "(B-first keeps ORT fp16 forwards from staying bit-identical)"
-)
 
 #: case id -> why it fails on OpenVINO (strict xfail: a fix makes the test fail until removed)
 KNOWN: dict[str, str] = {
@@ -63,7 +58,6 @@ KNOWN: dict[str, str] = {
     "Pad-wrap-axes-op19": _UNSUPPORTED.format(what="Pad wrap mode"),
     "Conv-3d-op17": "OpenVINO's 3-D ConvTranspose (Conv's input gradient) with asymmetric pads and "
     "strides [2, 1, 2] differs from onnxruntime's; not yet narrowed down",
-    "MatMul-square-weight-op13": _MATMUL_SQUARE,
     "Add-dynamic-broadcast-op13": _STATIC_AXES,
     "Mul-dynamic-broadcast-lower-rank-op17": _STATIC_AXES,
     "Sub-dynamic-not-broadcast-op13": _STATIC_AXES,

@@ -186,11 +186,21 @@ def _sum_to(ctx: GradContext, grad: str, like: str, in_shape: Sequence[Dim], out
     return ctx.b.Squeeze(g, list(range(lead))) if lead else g
 
 
+def _square_weight(ctx: GradContext, bm: str, sb: Sequence[Dim]) -> bool:
+    """Whether B is a constant square matrix: OpenVINO's CPU plugin turns MatMul(x, B) into a
+    fully-connected layer over B, and a second one over the same constant in the other
+    orientation (g·Bᵀ) gets the forward one's weights when B is square. With B first, dA's
+    product is no fully-connected layer; onnxruntime's forward outputs stay bit for bit the same
+    (tests/graph/test_forward_unchanged.py, float16 ViT included)."""
+    return len(sb) == 2 and sb[0] == sb[1] and ctx.const_value(bm) is not None
+
+
 @register("MatMul")
 def matmul(ctx: GradContext) -> Grads:
-    """Y = A·B (numpy matmul): dA = ub(g·Bᵀ), dB = ub(Aᵀ·g) over the batch dims. A 1-D A
-    is a (1, k) row and a 1-D B a (k, 1) column; g gets those axes back first, and the
-    gradients are reshaped to the operands' shapes at the end."""
+    """Y = A·B (numpy matmul): dA = ub(g·Bᵀ), dB = ub(Aᵀ·g) over the batch dims; for a constant
+    square 2-D B, dA = ub((B·gᵀ)ᵀ) (see :func:`_square_weight`). A 1-D A is a (1, k) row and
+    a 1-D B a (k, 1) column; g gets those axes back first, and the gradients are reshaped to
+    the operands' shapes at the end."""
     b, g, (a, bm) = ctx.b, ctx.grad_output(), ctx.inputs
     sa, sb = list(ctx.shape(a)), list(ctx.shape(bm))
     vec_a, vec_b = len(sa) == 1, len(sb) == 1
@@ -205,7 +215,13 @@ def matmul(ctx: GradContext) -> Grads:
     grads: Grads = [None, None]
     if ctx.needs_grad(0):
         tb = [*range(len(sb) - 2), len(sb) - 1, len(sb) - 2]
-        da = _sum_to(ctx, b.MatMul(g, b.Transpose(bm, tb)), a, sa, [*batch, *sa[-2:]])
+        if _square_weight(ctx, bm, sb):
+            # g·Bᵀ = (B·gᵀ)ᵀ with B first, as in the Gemm rule (OpenVINO's square-weight bug)
+            tg = [*range(len(sa) - 2), len(sa) - 1, len(sa) - 2]
+            dg = b.Transpose(b.MatMul(bm, b.Transpose(g, tg)), tg)
+        else:
+            dg = b.MatMul(g, b.Transpose(bm, tb))
+        da = _sum_to(ctx, dg, a, sa, [*batch, *sa[-2:]])
         grads[0] = b.Reshape(da, b.Shape(ctx.inputs[0])) if vec_a else da
     if ctx.needs_grad(1):
         ta = [*range(len(sa) - 2), len(sa) - 1, len(sa) - 2]
