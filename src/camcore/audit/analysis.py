@@ -655,13 +655,24 @@ def _group_tests(rows: Rows, ctx: AuditContext) -> tuple[dict[str, Any], list[di
             }
     out_flags = []
     for flag in flags.values():
-        diffs = flag["differences"].items()
-        parts = [f"{m} {d['mean']} vs {d['mean_rest']} (p_adj {d['p_adjusted']})" for m, d in diffs]
+        parts = [_difference(m, d) for m, d in flag["differences"].items()]
         head = f"{flag['column']} = {flag['value']!r} ({flag['samples']} samples) differs from the rest: "
         flag["message"] = head + "; ".join(parts)
         out_flags.append(flag)
     meta = {"permutations": n_perm, "tests": len(results), "correction": "Benjamini-Hochberg", "fdr": rules.fdr}
     return {"_tests": meta, **summary} if results else summary, out_flags
+
+
+def _difference(metric: str, d: Mapping[str, Any]) -> str:
+    """``accuracy 60% vs 99% (p 0.0015)``: shares in percent, entropy to 2 places."""
+    names = {"accuracy": "accuracy", "region_energy": "energy on the object", "entropy": "entropy",
+             "border_energy": "energy on the border"}  # fmt: skip
+
+    def show(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}" if metric == "entropy" else f"{x:.0%}"
+
+    p = d["p_adjusted"]
+    return f"{names.get(metric, metric)} {show(d['mean'])} vs {show(d['mean_rest'])} (adjusted p {p:.2g})"
 
 
 # --------------------------------------------------------------------------------- summary
