@@ -80,3 +80,15 @@ def test_float16_models_run_on_the_cpu_without_the_layout_optimisations() -> Non
     x = np.load(reach / "torch_vit_dynamo_fp16.npz")["x"]
     session = Session(model, ["CPUExecutionProvider"])
     assert session.run({"x": x})["logits"].dtype == np.float16
+
+
+def test_worker_threads_do_not_spin_between_runs() -> None:
+    """A call alternates onnxruntime runs with numpy work: idle pool threads must not spin on the
+    cores that work needs (``spinning=True`` restores onnxruntime's default)."""
+    from camcore.runtime import Session
+    from tests.models import tiny_classifier
+
+    model, _ = tiny_classifier()
+    for spinning, want in ((False, "0"), (True, "1")):
+        options = Session(model, ["CPUExecutionProvider"], spinning=spinning).session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == want

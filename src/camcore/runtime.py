@@ -107,6 +107,13 @@ def _inline_bytes(model: onnx.ModelProto) -> bytes | None:
 class Session:
     """An inference session that takes and returns tensors by name.
 
+    Its intra-op worker threads do not spin (``session.intra_op.allow_spinning`` 0) unless
+    ``spinning``: a camcore call runs onnxruntime, then numpy and OpenCV (seeds, maps, the
+    overlay), then onnxruntime again, and onnxruntime's default of threads spinning after each
+    run took the cores that work needed. On 2 cores a small model's call was 1.4–1.9x faster
+    without it and used half the CPU time (BENCHMARKS.md, "Where a small model's fixed overhead
+    goes").
+
     Example:
         >>> s = Session("model.onnx", threads=2)
         >>> s.run({"input": x})["logits"].shape
@@ -118,10 +125,12 @@ class Session:
         model: onnx.ModelProto | str | Path,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        spinning: bool = False,
     ) -> None:
         self.choice = select_providers(providers)
         options = ort.SessionOptions()
         options.log_severity_level = _DEFAULT_SEVERITY
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         if isinstance(model, onnx.ModelProto) and _float16(model) and self.choice.providers == ["CPUExecutionProvider"]:
             # onnxruntime 1.31's layout optimisations (level ALL) crash on the CPU loading some float16
             # transformers (torch's float16 ViT exports); the extended fusions stay
