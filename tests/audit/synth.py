@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from camcore.audit.stats import STAT_COLUMNS, batch_statistics, box_region, compact_map
 from camcore.audit.worker import row_schema
-from camcore.scenes import CLASS_NAMES, generate_batch
+from camcore.scenes import CLASS_NAMES, OBJECT_SIZE_RANGE, Scene, draw_object, generate_batch
 
 SIZE = 96
 SPOT = (10.0, 10.0)  # where the planted mark's maps peak, px
@@ -28,9 +28,9 @@ PROVENANCE = {"model_sha256": "0" * 64, "layer": "conv", "method": "gradcam", "c
 @dataclass(frozen=True)
 class Spec:
     """What to plant. ``shortcut``: the class whose maps go to the spot for a share ``shortcut_rate``
-    of its samples (``aligned``: every class's maps on the centre); ``marked_rate``: the share of other classes' samples carrying the mark (predicted
-    as the shortcut class, maps on the spot). ``site_b_error``: the error rate of group site=B
-    (site A errs at ``base_error``)."""
+    of its samples; ``marked_rate``: the share of other classes' samples carrying the mark
+    (predicted as the shortcut class, maps on the spot). ``site_b_error``: the error rate of group
+    site=B (site A errs at ``base_error``). ``aligned``: every class's maps on the centre."""
 
     n: int = 600
     seed: int = 0
@@ -61,11 +61,30 @@ def _scaled(m: np.ndarray) -> np.ndarray:
     return ((m - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.zeros_like(m, np.float32)
 
 
+def _objects(n: int, seed: int) -> list[Scene]:
+    """Scenes without their background (a black image): the objects placed as
+    :func:`camcore.scenes.generate_scene` places them (class, size, position, angle), masks and
+    boxes exact. Ten times faster than whole scenes, for tables whose images nobody looks at."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        label = int(rng.integers(len(CLASS_NAMES)))
+        r = rng.uniform(*OBJECT_SIZE_RANGE) / 2.0
+        cx, cy = rng.uniform(r + 1.0, SIZE - r - 1.0, 2)
+        cover = np.zeros((SIZE, SIZE), np.uint8)
+        draw_object(cover, label, cx, cy, r, rng.uniform(0, 2 * np.pi), (255, 255, 255))
+        mask = cover > 0
+        ys, xs = np.nonzero(mask)
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        out.append(Scene(np.zeros((SIZE, SIZE, 3), np.uint8), label, box, mask))
+    return out
+
+
 def make_table(spec: Spec, image_dir: Path | None = None) -> pa.Table:
-    """The table of ``spec.n`` synthetic samples; with ``image_dir``, the scenes are written there
-    as PNG and ``path`` points at them."""
+    """The table of ``spec.n`` synthetic samples; with ``image_dir``, whole scenes are drawn,
+    written there as PNG and ``path`` points at them (else only the objects are placed)."""
     rng = np.random.default_rng(spec.seed + 1000)
-    scenes = generate_batch(spec.n, spec.seed, SIZE)
+    scenes = generate_batch(spec.n, spec.seed, SIZE) if image_dir is not None else _objects(spec.n, spec.seed)
     names = list(CLASS_NAMES)
     rows: dict[str, list] = {k: [] for k in row_schema(["site", "camera"], PROVENANCE).names}
     maps, regions = [], []

@@ -30,14 +30,14 @@ def _kinds(summary: dict, kinds: tuple[str, ...] = SHORTCUT_KINDS) -> list[tuple
     return [(f["kind"], f.get("class")) for f in summary["flags"] if f["kind"] in kinds]
 
 
-CLEAN = Spec(n=500, seed=1)
-SHORTCUT = Spec(n=500, seed=2, shortcut="star", shortcut_rate=0.6, marked_rate=0.08)
+CLEAN = Spec(n=300, seed=1)
+SHORTCUT = Spec(n=300, seed=2, shortcut="star", shortcut_rate=0.6, marked_rate=0.08)
 
 
 def test_clean_data_raises_no_flag() -> None:
     s = _summary(CLEAN)
     assert s["flags"] == [], s["flags"]
-    assert s["counts"] == {"samples": 500, "explained": 500, "errors": 0, "labelled": 500, "with_region": 500}
+    assert s["counts"] == {"samples": 300, "explained": 300, "errors": 0, "labelled": 300, "with_region": 300}
     for name, c in s["classes"].items():
         assert c["region_energy_mean"] > 2 * c["region_area_mean"], name  # the maps sit on the objects
         assert len(c["clusters"]) == 1, name  # objects anywhere: one strategy, not arbitrary cuts
@@ -73,7 +73,7 @@ def test_shortcut_without_regions_is_a_fixed_spot() -> None:
 
 
 def test_subgroup_that_behaves_differently_is_flagged_and_the_control_is_not() -> None:
-    s = _summary(Spec(n=500, seed=3, site_b_error=0.25))
+    s = _summary(Spec(n=300, seed=3, site_b_error=0.25))
     groups = [(f["column"], f["value"]) for f in s["flags"] if f["kind"] == "group"]
     assert len(groups) == 1 and groups[0][0] == "site", s["flags"]
     assert "camera" not in {c for c, _ in groups}
@@ -170,7 +170,7 @@ def test_a_group_differing_only_by_its_class_mix_is_not_flagged() -> None:
     """Value "V" holds every circle (a class the model gets wrong 40% of the time) and 10% of the
     rest at random: its accuracy is lower, but not within any class. Permuting within classes
     sees that; a plain permutation test would flag it."""
-    table = make_table(Spec(n=500, seed=11, base_error=0.0, site_b_error=0.0))
+    table = make_table(Spec(n=300, seed=11, base_error=0.0, site_b_error=0.0))
     rng = np.random.default_rng(0)
     labels = table.column("label").to_pylist()
     circle = np.asarray([v == "circle" for v in labels])

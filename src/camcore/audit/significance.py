@@ -122,11 +122,12 @@ class GroupTest:
     p: float
 
 
-def _within_strata(blocks: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
-    """A random permutation of 0..n-1 that maps every position to one of the same block (stratum)."""
-    perm = np.empty(n, np.int64)
+def _within_strata(blocks: list[np.ndarray], n: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` random permutations of 0..n-1, (count, n), each mapping every position to one
+    of the same block (stratum)."""
+    perm = np.empty((count, n), np.int64)
     for block in blocks:
-        perm[block] = block[rng.permutation(len(block))]
+        perm[:, block] = rng.permuted(np.broadcast_to(block, (count, len(block))), axis=1)
     return perm
 
 
@@ -167,21 +168,28 @@ def permutation_test_groups(
     valid = {k: (~np.isnan(v)).astype(np.float64) for k, v in metrics.items()}
 
     def diffs(labels: np.ndarray) -> np.ndarray:
-        out = np.full((len(names), ncodes), np.nan)
+        """(B, metrics, codes) differences for (B, N) label rows."""
+        b = labels.shape[0]
+        flat = (labels + ncodes * np.arange(b)[:, None]).ravel()
+        out = np.full((b, len(names), ncodes), np.nan)
         for i, k in enumerate(names):
-            s = np.bincount(labels, weights=filled[k], minlength=ncodes)
-            c = np.bincount(labels, weights=valid[k], minlength=ncodes)
-            total_s, total_c = s.sum(), c.sum()
+            s = np.bincount(flat, weights=np.tile(filled[k], b), minlength=b * ncodes).reshape(b, ncodes)
+            c = np.bincount(flat, weights=np.tile(valid[k], b), minlength=b * ncodes).reshape(b, ncodes)
+            total_s, total_c = s.sum(axis=1, keepdims=True), c.sum(axis=1, keepdims=True)
             with np.errstate(divide="ignore", invalid="ignore"):
-                out[i] = s / c - (total_s - s) / (total_c - c)
+                out[:, i] = s / c - (total_s - s) / (total_c - c)
         return out
 
-    observed = diffs(shift)
+    observed = diffs(shift[None])[0]
     exceed = np.zeros_like(observed)
     blocks = _blocks(strata)
-    for _ in range(n_permutations):
-        perm = _within_strata(blocks, len(strata), rng)
-        exceed += np.abs(diffs(shift[perm])) >= np.abs(observed) - 1e-12
+    chunk = max(1, min(n_permutations, 2_000_000 // max(len(strata), 1)))
+    done = 0
+    while done < n_permutations:
+        b = min(chunk, n_permutations - done)
+        perms = _within_strata(blocks, len(strata), b, rng)
+        exceed += (np.abs(diffs(shift[perms])) >= np.abs(observed) - 1e-12).sum(axis=0)
+        done += b
     results = []
     for i, k in enumerate(names):
         v, ok = metrics[k], ~np.isnan(metrics[k])
