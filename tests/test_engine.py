@@ -225,7 +225,9 @@ def test_targets_chosen_from_a_forward_run_reuse_it_for_several_layers(monkeypat
     engine = Engine(tiny_detector(size=(16, 16)))
     feeds = {"x": _x(3, (2, 3, 16, 16))}
     layers = ["feat2", "feat"]
-    for targets in ([RegressionOutputTarget((5, 7))], [DetectionBoxTarget(1, box_index=9, layout="channels_first")]):
+    # candidates 64-79 come from the second level ("feat2", computed from "feat"), 0-63 from "feat" itself
+    for targets in ([RegressionOutputTarget((5, 70)), RegressionOutputTarget((4, 7))],
+                    [DetectionBoxTarget(1, box_index=72, layout="channels_first")]):  # fmt: skip
         whole = engine.run(feeds, targets, layers=layers)  # the linear seed: the whole augmented model
         fed = _count_runs(monkeypatch)
         with engine.call():
@@ -234,6 +236,7 @@ def test_targets_chosen_from_a_forward_run_reuse_it_for_several_layers(monkeypat
         assert sum("x" in f for f in fed) == 1, f"the network ran more than once: {fed}"
         assert fed[-1] == ["camcore_seed", "feat"]
         for k in layers:
+            assert np.abs(whole.gradients[k][0]).max() > 1e-3, f"{k}: no gradient to compare"
             np.testing.assert_allclose(cut.gradients[k], whole.gradients[k], rtol=1e-5, atol=1e-6)
             np.testing.assert_array_equal(cut.activations[k], whole.activations[k])
         monkeypatch.undo()
