@@ -337,3 +337,10 @@ def test_video_reads_separate_outputs_and_a_frame_without_the_detection_goes_on(
     plain = cv2.imread(str(tmp_path / "a" / "frame_000000.png")).astype(np.float32)
     decoded = cv2.VideoCapture(clip).read()[1].astype(np.float32)
     assert np.abs(shown - decoded).mean() < 2 < np.abs(plain - decoded).mean()
+
+
+def test_follow_class_refuses_the_task_flags_it_ignores(models: dict[str, str], tmp_path: Path, capsys) -> None:
+    clip = _clip(tmp_path / "clip.avi")
+    for flag in (["--detection", "1"], ["--detection-layout", "transposed"]):
+        assert main(["video", models["v8"], clip, "-o", str(tmp_path / "o"), "--follow-class", "0", *flag]) == 2
+        assert "--follow-class picks its own detection" in _one_line(capsys.readouterr().err)

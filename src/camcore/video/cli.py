@@ -244,10 +244,11 @@ def _video(args: argparse.Namespace, warnings: _Collect) -> int:
         preprocess, note = preprocessing(args, cam.engine, args.model)
         choice = None
         if args.follow_class is not None:
-            if args.task not in (None, "detect") or any(
-                    getattr(args, k) is not None for k in ("detection", "box", "region")):  # fmt: skip
+            taken = ("detection", "box", "region", "detection_layout")
+            if args.task not in (None, "detect") or any(getattr(args, k) is not None for k in taken):
                 raise CamcoreError("--follow-class picks its own detection: it takes no --task other than detect, "
-                                   "--detection, --box or --region")  # fmt: skip
+                                   "--detection, --box, --region or --detection-layout (its layout is "
+                                   "--follow-layout)")  # fmt: skip
             targets: Any = FollowDetection(args.follow_class, args.follow_layout, args.objectness)
         else:
             cam, choice = choose_task(args, cam, preprocess, build)
