@@ -28,8 +28,14 @@ Decision rules (every threshold a field of :class:`Rules`, defaults in brackets)
     ``min_cluster_share`` [5%] of the class that looks like a shortcut:
 
     * with regions (for at least half its members): the ``off_object`` rule holds on the cluster's
-      members (its energy sits outside the regions, significantly); a cluster that is the class's
-      main behaviour (share >= 50%) is not flagged again when the class is already ``off_object``;
+      members (its energy sits outside the regions, significantly), and its members agree on where
+      they look: ``coherence``, the mean cosine similarity of the members' background-subtracted
+      maps (:func:`camcore.audit.spectral.map_features`) to their mean, is at least
+      ``min_coherence`` [0.55] (objects at random places give 0.40-0.46 on the scenes, one fixed
+      spot 0.95): a shortcut is a consistent place, while maps lost in noise (a camera the model
+      cannot read) are off the object everywhere and are no shortcut. A cluster that is the
+      class's main behaviour (share >= 50%) is not flagged again when the class is already
+      ``off_object``;
     * without regions: its maps peak on one fixed spot across images (``peak_dispersion``, the
       median distance of the peaks to their median, over the image diagonal, below
       ``spot_dispersion`` [0.05]: about one cell of a 14 x 14 layer grid), while the class's
@@ -37,6 +43,13 @@ Decision rules (every threshold a field of :class:`Rules`, defaults in brackets)
       give peaks spread over the image (a dispersion near 0.27 for uniform positions); an aligned
       dataset (every image framed alike) has one fixed spot as its main behaviour and is not
       flagged.
+
+    * or, when no cluster is flagged (the clustering can miss a small strategy): the disc of
+      radius ``spot_radius`` [0.05 of the diagonal] holding most of the class's peaks holds at
+      least ``min_cluster_size`` maps and ``min_cluster_share`` of the class, ``spot_enrichment``
+      times the other classes' rate, with a binomial p-value below ``alpha`` after a Bonferroni
+      factor for the ``ceil(1 / (pi r^2))`` discs scanned, and, with regions, those maps are off
+      the object (else the class's objects simply sit there).
 
 ``group``: a (column, value) with at least ``min_group_samples`` [20] samples, and as many in the
     rest, whose accuracy, region energy, entropy or border energy differs from the rest's: the
@@ -119,6 +132,7 @@ class Rules:
     spot_dispersion: float = 0.05
     spot_radius: float = 0.05
     spot_enrichment: float = 3.0
+    min_coherence: float = 0.55
     min_group_samples: int = 20
     fdr: float = 0.05
     min_effect: float = 0.2
@@ -305,8 +319,9 @@ def _bound(area: np.ndarray, rules: Rules) -> np.ndarray:
     return np.minimum(rules.lift * area, rules.mostly)
 
 
-def _off_object(energy: np.ndarray, area: np.ndarray, rules: Rules) -> dict[str, Any]:
-    """The off_object test on samples with a region: figures and the verdict (None: too few)."""
+def _off_object(energy: np.ndarray, area: np.ndarray, rules: Rules, min_n: int | None = None) -> dict[str, Any]:
+    """The off_object test on samples with a region: figures and the verdict (None: fewer than
+    ``min_n``, by default ``rules.min_samples``)."""
     keep = ~(np.isnan(energy) | np.isnan(area))
     e, a = energy[keep], area[keep]
     n = len(e)
@@ -322,7 +337,7 @@ def _off_object(energy: np.ndarray, area: np.ndarray, rules: Rules) -> dict[str,
         lift=float(e.mean() / a.mean()) if a.mean() > 0 else None,
     )
     below = e.mean() < bound.mean()
-    if n < rules.min_samples:
+    if n < (rules.min_samples if min_n is None else min_n):
         out["verdict"] = None
         out["suspect"] = bool(below)
         return out
@@ -360,6 +375,8 @@ def _clusters(
         members = idx[clustering.labels == j]
         mf = feats[clustering.labels == j]
         centre = mf.mean(axis=0)
+        direction = centre / max(float(np.linalg.norm(centre)), 1e-12)
+        coherence = float((mf @ direction).mean()) if len(mf) else 0.0
         closest = np.argsort(((mf - centre) ** 2).sum(axis=1), kind="stable")[: rules.exemplars]
         test = _off_object(rows.region_energy[members], rows.region_area[members], rules)
         out.append(
@@ -372,6 +389,7 @@ def _clusters(
                 "region_area_mean": test.get("region_area_mean"),
                 "samples_with_region": test["samples_with_region"],
                 "peak_dispersion": peak_dispersion(rows.peak_x[members], rows.peak_y[members]),
+                "coherence": coherence,
                 "peak": _median_peak(rows.peak_x[members], rows.peak_y[members]),
                 "border_energy_mean": _mean(rows.border_energy[members]),
                 "members": [str(rows.ids[members[c]]) for c in closest],
@@ -439,13 +457,14 @@ def _cluster_flags(
             "bound": _num(test.get("bound_mean")),
             "p_value": _num(test.get("p_value"), 6),
             "peak_dispersion": _num(disp),
+            "coherence": _num(c["coherence"]),
             "peak": c["peak"],
         }
         if spot is not None:
             evidence["spot"] = {k: _num(v, 6) if isinstance(v, float) else v for k, v in spot.items()}
         where = f" on one fixed spot (x {c['peak'][0]:.2f}, y {c['peak'][1]:.2f})" if fixed else ""
         if with_regions:
-            if not test["verdict"] or (main and class_off):
+            if not test["verdict"] or c["coherence"] < rules.min_coherence or (main and class_off):
                 continue
             message = (
                 f"class {name!r}: strategy cluster {c['id']} ({c['size']} maps, {c['share']:.0%}) puts "
@@ -464,6 +483,69 @@ def _cluster_flags(
             reason = "fixed_spot"
         flags.append({"kind": "cluster", "class": name, "reason": reason, "message": message, **evidence})
     return flags
+
+
+def _spot_scan(
+    rows: Rows, idx: np.ndarray, name: str, peaks: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], rules: Rules
+) -> list[dict[str, Any]]:
+    """The fixed-spot rule without the clustering (which can miss a small strategy): the disc of
+    radius ``spot_radius`` holding most of the class's peaks, tested as :func:`spot_enrichment`
+    with a Bonferroni factor of ``ceil(1 / (pi r^2))``, the discs the image holds."""
+    px, py = peaks[0], peaks[1]
+    keep = ~(np.isnan(px) | np.isnan(py))
+    if keep.sum() < rules.min_cluster_size:
+        return []
+    rng = np.random.default_rng(_seed(0, "scan", name))
+    sub = np.nonzero(keep)[0]
+    if len(sub) > rules.max_cluster_samples:
+        sub = np.sort(rng.choice(sub, rules.max_cluster_samples, replace=False))
+    xy = np.stack([px[sub], py[sub]], axis=1)
+    r2 = 2.0 * rules.spot_radius**2
+    d2 = ((xy[:, None, :] - xy[None, :, :]) ** 2).sum(axis=2)
+    densest = int(np.argmax((d2 <= r2).sum(axis=1)))
+    near = sub[d2[densest] <= r2]
+    spot = (float(np.median(px[near])), float(np.median(py[near])))
+    test = spot_enrichment(spot, *peaks, radius=rules.spot_radius)
+    tests = int(np.ceil(1.0 / (np.pi * rules.spot_radius**2)))
+    p_adjusted = min(1.0, test["p_value"] * tests)
+    close = (px - spot[0]) ** 2 + (py - spot[1]) ** 2 <= r2
+    members = idx[close & keep]
+    share = len(members) / len(idx)
+    if (
+        len(members) < rules.min_cluster_size
+        or share < rules.min_cluster_share
+        or test["reference_samples"] < rules.min_samples
+        or test["enrichment"] < rules.spot_enrichment
+        or p_adjusted >= rules.alpha
+    ):
+        return []
+    region = _off_object(rows.region_energy[members], rows.region_area[members], rules, rules.min_cluster_size)
+    if region["samples_with_region"] >= len(members) / 2 and not region["verdict"]:
+        return []  # the class's objects sit there: a dataset's framing, not a shortcut
+    message = (
+        f"class {name!r}: {len(members)} of its {len(idx)} maps ({share:.0%}) peak on one fixed spot "
+        f"(x {spot[0]:.2f}, y {spot[1]:.2f}), {test['enrichment']:.0f}x the other classes' rate"
+    )
+    if region.get("region_energy_mean") is not None:
+        message += f", with {region['region_energy_mean']:.0%} of their energy on the object"
+    order = np.argsort(-np.nan_to_num(rows.confidence[members]), kind="stable")[: rules.exemplars]
+    return [
+        {
+            "kind": "cluster",
+            "class": name,
+            "reason": "fixed_spot_scan",
+            "message": message,
+            "size": len(members),
+            "share": _num(share),
+            "peak": [_num(spot[0]), _num(spot[1])],
+            "region_energy_mean": _num(region.get("region_energy_mean")),
+            "bound": _num(region.get("bound_mean")),
+            "spot": {k: _num(v, 6) if isinstance(v, float) else v for k, v in test.items()},
+            "p_adjusted": _num(p_adjusted, 6),
+            "discs_scanned": tests,
+            "members": [str(rows.ids[i]) for i in members[order]],
+        }
+    ]
 
 
 def _class_summary(rows: Rows, name: str, ctx: AuditContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -512,7 +594,10 @@ def _class_summary(rows: Rows, name: str, ctx: AuditContext) -> tuple[dict[str, 
     others = rows.ok & (rows.explained != name)
     peaks = (rows.peak_x[idx], rows.peak_y[idx], rows.peak_x[others], rows.peak_y[others])
     if len(idx) >= rules.min_samples:  # too few maps: no cluster judged a shortcut
-        flags += _cluster_flags(name, clusters, class_off, peaks, rules)
+        found = _cluster_flags(name, clusters, class_off, peaks, rules)
+        if not found and not class_off:
+            found = _spot_scan(rows, idx, name, peaks, rules)
+        flags += found
     for c in clusters:
         c.pop("_test", None)
     maps_here = rows.maps[idx]

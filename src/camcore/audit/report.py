@@ -127,6 +127,12 @@ class _Pictures:
         return _jpeg(overlay(base, cam, 0.75, alpha_from_cam=True))
 
 
+def _normalised_mean(maps: np.ndarray) -> np.ndarray:
+    """The mean of (N, h, w) maps scaled to max 1."""
+    m = maps.mean(axis=0)
+    return m / max(float(m.max()), 1e-6)
+
+
 def _pct(x: Any) -> str:
     return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{float(x):.0%}"
 
@@ -157,7 +163,7 @@ def _evidence(flag: Mapping[str, Any]) -> list[tuple[str, str]]:
     """A flag's figures as (name, value) rows, nested dicts flattened."""
     out = []
     for k, v in flag.items():
-        if k in ("kind", "message", "class", "column", "value", "reason"):
+        if k in ("kind", "message", "class", "column", "value", "members"):
             continue
         if isinstance(v, Mapping):
             for k2, v2 in v.items():
@@ -245,6 +251,12 @@ def build_context(
                 mean_pic = pics.mean(idx, np.asarray(cluster["mean_map"]))
                 mean_label = f"cluster {cluster['id']} mean map"
                 pictures = strip(cluster["members"], conf_caption, thumbs)
+            elif flag.get("members"):
+                idx = np.asarray([pics.index[s] for s in flag["members"] if s in pics.index], np.int64)
+                if len(idx):
+                    mean_pic = pics.mean(idx, _normalised_mean(rows.maps[idx]))
+                mean_label = "mean map of these maps"
+                pictures = strip(flag["members"], conf_caption, thumbs)
             else:
                 mean_pic = pics.mean(members_of(name), np.asarray(info["mean_map"]))
                 mean_label = "class mean map"
@@ -254,7 +266,7 @@ def build_context(
             sel = rows.ok & (rows.groups[flag["column"]] == flag["value"])
             idx = np.nonzero(sel)[0]
             if len(idx):
-                mean_pic = pics.mean(idx, rows.maps[idx].mean(axis=0) / max(float(rows.maps[idx].mean(0).max()), 1e-6))
+                mean_pic = pics.mean(idx, _normalised_mean(rows.maps[idx]))
                 mean_label = f"mean map of {flag['column']} = {flag['value']}"
                 wrong = idx[rows.correct[idx] == 0]
                 wrong = wrong[np.argsort(-np.nan_to_num(rows.confidence[wrong]), kind="stable")]
