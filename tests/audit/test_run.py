@@ -241,7 +241,7 @@ def test_killed_terminated_interrupted_and_rerun_gives_the_same_rows(many: tuple
         os.close(follower)
         try:
             before = len(_parts(out))
-            seen = _read_until(proc, leader, rb"\d+/\d+ \[[\d:]+<[\d:?]+, +[\d.]+img/s\]")
+            seen = _read_until(proc, leader, rb"\d+/\d+ \[[\d:]+<[\d:?]+, +[\d.]+(?:img/s|s/img)\]")
             assert re.search(rb"camcore audit: +\d+%\|", seen), seen[-300:]
             _wait_for_parts(proc, out, before)
             proc.send_signal(sig)
@@ -258,3 +258,20 @@ def test_killed_terminated_interrupted_and_rerun_gives_the_same_rows(many: tuple
     raw = pq.read_table(out / PARTS).column("id").to_pylist()
     assert len(raw) == len(set(raw)) == N_SIGNALLED, "duplicated or missing rows"
     assert load_samples(out).equals(reference)
+
+
+def test_engine_ray_without_its_module_is_one_line(scenes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import importlib
+
+    real = importlib.import_module
+
+    def missing(name: str, package: str | None = None) -> object:
+        if name == "camcore.audit.ray_engine":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    rc, _, err = _cli(["audit", MODEL, str(scenes), "--out", str(tmp_path / "out"), "--engine", "ray"], capsys)
+    assert rc == 2 and err == ("camcore: error: --engine ray is not available in this camcore yet "
+                                "(camcore.audit.ray_engine is missing): use --engine local\n")  # fmt: skip

@@ -181,6 +181,8 @@ def run(
     say = note or (lambda line: None)
     if engine not in ENGINES:
         raise CamcoreError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if engine == "ray":
+        _ray_engine()  # missing: said before any work
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise CamcoreError(f"batch size must be a whole number >= 1, got {batch_size!r}")
     if isinstance(groups, str):
@@ -292,6 +294,21 @@ def _task(cam: Any, task: str | None, explicit: bool, pre: Any, build: Any) -> t
     return cam, choice
 
 
+def _ray_engine() -> Any:
+    """``camcore.audit.ray_engine`` (imported when asked for: Ray is an optional extra).
+
+    Raises:
+        CamcoreError: the module or Ray is missing (one line, with the fix).
+    """
+    try:
+        return importlib.import_module("camcore.audit.ray_engine")
+    except ModuleNotFoundError as exc:
+        if exc.name != "camcore.audit.ray_engine":
+            raise CamcoreError(f"--engine ray needs {exc.name!r}: pip install 'camcore[ray]'") from None
+        raise CamcoreError("--engine ray is not available in this camcore yet (camcore.audit.ray_engine is "
+                           "missing): use --engine local") from None  # fmt: skip
+
+
 def _rows(engine: str, worker: AuditWorker, todo: list[Any], store: SampleStore, progress: bool,
           workers: int | None, ray_address: str | None) -> dict[str, Any]:  # fmt: skip
     """Run the engine over ``todo`` into ``store``, with a progress bar; the engine's figures."""
@@ -304,13 +321,7 @@ def _rows(engine: str, worker: AuditWorker, todo: list[Any], store: SampleStore,
             from camcore.audit.local import run_local
 
             return run_local(worker, todo, store, workers=workers, on_rows=on_rows).summary()
-        try:
-            ray_engine: Any = importlib.import_module("camcore.audit.ray_engine")
-        except ModuleNotFoundError as exc:
-            if exc.name != "camcore.audit.ray_engine":
-                raise CamcoreError(f"--engine ray needs {exc.name!r}: pip install 'camcore[ray]'") from None
-            raise CamcoreError("--engine ray is not available in this camcore yet (camcore.audit.ray_engine is "
-                               "missing): use --engine local") from None  # fmt: skip
+        ray_engine = _ray_engine()
         return dict(ray_engine.run_ray(worker.config, todo, store, address=ray_address, on_rows=on_rows))
     finally:
         if bar is not None:
