@@ -96,6 +96,23 @@ g (float[N,3,4] a, float[M,4] b) => (float[?,3,4] y) { y = Sub(a, b) }""",
         wrt=("a", "b"),
         feed_shapes={"a": (2, 3, 4), "b": (3, 4)},
     ),
+    # the same from opset 14 (Reshape's allowzero): static reduction axes, portable to OpenVINO
+    RuleCase(
+        "Add-dynamic-broadcast-op14",
+        "Add",
+        """<ir_version: 8, opset_import: ["" : 14]>
+g (float[N,3] a, float[M,1] b) => (float[?,3] y) { y = Add(a, b) }""",
+        wrt=("a", "b"),
+        feed_shapes={"a": (2, 3), "b": (1, 1)},
+    ),
+    RuleCase(
+        "Sub-dynamic-not-broadcast-op17",
+        "Sub",
+        """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,3,4] a, float[M,4] b) => (float[?,3,4] y) { y = Sub(a, b) }""",
+        wrt=("a", "b"),
+        feed_shapes={"a": (2, 3, 4), "b": (3, 4)},
+    ),
     RuleCase(
         "Pow-base-and-exponent",
         "Pow",

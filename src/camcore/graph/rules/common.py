@@ -38,7 +38,16 @@ def unbroadcast(ctx: GradContext, grad: str, operand: str, result: str) -> str:
 
 
 def unbroadcast_dynamic(ctx: GradContext, grad: str, operand: str, lead: int) -> str:
-    """Reduce over the axes where the operand has size 1, decided at run time."""
+    """Reduce over the axes where the operand has size 1, decided at run time.
+
+    From opset 14, with ``d`` the gradient's dims (after the ``lead`` axes are summed) and ``n``
+    the operand's, each axis is split in two, ``d = n · (d / n)``: a Reshape (``allowzero``, so
+    empty axes stay empty) to the interleaved shape ``(n₀, d₀/n₀, n₁, d₁/n₁, ...)`` and a
+    ReduceSum over the odd axes. A broadcast axis (n = 1) sums its d entries, any other (n = d)
+    a single one. Those axes are static, so every runtime reads it; at opset 13 (no
+    ``allowzero``) the axes are computed with NonZero, which OpenVINO's ONNX frontend does not
+    take (it needs a ReduceSum axes tensor of static length).
+    """
     b = ctx.b
     if b.opset < 13:
         raise ShapeError(
@@ -49,8 +58,15 @@ def unbroadcast_dynamic(ctx: GradContext, grad: str, operand: str, lead: int) ->
     g = grad
     if lead:
         g = b.ReduceSum(g, list(range(lead)), keepdims=False)
+    rank = ctx.rank(operand)
+    if rank == 0:
+        return g
     in_shape = b.Shape(operand)
     g_shape = b.Shape(g)
+    if b.opset >= 14:
+        ratio = b.Div(g_shape, b.op("Max", in_shape, b.ints([1])))  # an empty axis: 0 / 1
+        split = b.Reshape(b.Concat([b.Unsqueeze(in_shape, [1]), b.Unsqueeze(ratio, [1])], axis=1), b.ints([2 * rank]))
+        return b.ReduceSum(b.op("Reshape", g, split, allowzero=1), list(range(1, 2 * rank, 2)), keepdims=False)
     is_one = b.op("Equal", in_shape, b.ints([1]))
     differs = b.op("Not", b.op("Equal", in_shape, g_shape))
     axes = b.op("NonZero", b.op("And", is_one, differs))
