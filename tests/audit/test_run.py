@@ -275,3 +275,28 @@ def test_engine_ray_without_its_module_is_one_line(scenes: Path, tmp_path: Path,
     rc, _, err = _cli(["audit", MODEL, str(scenes), "--out", str(tmp_path / "out"), "--engine", "ray"], capsys)
     assert rc == 2 and err == ("camcore: error: --engine ray is not available in this camcore yet "
                                 "(camcore.audit.ray_engine is missing): use --engine local\n")  # fmt: skip
+
+
+def test_a_model_of_any_input_size_audits_each_image_at_its_own_size(tmp_path: Path) -> None:
+    """No resize applies: each image keeps its size (batched with its like), its box maps 1:1, its
+    stored map keeps its aspect (long side 32)."""
+    import cv2
+    import numpy as np
+    import onnx
+
+    from tests.models import tiny_classifier
+
+    model, _ = tiny_classifier(dynamic_spatial=True)
+    onnx.save(model, str(tmp_path / "any.onnx"))
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, (h, w) in enumerate([(20, 30), (16, 16), (30, 20), (20, 30)]):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), rng.integers(0, 256, (h, w, 3), np.uint8))
+        rows.append([f"{i}.png", 0, 0, w // 2, h // 2])
+    data = write_csv(tmp_path / "m.csv", ["path", "x0", "y0", "x1", "y1"], rows)
+    table, summary = camcore.audit.run(tmp_path / "any.onnx", data, tmp_path / "out", progress=False)
+    assert summary["class_names_source"] == "indices" and summary["counts"]["errors"] == 0
+    shapes = [(r["map_height"], r["map_width"]) for r in table.to_pylist()]
+    assert shapes == [(21, 32), (32, 32), (32, 21), (21, 32)]
+    assert table.column("region_area").to_pylist() == [0.25] * 4
+    assert set(table.column("prediction").to_pylist()) <= {"0", "1", "2", "3", "4"}

@@ -348,6 +348,8 @@ def _sanity(table: pa.Table, worker: AuditWorker, dataset: Dataset, task: str) -
     keep = [j for j, p in enumerate(prepared) if p.x is not None]
     if not keep:
         return None
+    shape = np.shape(prepared[keep[0]].x)
+    keep = [j for j in keep if np.shape(prepared[j].x) == shape]  # one batch: the inputs of the first one's size
     x = np.stack([prepared[j].x for j in keep])  # type: ignore[misc]
     explained = ok.column("explained_index").to_pylist()
     targets = [ClassifierOutputTarget(int(explained[j])) for j in keep]

@@ -302,18 +302,21 @@ class AuditWorker:
         numeric: dict[str, np.ndarray] = {c: np.full(n, np.nan) for c in STAT_COLUMNS}
         hits = np.full(n, -1, np.int8)
         lengths = np.zeros(n, np.int32)
-        smalls = np.zeros((0,), np.uint8)
-        if order:
-            maps = np.stack([np.asarray(explained[i].map, np.float32) for i in order])
-            stats = batch_statistics(maps, [prepared[i].region for i in order])
+        small: dict[int, np.ndarray] = {}
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i in order:  # a model of any input size: maps of several shapes in one chunk
+            by_shape.setdefault(tuple(np.shape(explained[i].map)), []).append(i)
+        for idx in by_shape.values():
+            maps = np.stack([np.asarray(explained[i].map, np.float32) for i in idx])
+            stats = batch_statistics(maps, [prepared[i].region for i in idx])
             for c in STAT_COLUMNS:
-                numeric[c][order] = stats.values[c]
-            hits[order] = stats.pointing_hit
-            small = compact_maps(maps, self.config.map_side)
-            lengths[order] = small.shape[1] * small.shape[2]
-            smalls = small.reshape(-1)
-            for i in order:
-                cols["map_height"][i], cols["map_width"][i] = small.shape[1], small.shape[2]
+                numeric[c][idx] = stats.values[c]
+            hits[idx] = stats.pointing_hit
+            for i, m in zip(idx, compact_maps(maps, self.config.map_side)):
+                small[i] = m
+                cols["map_height"][i], cols["map_width"][i] = m.shape
+                lengths[i] = m.size
+        smalls = np.concatenate([small[i].reshape(-1) for i in order]) if order else np.zeros(0, np.uint8)
         for c in PROVENANCE_COLUMNS:
             cols[c] = [self.config.provenance.get(c)] * n
         for i, p in enumerate(prepared):
