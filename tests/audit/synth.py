@@ -43,7 +43,7 @@ class Spec:
     noise: float = 0.15
     #: every map on the image centre (+-2 px), whatever the class: an aligned dataset (faces, scans)
     aligned: bool = False
-    #: share of site B's maps that land anywhere (a random place, off the object): a camera the
+    #: share of site B's maps lost in noise (off the object, nowhere in particular): a camera the
     #: model cannot read, which is no shortcut
     site_b_lost: float = 0.0
 
@@ -109,8 +109,8 @@ def make_table(spec: Spec, image_dir: Path | None = None) -> pa.Table:
             pred = names[(names.index(label) + 1 + int(rng.integers(len(names) - 1))) % len(names)]
         if spec.aligned:
             m = _gauss(SIZE / 2 + rng.uniform(-2, 2), SIZE / 2 + rng.uniform(-2, 2), 8.0)
-        elif site == "B" and rng.random() < spec.site_b_lost:
-            m = _gauss(*rng.uniform(8, SIZE - 8, 2), rng.uniform(6, 16))
+        elif site == "B" and rng.random() < spec.site_b_lost:  # noise, and a faint blob anywhere
+            m = 0.3 * _gauss(*rng.uniform(8, SIZE - 8, 2), rng.uniform(6, 16)) + _noise(rng, 1.0)
         elif on_spot:
             jx, jy = rng.uniform(-2, 2, 2)
             m = _gauss(SPOT[0] + jx, SPOT[1] + jy, 5.0)

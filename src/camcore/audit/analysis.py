@@ -31,8 +31,8 @@ Decision rules (every threshold a field of :class:`Rules`, defaults in brackets)
       members (its energy sits outside the regions, significantly), and its members agree on where
       they look: ``coherence``, the mean cosine similarity of the members' background-subtracted
       maps (:func:`camcore.audit.spectral.map_features`) to their mean, is at least
-      ``min_coherence`` [0.55] (objects at random places give 0.40-0.46 on the scenes, one fixed
-      spot 0.95): a shortcut is a consistent place, while maps lost in noise (a camera the model
+      ``min_coherence`` [0.65] (objects at random places give 0.41-0.46 with synthetic maps and
+      0.47-0.56 with the demo model's Grad-CAM maps; one fixed spot 0.93-0.96): a shortcut is a consistent place, while maps lost in noise (a camera the model
       cannot read) are off the object everywhere and are no shortcut. A cluster that is the
       class's main behaviour (share >= 50%) is not flagged again when the class is already
       ``off_object``;
@@ -132,7 +132,7 @@ class Rules:
     spot_dispersion: float = 0.05
     spot_radius: float = 0.05
     spot_enrichment: float = 3.0
-    min_coherence: float = 0.55
+    min_coherence: float = 0.65
     min_group_samples: int = 20
     fdr: float = 0.05
     min_effect: float = 0.2
