@@ -32,24 +32,27 @@ Decision rules (every threshold a field of :class:`Rules`, defaults in brackets)
       they look: ``coherence``, the mean cosine similarity of the members' background-subtracted
       maps (:func:`camcore.audit.spectral.map_features`) to their mean, is at least
       ``min_coherence`` [0.65] (objects at random places give 0.41-0.46 with synthetic maps and
-      0.47-0.56 with the demo model's Grad-CAM maps; one fixed spot 0.93-0.96): a shortcut is a consistent place, while maps lost in noise (a camera the model
-      cannot read) are off the object everywhere and are no shortcut. A cluster that is the
-      class's main behaviour (share >= 50%) is not flagged again when the class is already
-      ``off_object``;
+      0.47-0.56 with the demo model's Grad-CAM maps; one fixed spot 0.93-0.96): a shortcut is a
+      consistent place, while maps lost in noise (a camera the model cannot read) are off the
+      object everywhere and are no shortcut. A cluster that is the class's main behaviour
+      (share >= 50%) is not flagged again when the class is already ``off_object``;
     * without regions: its maps peak on one fixed spot across images (``peak_dispersion``, the
       median distance of the peaks to their median, over the image diagonal, below
-      ``spot_dispersion`` [0.05]: about one cell of a 14 x 14 layer grid), while the class's
-      other maps do not (it is not the main behaviour: share < 50%). Objects at random places
-      give peaks spread over the image (a dispersion near 0.27 for uniform positions); an aligned
-      dataset (every image framed alike) has one fixed spot as its main behaviour and is not
-      flagged.
-
+      ``spot_dispersion`` [0.05]: about one cell of a 14 x 14 layer grid) where the other classes'
+      maps do not: within ``spot_radius`` [0.05 of the diagonal] of the spot lie at least
+      ``spot_enrichment`` [3] times the share of the class's peaks that the other classes have
+      there, and the binomial test of that count against the other classes' rate gives a p-value
+      below ``alpha`` (:func:`spot_enrichment`). Objects at random places give peaks spread over
+      the image (a dispersion near 0.27 for uniform positions); an aligned dataset (faces, scans:
+      every class peaks at the same place) is not flagged, since the other classes peak there too;
     * or, when no cluster is flagged (the clustering can miss a small strategy): the disc of
       radius ``spot_radius`` [0.05 of the diagonal] holding most of the class's peaks holds at
       least ``min_cluster_size`` maps and ``min_cluster_share`` of the class, ``spot_enrichment``
       times the other classes' rate, with a binomial p-value below ``alpha`` after a Bonferroni
       factor for the ``ceil(1 / (pi r^2))`` discs scanned, and, with regions, those maps are off
       the object (else the class's objects simply sit there).
+
+    A class with fewer than ``min_samples`` maps gets no cluster flag (too few to tell).
 
 ``group``: a (column, value) with at least ``min_group_samples`` [20] samples, and as many in the
     rest, whose accuracy, region energy, entropy or border energy differs from the rest's: the
