@@ -300,3 +300,22 @@ def test_a_model_of_any_input_size_audits_each_image_at_its_own_size(tmp_path: P
     assert shapes == [(21, 32), (32, 32), (32, 21), (21, 32)]
     assert table.column("region_area").to_pylist() == [0.25] * 4
     assert set(table.column("prediction").to_pylist()) <= {"0", "1", "2", "3", "4"}
+
+
+def test_the_row_function_pickles_and_gives_the_same_rows_in_any_batch(scenes: Path) -> None:
+    """What the Ray engine relies on: ``AuditWorker(config)`` pickles as its config, takes samples as a
+    list or as their table (or its columns), and a sample's row does not depend on its batch."""
+    import pickle
+
+    from camcore.audit.dataset import load_dataset
+    from camcore.audit.worker import AuditConfig, AuditWorker, samples_table
+
+    samples = load_dataset(scenes / "manifest.csv", ["site"]).samples[:10]
+    config = AuditConfig(MODEL, size=(96, 96), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), batch_size=16,
+                         class_names=CLASS_NAMES, groups=("site",), provenance={"method": "gradcam"})  # fmt: skip
+    whole = AuditWorker(config)(samples)
+    assert whole.column("id").to_pylist() == [s.id for s in samples] and whole.column("error").null_count == 10
+    twin = pickle.loads(pickle.dumps(AuditWorker(AuditConfig(**{**config.__dict__, "batch_size": 3}))))
+    table = samples_table(samples, ["site"])
+    assert twin(table).equals(whole)
+    assert twin(table.slice(4, 3).to_pydict()).equals(whole.slice(4, 3))
