@@ -100,7 +100,7 @@ class _Pictures:
         i = self.index.get(sid)
         if i is None or not self._take():
             return None
-        cam = self.rows.maps[i]
+        cam = self.rows.maps_of(i)
         img = self.image(i)
         missing = img is None
         pic = colorize(cv2.resize(cam, (self.thumb, self.thumb)), "jet") if img is None else overlay(img, cam, 0.45)
@@ -254,7 +254,7 @@ def build_context(
             elif flag.get("members"):
                 idx = np.asarray([pics.index[s] for s in flag["members"] if s in pics.index], np.int64)
                 if len(idx):
-                    mean_pic = pics.mean(idx, _normalised_mean(rows.maps[idx]))
+                    mean_pic = pics.mean(idx, _normalised_mean(rows.maps_of(idx)))
                 mean_label = "mean map of these maps"
                 pictures = strip(flag["members"], conf_caption, thumbs)
             else:
@@ -266,7 +266,7 @@ def build_context(
             sel = rows.ok & (rows.groups[flag["column"]] == flag["value"])
             idx = np.nonzero(sel)[0]
             if len(idx):
-                mean_pic = pics.mean(idx, _normalised_mean(rows.maps[idx]))
+                mean_pic = pics.mean(idx, _normalised_mean(rows.maps_of(idx)))
                 mean_label = f"mean map of {flag['column']} = {flag['value']}"
                 wrong = idx[rows.correct[idx] == 0]
                 wrong = wrong[np.argsort(-np.nan_to_num(rows.confidence[wrong]), kind="stable")]
