@@ -105,6 +105,8 @@ def test_summary_is_deterministic_and_json() -> None:
     table = make_table(Spec(n=200, seed=5, shortcut="star", site_b_error=0.3))
     a, b = summarize(table, CTX), summarize(table, CTX)
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    shuffled = table.take(np.random.default_rng(0).permutation(table.num_rows))
+    assert json.dumps(summarize(shuffled, CTX), sort_keys=True) == json.dumps(a, sort_keys=True)
     other = summarize(table, replace(CTX, seed=7))
     assert [f["kind"] for f in other["flags"]] == [f["kind"] for f in a["flags"]]
 
