@@ -285,7 +285,10 @@ def _tokens(ti: TensorInfo, target: str, image: _Image) -> tuple[int, int, int]:
 
 
 def _arrange(b: GraphBuilder, tensor: str, target: str, ti: TensorInfo, kind: str | None, image: _Image) -> str:
-    """``tensor`` (shaped as layer ``target``) as (N, C, h, w) float32, as :func:`camcore.maps.arrange`."""
+    """``tensor`` (shaped as layer ``target``) as a 4-D float32 grid, as :func:`camcore.maps.arrange`
+    lays it out but not transposed: (N, C, h, w), or (N, h, w, C) for NHWC layers and tokens (a
+    Transpose reading the layer lets onnxruntime's transpose optimiser rewrite the model's own
+    nodes, whose outputs then differ in the last bits)."""
     layout = _layout_of(ti, kind, target)
     x = tensor if ti.elem_type == FLOAT else b.Cast(tensor, FLOAT)
     assert ti.shape is not None
@@ -293,10 +296,15 @@ def _arrange(b: GraphBuilder, tensor: str, target: str, ti: TensorInfo, kind: st
         prefix, h, w = _tokens(ti, target, image)
         if prefix:
             x = b.Slice(x, [prefix], [np.iinfo(np.int64).max], [1])
-        return b.Transpose(b.Reshape(x, b.ints([0, h, w, -1])), [0, 3, 1, 2])
-    if layout == "channels_last":
-        return b.Transpose(x, [0, 3, 1, 2])
-    return b.Unsqueeze(x, [2]) if len(ti.shape) == 3 else x
+        return b.Reshape(x, b.ints([0, h, w, -1]))
+    if layout == "channels_first" and len(ti.shape) == 3:
+        return b.Unsqueeze(x, [2])
+    return x
+
+
+def _axes(ti: TensorInfo, kind: str | None, target: str) -> tuple[int, tuple[int, int]]:
+    """The channel axis and spatial axes of the arranged tensor."""
+    return (1, (2, 3)) if _layout_of(ti, kind, target) == "channels_first" else (3, (1, 2))
 
 
 def _grid(ti: TensorInfo, kind: str | None, image: _Image) -> tuple[int, int] | None:
@@ -347,13 +355,16 @@ def _layer_map(
     from camcore.methods import METHODS
 
     act, grad, hvp = tensors
+    channel_axis, spatial_axes = _axes(ti, kind, target)
     arranged = LayerTensors(
         _arrange(b, act, target, ti, kind, image),
         None if grad is None else _arrange(b, grad, target, ti, kind, image),
         None if hvp is None else _arrange(b, hvp, target, ti, kind, image),
+        channel_axis,
+        spatial_axes,
     )
     raw = spec.fn(b, arranged)
-    layer_map = b.ReduceSum(raw, [1], keepdims=False) if METHODS[spec.key].output == "channels" else raw
+    layer_map = raw if METHODS[spec.key].output == "map" else b.ReduceSum(raw, [channel_axis], keepdims=False)
     return _layer_final(b, layer_map, _grid(ti, kind, image), image)
 
 

@@ -2,10 +2,11 @@
 
 Each function is the ONNX twin of the numpy method of the same key in
 :data:`camcore.methods.METHODS` (same formula, same epsilons): it receives the layer's
-activations ``A`` and gradients ``G`` already arranged as (N, C, h, w) float32 tensors of the
-graph (:class:`LayerTensors`) and emits, with the typed builder, what the numpy method returns:
-the per-channel contributions (N, C, h, w) for ``output="channels"`` methods (the export sums
-them over C) or the layer map (N, h, w) for ``output="map"`` ones.
+activations ``A`` and gradients ``G`` as 4-D float32 tensors of the graph with one channel axis
+and two spatial axes (:class:`LayerTensors`: (N, C, h, w), or (N, h, w, C) for NHWC layers and
+token grids, which the export does not transpose) and emits, with the typed builder, what the
+numpy method returns: the per-channel contributions for ``output="channels"`` methods (the
+export sums them over the channel axis) or the layer map (N, h, w) for ``output="map"`` ones.
 
 :data:`EXPORTABLE` is keyed by the method registry's keys, so the CLI choices, the README list
 and the tests read the exportable methods from it. Every other method is refused by
@@ -29,18 +30,19 @@ from camcore.graph.builder import GraphBuilder
 __all__ = ["EXPORTABLE", "REFUSALS", "Exportable", "LayerTensors", "exportable_method", "register_exportable"]
 
 FLOAT = onnx.TensorProto.FLOAT
-#: the spatial axes of an arranged (N, C, h, w) tensor
-SPATIAL = (2, 3)
 
 
 @dataclass(frozen=True)
 class LayerTensors:
-    """Graph tensors of one target layer, arranged as (N, C, h, w) float32."""
+    """Graph tensors of one target layer: 4-D float32, channels on ``channel_axis`` and the
+    grid on ``spatial_axes`` ((1, (2, 3)) for NCHW, (3, (1, 2)) for NHWC and token grids)."""
 
     activations: str
     gradients: str | None = None
     #: H·A, the Hessian-vector product with v = A (ShapleyCAM)
     hvp: str | None = None
+    channel_axis: int = 1
+    spatial_axes: tuple[int, int] = (2, 3)
 
 
 InGraphFn = Callable[[GraphBuilder, LayerTensors], str]
@@ -115,7 +117,7 @@ def exportable_method(key: str) -> Exportable:
 
 
 def _weighted(b: GraphBuilder, weights: str, a: str) -> str:
-    """:math:`w_c A_c` for (N, C, 1, 1) weights: the contributions of a weight method."""
+    """:math:`w_c A_c` for per-channel weights kept on the spatial axes: a weight method's contributions."""
     return b.Mul(weights, a)
 
 
@@ -131,7 +133,7 @@ def _grads(layer: LayerTensors) -> str:
 @register_exportable("gradcam")
 def gradcam(b: GraphBuilder, layer: LayerTensors) -> str:
     """Grad-CAM: :math:`w_c = \\frac{1}{Z}\\sum_{ij} G^c_{ij}`, contributions :math:`w_c A^c`."""
-    return _weighted(b, b.ReduceMean(_grads(layer), SPATIAL), layer.activations)
+    return _weighted(b, b.ReduceMean(_grads(layer), layer.spatial_axes), layer.activations)
 
 
 @register_exportable("hirescam")
@@ -150,22 +152,22 @@ def gradcam_elementwise(b: GraphBuilder, layer: LayerTensors) -> str:
 def gradcam_plusplus(b: GraphBuilder, layer: LayerTensors) -> str:
     """Grad-CAM++ (eq. 19): :math:`\\alpha = G^2 / (2G^2 + \\sum A \\cdot G^3 + 10^{-6})`, 0 where
     G = 0; :math:`w_c = \\sum_{ij} \\alpha \\max(G, 0)`."""
-    g, a = _grads(layer), layer.activations
+    g, a, spatial = _grads(layer), layer.activations, layer.spatial_axes
     g2 = b.Mul(g, g)
     g3 = b.Mul(g2, g)
-    sum_a = b.ReduceSum(a, SPATIAL)
+    sum_a = b.ReduceSum(a, spatial)
     denominator = b.Add(b.Add(b.Mul(_eps(b, 2.0), g2), b.Mul(sum_a, g3)), _eps(b, 1e-6))
     alpha = b.Div(g2, denominator)
     alpha = b.Where(b.op("Equal", g, _eps(b, 0.0)), _eps(b, 0.0), alpha)
-    return _weighted(b, b.ReduceSum(b.Mul(b.op("Relu", g), alpha), SPATIAL), a)
+    return _weighted(b, b.ReduceSum(b.Mul(b.op("Relu", g), alpha), spatial), a)
 
 
 @register_exportable("xgradcam")
 def xgradcam(b: GraphBuilder, layer: LayerTensors) -> str:
     """XGrad-CAM: :math:`w_c = \\sum_{ij} G^c A^c / (\\sum_{ab} A^c + 10^{-7})`."""
-    g, a = _grads(layer), layer.activations
-    sum_a = b.ReduceSum(a, SPATIAL)
-    weights = b.ReduceSum(b.Div(b.Mul(g, a), b.Add(sum_a, _eps(b, 1e-7))), SPATIAL)
+    g, a, spatial = _grads(layer), layer.activations, layer.spatial_axes
+    sum_a = b.ReduceSum(a, spatial)
+    weights = b.ReduceSum(b.Div(b.Mul(g, a), b.Add(sum_a, _eps(b, 1e-7))), spatial)
     return _weighted(b, weights, a)
 
 
@@ -181,17 +183,17 @@ def shapleycam(b: GraphBuilder, layer: LayerTensors) -> str:
     the gradient graph differentiated once more (``augment(hvp=True)``)."""
     assert layer.hvp is not None, "the export asks augment for H·A"
     g = b.Sub(_grads(layer), b.Mul(_eps(b, 0.5), layer.hvp))
-    return _weighted(b, b.ReduceMean(g, SPATIAL), layer.activations)
+    return _weighted(b, b.ReduceMean(g, layer.spatial_axes), layer.activations)
 
 
 @register_exportable("fem")
 def fem(b: GraphBuilder, layer: LayerTensors) -> str:
     """FEM with its default k = 2: :math:`w_c = \\frac{1}{Z}\\sum_{ij}[A > \\mu_c + 2\\sigma_c]`,
     the map :math:`\\sum_c w_c A^c` (σ the population standard deviation)."""
-    a = layer.activations
-    mean = b.ReduceMean(a, SPATIAL)
+    a, spatial = layer.activations, layer.spatial_axes
+    mean = b.ReduceMean(a, spatial)
     centred = b.Sub(a, mean)
-    std = b.op("Sqrt", b.ReduceMean(b.Mul(centred, centred), SPATIAL))
+    std = b.op("Sqrt", b.ReduceMean(b.Mul(centred, centred), spatial))
     threshold = b.Add(mean, b.Mul(_eps(b, 2.0), std))
-    weights = b.ReduceMean(b.Cast(b.op("Greater", a, threshold), FLOAT), SPATIAL)
-    return b.ReduceSum(b.Mul(weights, a), [1], keepdims=False)
+    weights = b.ReduceMean(b.Cast(b.op("Greater", a, threshold), FLOAT), spatial)
+    return b.ReduceSum(b.Mul(weights, a), [layer.channel_axis], keepdims=False)
