@@ -241,7 +241,7 @@ def run(
         batch_size=batch_size, class_names=None if names is None else tuple(names), groups=tuple(dataset.groups),
         provenance=provenance, threads=threads, providers=None if providers is None else tuple(providers),
     )  # fmt: skip
-    worker = AuditWorker(config)
+    worker = AuditWorker(config, cam)
 
     t0 = time.perf_counter()
     with SampleStore(out_dir, worker.schema, restart=restart) as store:  # the last check: now the work starts
@@ -259,7 +259,9 @@ def run(
     if len(wanted) != table.num_rows or not set(table.column("id").to_pylist()) <= wanted:
         import pyarrow.compute as pc
 
+        stored = table.num_rows
         table = table.filter(pc.is_in(table.column("id"), pa.array(sorted(wanted), pa.string())))
+        say(f"{stored - table.num_rows} stored row(s) are of samples no longer in DATA: left out of the summary")
     summary = _analyse(table, worker, dataset, names, names_source, provenance, model, choice.task.name, out_dir)
     summary["engine"] = engine_summary
     text = json.dumps(summary, indent=2, allow_nan=False)
@@ -345,12 +347,12 @@ def _sanity(table: pa.Table, worker: AuditWorker, dataset: Dataset, task: str) -
     ok = ok.slice(0, SANITY_SAMPLES)
     by_id = {s.id: s for s in dataset.samples}
     prepared = [worker.prepare(by_id[i]) for i in ok.column("id").to_pylist()]
-    keep = [j for j, p in enumerate(prepared) if p.x is not None]
-    if not keep:
+    inputs = {j: p.x for j, p in enumerate(prepared) if p.x is not None}
+    if not inputs:
         return None
-    shape = np.shape(prepared[keep[0]].x)
-    keep = [j for j in keep if np.shape(prepared[j].x) == shape]  # one batch: the inputs of the first one's size
-    x = np.stack([prepared[j].x for j in keep])  # type: ignore[misc]
+    shape = next(iter(inputs.values())).shape
+    keep = [j for j, x in inputs.items() if x.shape == shape]  # one batch: the inputs of the first one's size
+    x = np.stack([inputs[j] for j in keep])
     explained = ok.column("explained_index").to_pylist()
     targets = [ClassifierOutputTarget(int(explained[j])) for j in keep]
     return sanity_check(worker.cam, x, targets, n=len(keep))

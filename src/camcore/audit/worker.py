@@ -175,12 +175,14 @@ class AuditWorker:
 
     Args:
         config: the :class:`AuditConfig`; a worker pickles as its config and rebuilds its CAM.
+        cam: a CAM already built from ``config`` (its model, method, layers, output, providers,
+            threads), to share instead of loading the model again.
 
     ``worker(samples) -> pyarrow.Table``: the rows of ``samples`` (a list of :class:`Sample`,
     a :func:`samples_table` table, or a dict of its columns), in input order.
     """
 
-    def __init__(self, config: AuditConfig) -> None:
+    def __init__(self, config: AuditConfig, cam: Any = None) -> None:
         from camcore.batch import BatchExplainer
         from camcore.cam import cam_class
         from camcore.preprocess import Preprocess
@@ -189,8 +191,10 @@ class AuditWorker:
         self.config = config
         layers = None if config.layers is None else list(config.layers)
         providers = None if config.providers is None else list(config.providers)
-        self.cam = cam_class(config.method)(config.model, layers, output=config.output, threads=config.threads,
-                                            providers=providers)  # fmt: skip
+        if cam is None:
+            cam = cam_class(config.method)(config.model, layers, output=config.output, threads=config.threads,
+                                           providers=providers)  # fmt: skip
+        self.cam = cam
         self.preprocess = Preprocess(config.size, config.mean, config.std, bgr=config.bgr, nhwc=config.nhwc)
         self.choice = choose_task(self.cam.engine, config.task, TaskOptions(),
                                   explicit_output=config.output is not None, input_hw=config.size)  # fmt: skip
