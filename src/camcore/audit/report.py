@@ -242,7 +242,7 @@ def build_context(
     findings = []
     for flag in summary.get("flags", []):
         name = flag.get("class")
-        pictures, mean_pic, mean_label = [], None, ""
+        pictures, mean_pic, mean_label, second, second_label = [], None, "", None, ""
         if name in classes:
             info = classes[name]
             cluster = next((c for c in info.get("clusters", []) if c.get("id") == flag.get("cluster")), None)
@@ -254,7 +254,7 @@ def build_context(
             elif flag.get("members"):
                 idx = np.asarray([pics.index[s] for s in flag["members"] if s in pics.index], np.int64)
                 if len(idx):
-                    mean_pic = pics.mean(idx, _normalised_mean(rows.maps_of(idx)))
+                    mean_pic = pics.mean(idx, _normalised_mean(rows.maps_of(idx[:5000])))
                 mean_label = "mean map of these maps"
                 pictures = strip(flag["members"], conf_caption, thumbs)
             else:
@@ -265,9 +265,14 @@ def build_context(
         elif flag.get("kind") == "group" and flag.get("column") in rows.groups:
             sel = rows.ok & (rows.groups[flag["column"]] == flag["value"])
             idx = np.nonzero(sel)[0]
+            rest = np.nonzero(rows.ok & ~sel)[0]
             if len(idx):
-                mean_pic = pics.mean(idx, _normalised_mean(rows.maps_of(idx)))
+                mean_pic = pics.mean(idx, _normalised_mean(rows.maps_of(idx[:5000])))
                 mean_label = f"mean map of {flag['column']} = {flag['value']}"
+            if len(rest):
+                second = pics.mean(rest, _normalised_mean(rows.maps_of(rest[:5000])))
+                second_label = "mean map of the rest"
+            if len(idx):
                 wrong = idx[rows.correct[idx] == 0]
                 wrong = wrong[np.argsort(-np.nan_to_num(rows.confidence[wrong]), kind="stable")]
                 pictures = strip([str(rows.ids[i]) for i in wrong], conf_caption, thumbs)
@@ -280,6 +285,8 @@ def build_context(
                 "evidence": _evidence(flag),
                 "mean": mean_pic,
                 "mean_label": mean_label,
+                "second": second,
+                "second_label": second_label,
                 "pictures": pictures,
             }
         )
