@@ -278,8 +278,16 @@ def test_resnet18_methods_equal_pytorch_grad_cam(method: str) -> None:
 #: reach exports: NHWC with channels-last and channels-first layers (jax2onnx's NHWC layer once lost
 #: its bit-identical logits to a Transpose in the map: onnxruntime's transpose optimiser rewrote the
 #: model's nodes), token grids after 1 and 5 leading tokens, opset 9 (upgraded to 11), float16 (CNN, ViT)
-REACH_CASES = ["keras_se_op18", "keras_plain_op13", "jax_cnn_op23", "torch_vit_dynamo",
-               "timm_vit_registers_torchscript", "paddle_cnn_op9", "keras_se_op13_fp16", "torch_vit_dynamo_fp16"]  # fmt: skip
+REACH_CASES = [
+    "keras_se_op18",
+    "keras_plain_op13",
+    "jax_cnn_op23",
+    "torch_vit_dynamo",
+    "timm_vit_registers_torchscript",
+    "paddle_cnn_op9",
+    "keras_se_op13_fp16",
+    "torch_vit_dynamo_fp16",
+]
 
 
 def _reach(name: str) -> tuple[str, np.ndarray, float]:
