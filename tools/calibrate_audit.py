@@ -70,8 +70,6 @@ def main() -> None:
               f"area={c['region_area_mean']} lift={lift:.2f} disp={c['peak_dispersion']} k={c['clustering']['k']} "
               f"clusters(size, energy, disp)={clusters}")  # fmt: skip
     for col, values in summary["groups"].items():
-        if col.startswith("_"):
-            continue
         for v, s in values.items():
             tests = {m: (t["effect_size"], t["p_adjusted"]) for m, t in s["tests"].items()}
             print(f"  group {col}={v}: n={s['samples']} acc={s['accuracy']} tests={tests}")

@@ -665,7 +665,9 @@ def _class_groups(rows: Rows, name: str, idx: np.ndarray) -> dict[str, dict[str,
 
 
 # ------------------------------------------------------------------------------- subgroups
-def _group_tests(rows: Rows, ctx: AuditContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _group_tests(
+    rows: Rows, ctx: AuditContext
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
     """Per group column and value: statistics, tests against the rest, and the group flags."""
     rules = ctx.rules
     ok = rows.ok
@@ -755,7 +757,7 @@ def _group_tests(rows: Rows, ctx: AuditContext) -> tuple[dict[str, Any], list[di
         flag["message"] = head + "; ".join(parts)
         out_flags.append(flag)
     meta = {"permutations": n_perm, "tests": len(results), "correction": "Benjamini-Hochberg", "fdr": rules.fdr}
-    return {"_tests": meta, **summary} if results else summary, out_flags
+    return summary, meta if results else None, out_flags
 
 
 def _difference(metric: str, d: Mapping[str, Any]) -> str:
@@ -781,7 +783,8 @@ def summarize(table: pa.Table, context: AuditContext) -> dict[str, Any]:
     Returns:
         A JSON-serialisable dict: ``camcore_version``, ``model``, ``layer``, ``method``, ``task``,
         ``class_names_source``, ``class_names``, ``counts``, ``accuracy``, ``classes``, ``groups``,
-        ``sanity``, ``flags``, ``rules``. The same rows, in any order, and context give the same dict.
+        ``group_tests`` (permutations, tests, correction; None without tests), ``sanity``, ``flags``,
+        ``rules``. The same rows, in any order, and context give the same dict.
     """
     with serial_blas():
         return _summarize(table, context)
@@ -801,7 +804,7 @@ def _summarize(table: pa.Table, context: AuditContext) -> dict[str, Any]:
         if info["samples"] or info["labelled"]:
             classes[name] = info
             flags += class_flags
-    groups, group_flags = _group_tests(rows, context)
+    groups, group_tests, group_flags = _group_tests(rows, context)
     flags += group_flags
     sanity = dict(context.sanity) if context.sanity is not None else None
     if sanity is not None and not sanity.get("passed", True):
@@ -834,6 +837,7 @@ def _summarize(table: pa.Table, context: AuditContext) -> dict[str, Any]:
         "accuracy": _num(_mean(rows.correct[labelled])) if labelled.any() else None,
         "classes": classes,
         "groups": groups,
+        "group_tests": group_tests,
         "sanity": sanity,
         "flags": flags,
         "rules": {k: getattr(context.rules, k) for k in context.rules.__dataclass_fields__},

@@ -214,7 +214,7 @@ def build_context(
     thumb: int = 96,
 ) -> dict[str, Any]:
     """The template's variables (see :func:`write_report`)."""
-    groups = [c for c in summary.get("groups", {}) if not c.startswith("_")]
+    groups = list(summary.get("groups", {}))
     rows = read_rows(table, groups)
     paths = np.asarray(table.column("path").to_pylist() if "path" in table.column_names else [None] * len(rows.ids))
     pics = _Pictures(rows, images or _read_rgb, paths, thumb, max_images)
@@ -355,7 +355,7 @@ def build_context(
         "classes": class_views,
         "hidden_classes": hidden,
         "group_views": group_views,
-        "group_meta": summary.get("groups", {}).get("_tests"),
+        "group_meta": summary.get("group_tests"),
         "failed": failed,
         "more_failed": max(0, int(counts.get("errors", 0)) - len(failed)),
         "sanity": summary.get("sanity"),
