@@ -49,8 +49,8 @@ Decision rules (every threshold a field of :class:`Rules`, defaults in brackets)
       radius ``spot_radius`` [0.05 of the diagonal] holding most of the class's peaks holds at
       least ``min_cluster_size`` maps and ``min_cluster_share`` of the class, ``spot_enrichment``
       times the other classes' rate, with a binomial p-value below ``alpha`` after a Bonferroni
-      factor for the ``ceil(1 / (pi r^2))`` discs scanned, and, with regions, those maps are off
-      the object (else the class's objects simply sit there).
+      factor for the ``ceil(1 / (2 pi r^2))`` discs (64) the image holds, and, with regions, those
+      maps are off the object (else the class's objects simply sit there).
 
     A class with fewer than ``min_samples`` maps gets no cluster flag (too few to tell).
 
@@ -500,7 +500,8 @@ def _spot_scan(
 ) -> list[dict[str, Any]]:
     """The fixed-spot rule without the clustering (which can miss a small strategy): the disc of
     radius ``spot_radius`` holding most of the class's peaks, tested as :func:`spot_enrichment`
-    with a Bonferroni factor of ``ceil(1 / (pi r^2))``, the discs the image holds."""
+    with a Bonferroni factor of ``ceil(1 / (2 pi r^2))``, the discs of radius r (in diagonals) the
+    image holds."""
     px, py = peaks[0], peaks[1]
     keep = ~(np.isnan(px) | np.isnan(py))
     if keep.sum() < rules.min_cluster_size:
@@ -516,7 +517,7 @@ def _spot_scan(
     near = sub[d2[densest] <= r2]
     spot = (float(np.median(px[near])), float(np.median(py[near])))
     test = spot_enrichment(spot, *peaks, radius=rules.spot_radius)
-    tests = int(np.ceil(1.0 / (np.pi * rules.spot_radius**2)))
+    tests = int(np.ceil(1.0 / (2.0 * np.pi * rules.spot_radius**2)))  # r * sqrt 2 in unit-square units
     p_adjusted = min(1.0, test["p_value"] * tests)
     close = (px - spot[0]) ** 2 + (py - spot[1]) ** 2 <= r2
     members = idx[close & keep]
