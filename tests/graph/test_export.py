@@ -176,6 +176,21 @@ def test_explicit_classes_the_default_and_a_broadcast_class() -> None:
     np.testing.assert_array_equal(one, _run(proto, {"x": x, CLASS_INPUT: np.full(3, 2, np.int64)})[CAM_OUTPUT])
 
 
+def test_an_all_negative_map_gives_zeros_not_nan() -> None:
+    """Class 0's classifier row made negative: Grad-CAM's M <= 0 everywhere, so the ReLU leaves 0 and
+    the min-max scaling (x - min) / (1e-7 + max) keeps it 0, as the Python API does."""
+    model = onnx.ModelProto()
+    model.CopyFrom(strided_model())
+    fc = next(t for t in model.graph.initializer if t.name == "fc")
+    weights = onnx.numpy_helper.to_array(fc).copy()
+    weights[0] = -np.abs(weights[0])
+    fc.CopyFrom(onnx.numpy_helper.from_array(weights, "fc"))
+    x, classes = _x((2, 3, 12, 12), 14), np.zeros(2, np.int64)
+    got = _run(export_cam_model(model), {"x": x, CLASS_INPUT: classes})[CAM_OUTPUT]
+    np.testing.assert_array_equal(got, np.zeros_like(got))
+    np.testing.assert_array_equal(_api(model, "gradcam", x, classes), got)
+
+
 def test_optional_class_is_an_overridable_default_and_required_a_plain_input() -> None:
     model = strided_model()
     optional = _session(export_cam_model(model))
