@@ -91,3 +91,18 @@ def test_an_interrupt_during_nested_writes_comes_out_at_the_end(tmp_path: Path) 
             done.append("outer")  # still runs: the interrupt waits for the outermost block
         done.append("after")  # never: the interrupt comes out when the outer block ends
     assert done == ["inner", "outer"]
+
+
+def test_written_files_have_an_ordinary_mode(tmp_path: Path) -> None:
+    """Reports and videos are shared: a file put in place atomically is as readable as any new file
+    (mkstemp's temporaries are 0600)."""
+    from camcore.files import NEW_FILE_MODE
+
+    atomic_write(tmp_path / "summary.json", lambda tmp: tmp.write_text("{}"))
+    f = AtomicFile(tmp_path / "video.mp4")
+    f.temporary.write_bytes(b"x")
+    f.commit()
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("summary.json", "video.mp4"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == NEW_FILE_MODE == 0o666 & ~mask

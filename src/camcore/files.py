@@ -118,9 +118,24 @@ def output_file(path: str | Path, inputs: Iterable[str | Path] = (), option: str
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # read it (there is no getter); set back at once, at import
+    os.umask(mask)
+    return mask
+
+
+#: what a new file's mode is: rw for whom the user's umask allows (mkstemp's own is 0600)
+NEW_FILE_MODE = 0o666 & ~_umask()
+
+
 def _temporary(path: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, NEW_FILE_MODE)  # outputs are shared (reports, videos): readable as any new file
+    except (AttributeError, OSError):  # pragma: no cover - Windows has no fchmod
+        pass
+    finally:
+        os.close(fd)
     return Path(name)
 
 
