@@ -190,7 +190,8 @@ def run(
     given = parse_classes(classes) if isinstance(classes, str) else (None if classes is None else list(classes))
     model = str(model)
     if not Path(model).is_file():
-        raise CamcoreError(f"model {model!r} does not exist: give the .onnx file")
+        what = "is a folder" if Path(model).is_dir() else "does not exist"
+        raise CamcoreError(f"model {model!r} {what}: give the .onnx file (camcore audit MODEL DATA --out DIR)")
     dataset = load_dataset(data, groups)
     out_dir = _check_out(Path(out), model, dataset)
 
