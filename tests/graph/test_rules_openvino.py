@@ -58,8 +58,6 @@ KNOWN: dict[str, str] = {
     "Pad-wrap-axes-op19": _UNSUPPORTED.format(what="Pad wrap mode"),
     "Add-dynamic-broadcast-op13": _STATIC_AXES,
     "Sub-dynamic-not-broadcast-op13": _STATIC_AXES,
-    "Conv-3d-op17": "OpenVINO's 3-D ConvTranspose (Conv's input gradient) with asymmetric pads and "
-    "strides [2, 1, 2] differs from onnxruntime's; not yet narrowed down",
 }
 
 

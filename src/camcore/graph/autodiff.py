@@ -256,7 +256,12 @@ def build_gradients(
         sub, _ = path_nodes(nodes, [target], list(seeds), info, stop)
         check_supported(nodes, sub, target, next(iter(seeds)), quantized)
     # constants, and the shape computations that static dims decide (Slice bounds from Shape)
-    opts = {"constants": shape_values(graph, info, b.opset, constant_values(graph)), **(options or {})}
+    opts = {
+        "constants": shape_values(graph, info, b.opset, constant_values(graph)),
+        "constant_names": {i.name for i in graph.initializer}
+        | {o for n in graph.node if n.op_type == "Constant" for o in n.output},
+        **(options or {}),
+    }
     contributions: dict[str, list[str]] = defaultdict(list)
     for out, seed in seeds.items():
         contributions[out].append(seed)

@@ -129,3 +129,8 @@ class GradContext:
     def const_value(self, tensor: str) -> Any:
         """The value of a constant input (initializer or Constant node), else None."""
         return self.options["constants"].get(tensor)
+
+    def is_constant(self, tensor: str) -> bool:
+        """Whether ``tensor`` is an initializer or a Constant node's output, of any size
+        (:meth:`const_value` holds only the small ones' values)."""
+        return tensor in self.options.get("constant_names", ()) or tensor in self.options["constants"]

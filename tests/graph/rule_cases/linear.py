@@ -94,6 +94,9 @@ CASES = [
     conv("same-lower-k4", 21, "1,2,8,7", (3, 2, 4, 4), '<strides = [2, 2], auto_pad = "SAME_LOWER">'),
     conv("valid-1d-stride3", 13, "2,3,11", (2, 3, 3), '<strides = [3], auto_pad = "VALID">'),
     conv("3d", 17, "1,2,5,4,5", (2, 2, 3, 2, 3), "<strides = [2, 1, 2], pads = [1, 0, 1, 1, 1, 0]>"),
+    # a square weight (as many output as input channels) used raw, as torch's eval exports leave
+    # convolutions: OpenVINO once read the forward's prepared weights for the gradient's
+    conv("square-channels", 17, "1,4,7,6", (4, 4, 3, 3), "<strides = [2, 1], pads = [1, 0, 1, 1]>"),
     conv("dynamic-batch", 17, "2,3,7,7", (4, 3, 3, 3), "<strides = [2, 2], pads = [0, 1, 1, 0]>", batch="N"),
     conv_params(
         "groups-stride2",
@@ -123,6 +126,7 @@ CASES = [
         op="ConvTranspose",
     ),
     conv("output-shape", 13, "2,2,4,5", (2, 3, 3, 3), "<strides = [3, 2], output_shape = [8, 9]>", op="ConvTranspose"),
+    conv("square-channels", 17, "1,3,4,5", (3, 3, 3, 3), "<strides = [2, 1], pads = [1, 0, 0, 1]>", op="ConvTranspose"),
     conv(
         "output-shape-and-padding",
         17,
@@ -231,6 +235,11 @@ CASES = [
         "MatMul-square-weight-op13",
         "MatMul",
         model(13, "float[2,3,4] x", "y = MatMul(x, w)", 3, (weight("w", (4, 4), 9),)),
+    ),
+    RuleCase(  # over the 4096 elements whose values the rules see: known constant by name only
+        "MatMul-large-square-weight-op13",
+        "MatMul",
+        model(13, "float[1,2,65] x", "y = MatMul(x, w)", 3, (weight("w", (65, 65), 10),)),
     ),
     RuleCase(
         "MatMul-dynamic-batch-both-op17",

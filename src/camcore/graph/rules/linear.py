@@ -9,7 +9,7 @@ emitted only when ``ctx.needs_grad`` asks for them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from camcore.graph.registry import GradContext, register
 from camcore.graph.rules.common import unbroadcast, unbroadcast_dynamic
@@ -72,6 +72,19 @@ def _weight_grad(
     return b.Transpose(dw, [1, 0, *range(2, 2 + nd)])
 
 
+def _negated_weight(ctx: GradContext, w: str, product: Callable[[str], str]) -> str:
+    """``product(w)``, as ``-product(-w)`` when ``w`` is a constant with as many rows as columns
+    (dims 0 and 1): OpenVINO's CPU plugin gives a Convolution and a ConvolutionBackpropData
+    that read one such constant the same prepared weights, so the input gradient of a
+    convolution whose weight is used raw (no BatchNorm folded into it at load time, as in
+    torch's eval exports) came out wrong there. -w is another constant; every product and sum
+    only changes sign, so onnxruntime's numbers are the same bit for bit."""
+    shape = ctx.shape(w)
+    if len(shape) < 2 or shape[0] != shape[1] or not isinstance(shape[0], int) or not ctx.is_constant(w):
+        return product(w)
+    return ctx.b.Neg(product(ctx.b.Neg(w)))
+
+
 @register("Conv")
 def conv(ctx: GradContext) -> Grads:
     """dX = ConvTranspose(g, W) with the same group/s/d/pads and an output padding
@@ -96,9 +109,14 @@ def conv(ctx: GradContext) -> Grads:
         extra = [
             n + pads[i] + pads[i + nd] - ((o - 1) * si + e) for i, (n, o, si, e) in enumerate(zip(size, out, s, ek))
         ]
-        grads[0] = b.op(
-            "ConvTranspose", g, w, group=group, strides=s, dilations=d, pads=pads, kernel_shape=k, output_padding=extra
-        )
+        grads[0] = _negated_weight(
+            ctx,
+            w,
+            lambda wt: b.op(
+                "ConvTranspose", g, wt, group=group, strides=s, dilations=d, pads=pads, kernel_shape=k,
+                output_padding=extra,
+            ),
+        )  # fmt: skip
     if ctx.needs_grad(1):
         grads[1] = _weight_grad(ctx, (x, size), (g, out), pads, s, d, k, group)
     if rest and rest[0] and ctx.needs_grad(2):
@@ -137,7 +155,9 @@ def conv_transpose(ctx: GradContext) -> Grads:
     g_in, g_size, pads = _crop(ctx, g, out, pb, pe)
     grads: Grads = [None] * len(ctx.inputs)
     if ctx.needs_grad(0):
-        grads[0] = b.op("Conv", g_in, w, group=group, strides=s, dilations=d, pads=pads, kernel_shape=k)
+        grads[0] = _negated_weight(
+            ctx, w, lambda wt: b.op("Conv", g_in, wt, group=group, strides=s, dilations=d, pads=pads, kernel_shape=k)
+        )
     if ctx.needs_grad(1):
         grads[1] = _weight_grad(ctx, (g_in, g_size), (x, size), pads, s, d, k, group)
     if rest and rest[0] and ctx.needs_grad(2):
@@ -192,7 +212,7 @@ def _square_weight(ctx: GradContext, bm: str, sb: Sequence[Dim]) -> bool:
     orientation (g·Bᵀ) gets the forward one's weights when B is square. With B first, dA's
     product is no fully-connected layer; onnxruntime's forward outputs stay bit for bit the same
     (tests/graph/test_forward_unchanged.py, float16 ViT included)."""
-    return len(sb) == 2 and sb[0] == sb[1] and ctx.const_value(bm) is not None
+    return len(sb) == 2 and sb[0] == sb[1] and ctx.is_constant(bm)
 
 
 @register("MatMul")
