@@ -36,6 +36,11 @@ from onnx import TensorProto, helper, numpy_helper
 import camcore
 from camcore.postprocess import colormap_table, overlay, resize_cam
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build" / "pytest-openvino-cam"  # kept between runs: a rebuild is incremental
 SIZE = 96  # the demo classifier's input size; the hand-made model uses it too
@@ -58,6 +63,15 @@ def example() -> Path:
         pytest.skip("needs cmake and a C++ compiler")
     if not (ov_cmake / "OpenVINOConfig.cmake").exists():
         pytest.skip(f"this openvino install has no C++ package ({ov_cmake}/OpenVINOConfig.cmake)")
+    BUILD.parent.mkdir(parents=True, exist_ok=True)
+    with open(BUILD.parent / "pytest-openvino-cam.lock", "w") as lock:
+        if fcntl is not None:  # another pytest run may be building the same folder
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        _build(ov_cmake)
+    return next(p for p in BUILD.rglob("camcore_openvino_cam*") if p.is_file() and p.suffix in ("", ".exe"))
+
+
+def _build(ov_cmake: Path) -> None:
     configure = ["cmake", "-S", str(ROOT / "cpp"), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=Release"]
     configure += ["-DCAMCORE_BUILD_OPENVINO_EXAMPLE=ON", "-DCAMCORE_BUILD_TESTS=OFF", f"-DOpenVINO_DIR={ov_cmake}"]
     done = subprocess.run(configure, capture_output=True, text=True, check=False)
@@ -68,7 +82,6 @@ def example() -> Path:
     build = ["cmake", "--build", str(BUILD), "--target", "camcore_openvino_cam", "--parallel", "2"]
     done = subprocess.run(build, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-    return next(p for p in BUILD.rglob("camcore_openvino_cam*") if p.is_file() and p.suffix in ("", ".exe"))
 
 
 def _handmade_models() -> tuple[onnx.ModelProto, onnx.ModelProto, str]:
