@@ -96,6 +96,14 @@ void parse_triple(const std::string& flag, const std::string& text, float (&out)
     if (n != 3) throw UsageError(flag + " needs three comma-separated numbers, got '" + text + "'");
 }
 
+template <class T>
+T parse_number(const std::string& flag, const std::string& text) {
+    std::istringstream in(text);
+    T v{};
+    if (!(in >> v) || !in.eof()) throw UsageError(flag + " needs a number, got '" + text + "'");
+    return v;
+}
+
 Options parse_args(int argc, char** argv) {
     Options o;
     std::vector<std::string> positional;
@@ -110,15 +118,15 @@ Options parse_args(int argc, char** argv) {
         } else if (a == "--std") {
             parse_triple(a, value(), o.std_);
         } else if (a == "--class") {
-            o.cls = std::stoll(value());
+            o.cls = parse_number<long long>(a, value());
         } else if (a == "--alpha") {
-            o.alpha = std::stod(value());
+            o.alpha = parse_number<double>(a, value());
         } else if (a == "--colormap") {
             o.colormap = value();
         } else if (a == "--device") {
             o.device = value();
         } else if (a == "--threads") {
-            o.threads = std::stoi(value());
+            o.threads = parse_number<int>(a, value());
         } else if (a == "--bgr") {
             o.bgr = true;
         } else if (a == "--save-cam") {
@@ -140,6 +148,9 @@ Options parse_args(int argc, char** argv) {
         if (s == 0.0f) throw UsageError("--std values must be non-zero");
     if (!(o.alpha >= 0.0 && o.alpha <= 1.0)) throw UsageError("--alpha must be in [0, 1]");
     if (o.cls < -1) throw UsageError("--class must be >= 0, or -1 for the top-1 class");
+    if (o.threads < 0) throw UsageError("--threads must be >= 0 (0 = OpenVINO's default)");
+    if (camcore::find_colormap(o.colormap) == nullptr)
+        throw UsageError("unknown --colormap '" + o.colormap + "'; choose one of " + camcore::colormap_names());
     return o;
 }
 

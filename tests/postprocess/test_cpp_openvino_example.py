@@ -295,6 +295,11 @@ def test_openvino_example_reads_a_stream_and_rejects_bad_input(example: Path, tm
 
     usage = subprocess.run([str(example), str(model)], capture_output=True, text=True, check=False)
     assert usage.returncode == 2 and "usage:" in usage.stderr
+    for bad, message in ((["--alpha", "x"], "--alpha needs a number"), (["--colormap", "nope"], "unknown --colormap")):
+        done = subprocess.run(
+            [str(example), str(model), str(tmp_path / "o"), str(stream), *bad], capture_output=True, text=True
+        )
+        assert done.returncode == 2 and message in done.stderr, done.stderr
     bad = tmp_path / "bad.ppm"
     bad.write_bytes(b"P3\n2 2\n255\n0 0 0")
     done = subprocess.run([str(example), str(model), str(tmp_path / "o"), str(bad)], capture_output=True, text=True)
