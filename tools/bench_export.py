@@ -15,7 +15,8 @@ returns the prediction and the map in one run, against the prediction alone. Eve
 median over alternating blocks (see ``bench_gradcam.py``), and ``A/A`` times the plain model
 against itself (a second session) as the noise floor of the machine; goal: export / plain <= 1.10 at batch 1.
 ``--profile`` adds onnxruntime's per-node profile of both models at batch 1: the time per op type
-in each, and the export's slowest nodes that the plain model does not have.
+in each, and the export's slowest nodes that the plain model does not have; and OpenVINO's
+kernel time of both (``PERF_COUNT``), against which its wall time shows its per-inference overhead.
 
     python tools/bench_export.py [MODEL.onnx | FOLDER ...] [--no-repo] [--method gradcam]
                                  [--repeats 60] [--batches 1] [--threads N] [--profile]
@@ -137,6 +138,23 @@ def _print_profile(name: str, plain: dict[str, dict], export: dict[str, dict]) -
         print(f"  {ms:.3f} ms  {op}  {node}")
 
 
+def _ov_profile(ov: Any, path: str, threads: int | None, feeds: dict[str, np.ndarray], runs: int = 30) -> float:
+    """OpenVINO's kernel milliseconds per run (``PERF_COUNT``), summed over its nodes."""
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(path, "CPU", config)
+    request = compiled.create_infer_request()
+    names = {name for port in compiled.inputs for name in port.get_names()}
+    fed = {k: v for k, v in feeds.items() if k in names}
+    totals = []
+    for i in range(runs + 3):
+        request.infer(fed)
+        if i >= 3:
+            totals.append(sum(p.real_time.total_seconds() for p in request.profiling_info) * 1e3)
+    return statistics.median(totals)
+
+
 def _bench(case: Case, args: argparse.Namespace, tmp: Path, ov: Any) -> None:
     import camcore
     from camcore.runtime import Session
@@ -182,6 +200,14 @@ def _bench(case: Case, args: argparse.Namespace, tmp: Path, ov: Any) -> None:
                 _op_profile(plain_path, plain_feeds, args.threads),
                 _op_profile(export_path, export_feeds, args.threads),
             )
+            if ov is not None:
+                p, e = (
+                    _ov_profile(ov, path, args.threads, f)
+                    for path, f in [(plain_path, plain_feeds), (export_path, export_feeds)]
+                )
+                print(
+                    f"OpenVINO kernel time (PERF_COUNT, median run): plain {p:.3f} ms, export {e:.3f} ms = {e / p:.3f}x"
+                )
 
 
 def main() -> None:
