@@ -24,7 +24,7 @@ import onnxruntime as ort
 import pytest
 
 from camcore.graph import augment
-from tests.golden_models import load_golden
+from tests.golden_models import load_golden, load_manifest
 from tests.graph.fd import case_seed, feed_for
 from tests.graph.rule_cases import RuleCase, all_cases
 
@@ -149,3 +149,55 @@ def test_openvino_stays_out_of_the_test_process(openvino: ProcessPoolExecutor) -
     import sys
 
     assert "openvino" not in sys.modules
+
+
+def _fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every Conv -> BatchNormalization pair folded into one Conv, as torch's eval
+    export writes it: W' = W·γ/√(σ²+ε), b' = β + (b − μ)·γ/√(σ²+ε)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    kept, replaced = [], {}
+    for node in graph.node:
+        conv = producer.get(node.input[0]) if node.op_type == "BatchNormalization" else None
+        if conv is None or conv.op_type != "Conv":
+            kept.append(node)
+            continue
+        gamma, beta, mean, var = (inits[n] for n in node.input[1:5])
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        scale = gamma / np.sqrt(var + eps)
+        w = inits[conv.input[1]] * scale.reshape(-1, 1, 1, 1)
+        b = beta + ((inits[conv.input[2]] if len(conv.input) > 2 else 0) - mean) * scale
+        for name, value in ((conv.input[1], w), (conv.output[0] + "_bias", b)):
+            replaced[name] = onnx.numpy_helper.from_array(value.astype(np.float32), name)
+        del conv.input[2:]
+        conv.input.append(conv.output[0] + "_bias")
+        conv.output[0] = node.output[0]
+    del graph.node[:]
+    graph.node.extend(kept)
+    keep = [i for i in graph.initializer if i.name not in replaced]
+    del graph.initializer[:]
+    graph.initializer.extend([*keep, *replaced.values()])
+    return out
+
+
+def test_folded_resnet18_mid_layer_gradient_agrees_on_openvino(openvino: ProcessPoolExecutor) -> None:
+    """ResNet-18 with its BatchNorms folded into the convolutions (torch's eval export): the
+    3x3 convolutions' weights are square and used raw, which OpenVINO's CPU plugin once mixed up
+    between a convolution and its input gradient (layer2's gradient was off by 1.1 relative)."""
+    model, arrays, _ = load_golden("resnet18")
+    folded = _fold_batchnorm(model)
+    assert not any(n.op_type == "BatchNormalization" for n in folded.graph.node)
+    x = {model.graph.input[0].name: arrays["input"]}
+    logits = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+              for m in (model, folded)]  # fmt: skip
+    np.testing.assert_allclose(logits[1], logits[0], rtol=1e-4, atol=1e-4 * float(np.abs(logits[0]).max()))
+    mid = load_manifest("resnet18")["deep_targets"]["mid"]
+    aug = augment(folded, [mid], seed="tensor")
+    feeds = {model.graph.input[0].name: arrays["input"], aug.seed_input: arrays["seed_random"]}
+    results = _run_both(aug.model, feeds, openvino)
+    for name, (ref, got) in results.items():
+        err = float(np.abs(got.astype(np.float64) - ref).max() / np.abs(ref).max())
+        assert err <= 1e-5, f"folded resnet18 {name}: OpenVINO differs from onnxruntime by {err:.2e} of max|ref|"
