@@ -47,7 +47,8 @@ def main() -> None:
     manifest = write_audit_dataset(out / "data", scenes)
     groups = tuple(g for g in args.groups.split(",") if g)
     data = load_dataset(manifest, groups)
-    meta = load_demo_meta()
+    beside = Path(args.model).with_suffix(".json")  # the training tools' metadata, else the demo's
+    meta = json.loads(beside.read_text()) if beside.is_file() else load_demo_meta()
     prov = {"model_sha256": "-", "layer": meta["target_layer"], "method": "gradcam", "camcore_version": "cal"}
     cfg = AuditConfig(model=str(Path(args.model).resolve()), layers=(meta["target_layer"],), size=(96, 96),
                       mean=tuple(meta["mean"]), std=tuple(meta["std"]), class_names=tuple(CLASS_NAMES),

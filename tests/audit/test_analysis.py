@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from camcore.audit.analysis import SHORTCUT_KINDS, AuditContext, Rules, peak_dispersion, summarize
-from camcore.audit.significance import benjamini_hochberg, binomial_upper_tail, cohens_h, one_sided_below
+from camcore.audit.significance import benjamini_hochberg, cohens_h, fisher_upper_tail, one_sided_below
 from camcore.audit.spectral import map_features, spectral_clusters
 from camcore.scenes import CLASS_NAMES
 from tests.audit.synth import Spec, make_table
@@ -149,8 +149,8 @@ def test_statistics_agree_with_scipy() -> None:
     stats = pytest.importorskip("scipy.stats")
     p = np.array([0.001, 0.04, 0.03, 0.2, 0.5, 0.012])
     np.testing.assert_allclose(benjamini_hochberg(p), stats.false_discovery_control(p), rtol=1e-12)
-    for k, n, q in [(3, 10, 0.1), (40, 100, 0.3), (1, 5000, 1e-4), (77, 136, 0.01)]:
-        assert binomial_upper_tail(k, n, q) == pytest.approx(stats.binom.sf(k - 1, n, q), rel=1e-8)
+    for k, n, k0, n0 in [(3, 4, 1, 6), (5, 66, 0, 184), (10, 100, 20, 900), (88, 215, 0, 785), (0, 10, 3, 10)]:
+        assert fisher_upper_tail(k, n, k0, n0) == pytest.approx(stats.hypergeom.sf(k - 1, n + n0, k + k0, n), rel=1e-8)
     x = np.random.default_rng(1).normal(0.1, 0.2, 50)
     assert one_sided_below(x, 0.2) == pytest.approx(stats.norm.cdf((x.mean() - 0.2) / (x.std(ddof=1) / np.sqrt(50))))
     assert cohens_h(0.5, 0.5) == 0.0

@@ -34,23 +34,26 @@ Decision rules (every threshold a field of :class:`Rules`, defaults in brackets)
       ``min_coherence`` [0.65] (objects at random places give 0.41-0.46 with synthetic maps and
       0.47-0.56 with the demo model's Grad-CAM maps; one fixed spot 0.93-0.96): a shortcut is a
       consistent place, while maps lost in noise (a camera the model cannot read) are off the
-      object everywhere and are no shortcut. A cluster that is the class's main behaviour
-      (share >= 50%) is not flagged again when the class is already ``off_object``;
+      object everywhere and are no shortcut; or the cluster peaks on a fixed spot where the other
+      classes' maps do not (as below, without regions) and most of those peaks miss the object
+      (``pointing_hit`` rate below 50%): a model that looks at both the mark and the object still
+      peaks on the mark. A cluster that is the class's main behaviour (share >= 50%) is not
+      flagged again when the class is already ``off_object``;
     * without regions: its maps peak on one fixed spot across images (``peak_dispersion``, the
       median distance of the peaks to their median, over the image diagonal, below
       ``spot_dispersion`` [0.05]: about one cell of a 14 x 14 layer grid) where the other classes'
       maps do not: within ``spot_radius`` [0.05 of the diagonal] of the spot lie at least
       ``spot_enrichment`` [3] times the share of the class's peaks that the other classes have
-      there, and the binomial test of that count against the other classes' rate gives a p-value
-      below ``alpha`` (:func:`spot_enrichment`). Objects at random places give peaks spread over
+      there, and the one-sided Fisher exact test of the class's count against the other classes'
+      gives a p-value below ``alpha`` (:func:`spot_enrichment`). Objects at random places give peaks spread over
       the image (a dispersion near 0.27 for uniform positions); an aligned dataset (faces, scans:
       every class peaks at the same place) is not flagged, since the other classes peak there too;
     * or, when no cluster is flagged (the clustering can miss a small strategy): the disc of
       radius ``spot_radius`` [0.05 of the diagonal] holding most of the class's peaks holds at
-      least ``min_cluster_size`` maps and ``min_cluster_share`` of the class, ``spot_enrichment``
-      times the other classes' rate, with a binomial p-value below ``alpha`` after a Bonferroni
-      factor for the ``ceil(1 / (2 pi r^2))`` discs (64) the image holds, and, with regions, those
-      maps are off the object (else the class's objects simply sit there).
+      least ``min_spot_peaks`` [5] peaks and ``min_cluster_share`` of the class, ``spot_enrichment``
+      times the other classes' rate, with a Fisher p-value below ``alpha`` after a Bonferroni
+      factor for the ``ceil(1 / (2 pi r^2))`` discs (64) the image holds, and, with regions, most of
+      those peaks miss the object (else the class's objects simply sit there).
 
     A class with fewer than ``min_samples`` maps gets no cluster flag (too few to tell).
 
@@ -92,9 +95,9 @@ import pyarrow.compute as pc
 from camcore.audit.sanity import sanity_check
 from camcore.audit.significance import (
     benjamini_hochberg,
-    binomial_upper_tail,
     cohens_d,
     cohens_h,
+    fisher_upper_tail,
     one_sided_below,
     permutation_test_groups,
 )
@@ -136,6 +139,7 @@ class Rules:
     spot_radius: float = 0.05
     spot_enrichment: float = 3.0
     min_coherence: float = 0.65
+    min_spot_peaks: int = 5
     min_group_samples: int = 20
     fdr: float = 0.05
     min_effect: float = 0.2
@@ -194,6 +198,7 @@ class Rows:
     peak_y: np.ndarray
     entropy: np.ndarray
     border_energy: np.ndarray
+    hit: np.ndarray
     ok: np.ndarray
     maps: np.ndarray
     groups: dict[str, np.ndarray]
@@ -271,6 +276,7 @@ def read_rows(table: pa.Table, groups: Sequence[str] = ()) -> Rows:
         peak_y=_floats(table, "peak_y"),
         entropy=_floats(table, "entropy"),
         border_energy=_floats(table, "border_energy"),
+        hit=_floats(table, "pointing_hit"),
         ok=ok,
         maps=maps,
         groups={g: _strings(table, g) for g in groups if g in table.column_names},
@@ -400,6 +406,7 @@ def _clusters(
                 "samples_with_region": test["samples_with_region"],
                 "peak_dispersion": peak_dispersion(rows.peak_x[members], rows.peak_y[members]),
                 "coherence": coherence,
+                "pointing_hit_rate": _mean(rows.hit[members]),
                 "peak": _median_peak(rows.peak_x[members], rows.peak_y[members]),
                 "border_energy_mean": _mean(rows.border_energy[members]),
                 "members": [str(rows.ids[members[c]]) for c in closest],
@@ -417,7 +424,8 @@ def spot_enrichment(
 
     ``k`` of the class's ``n`` peaks lie within ``radius`` (a share of the diagonal) of the spot,
     ``k0`` of the reference's ``n0``; the reference rate is ``p0 = (k0 + 1) / (n0 + 2)`` (never 0),
-    the enrichment ``(k / n) / p0`` and the p-value ``P(X >= k)``, ``X ~ Binomial(n, p0)``."""
+    the enrichment ``(k / n) / p0``, and the p-value of the one-sided Fisher exact test of ``k`` of
+    ``n`` against ``k0`` of ``n0`` (:func:`~camcore.audit.significance.fisher_upper_tail`)."""
     r2 = (radius * np.sqrt(2.0)) ** 2  # normalised coordinates: the diagonal is sqrt 2
 
     def near(x: np.ndarray, y: np.ndarray) -> tuple[int, int]:
@@ -429,7 +437,7 @@ def spot_enrichment(
     k0, n0 = near(ref_x, ref_y)
     p0 = (k0 + 1) / (n0 + 2)
     return {"near": k, "samples": n, "reference_near": k0, "reference_samples": n0, "reference_rate": p0,
-            "enrichment": (k / n) / p0 if n else 0.0, "p_value": binomial_upper_tail(k, n, p0)}  # fmt: skip
+            "enrichment": (k / n) / p0 if n else 0.0, "p_value": fisher_upper_tail(k, n, k0, n0)}  # fmt: skip
 
 
 def _cluster_flags(
@@ -474,13 +482,24 @@ def _cluster_flags(
             evidence["spot"] = {k: _num(v, 6) if isinstance(v, float) else v for k, v in spot.items()}
         where = f" on one fixed spot (x {c['peak'][0]:.2f}, y {c['peak'][1]:.2f})" if fixed else ""
         if with_regions:
-            if not test["verdict"] or c["coherence"] < rules.min_coherence or (main and class_off):
+            energy_off = bool(test["verdict"]) and c["coherence"] >= rules.min_coherence
+            hits = c["pointing_hit_rate"]
+            spot_off = spot is not None and fixed and hits is not None and hits < 0.5
+            if not (energy_off or spot_off) or (main and class_off):
                 continue
-            message = (
-                f"class {name!r}: strategy cluster {c['id']} ({c['size']} maps, {c['share']:.0%}) puts "
-                f"{c['region_energy_mean']:.0%} of its energy on the object{where}, against at least "
-                f"{test['bound_mean']:.0%} from an on-object map"
-            )
+            if energy_off:
+                message = (
+                    f"class {name!r}: strategy cluster {c['id']} ({c['size']} maps, {c['share']:.0%}) puts "
+                    f"{c['region_energy_mean']:.0%} of its energy on the object{where}, against at least "
+                    f"{test['bound_mean']:.0%} from an on-object map"
+                )
+            else:
+                assert spot is not None and hits is not None
+                message = (
+                    f"class {name!r}: strategy cluster {c['id']} ({c['size']} maps, {c['share']:.0%}) peaks{where}, "
+                    f"off the object for {1 - hits:.0%} of them, {spot['enrichment']:.0f}x the other classes' rate"
+                )
+            evidence["pointing_hit_rate"] = _num(hits)
             reason = "off_object_fixed_spot" if fixed else "off_object"
         else:
             if not fixed or spot is None:
@@ -504,7 +523,7 @@ def _spot_scan(
     image holds."""
     px, py = peaks[0], peaks[1]
     keep = ~(np.isnan(px) | np.isnan(py))
-    if keep.sum() < rules.min_cluster_size:
+    if keep.sum() < rules.min_spot_peaks:
         return []
     rng = np.random.default_rng(_seed(0, "scan", name))
     sub = np.nonzero(keep)[0]
@@ -523,7 +542,7 @@ def _spot_scan(
     members = idx[close & keep]
     share = len(members) / len(idx)
     if (
-        len(members) < rules.min_cluster_size
+        len(members) < rules.min_spot_peaks
         or share < rules.min_cluster_share
         or test["reference_samples"] < rules.min_samples
         or test["enrichment"] < rules.spot_enrichment
@@ -531,14 +550,16 @@ def _spot_scan(
     ):
         return []
     region = _off_object(rows.region_energy[members], rows.region_area[members], rules, rules.min_cluster_size)
-    if region["samples_with_region"] >= len(members) / 2 and not region["verdict"]:
-        return []  # the class's objects sit there: a dataset's framing, not a shortcut
+    judged = ~np.isnan(rows.hit[members])
+    hits = float(rows.hit[members][judged].mean()) if judged.any() else None
+    if judged.sum() >= len(members) / 2 and hits is not None and hits >= 0.5:
+        return []  # the spot is on the class's objects: the dataset's framing, not a shortcut
     message = (
         f"class {name!r}: {len(members)} of its {len(idx)} maps ({share:.0%}) peak on one fixed spot "
         f"(x {spot[0]:.2f}, y {spot[1]:.2f}), {test['enrichment']:.0f}x the other classes' rate"
     )
-    if region.get("region_energy_mean") is not None:
-        message += f", with {region['region_energy_mean']:.0%} of their energy on the object"
+    if hits is not None:
+        message += f"; the peak is off the object for {1 - hits:.0%} of them"
     order = np.argsort(-np.nan_to_num(rows.confidence[members]), kind="stable")[: rules.exemplars]
     return [
         {
@@ -551,6 +572,7 @@ def _spot_scan(
             "peak": [_num(spot[0]), _num(spot[1])],
             "region_energy_mean": _num(region.get("region_energy_mean")),
             "bound": _num(region.get("bound_mean")),
+            "pointing_hit_rate": _num(hits),
             "spot": {k: _num(v, 6) if isinstance(v, float) else v for k, v in test.items()},
             "p_adjusted": _num(p_adjusted, 6),
             "discs_scanned": tests,

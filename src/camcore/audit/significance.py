@@ -23,9 +23,9 @@ import numpy as np
 __all__ = [
     "GroupTest",
     "benjamini_hochberg",
-    "binomial_upper_tail",
     "cohens_d",
     "cohens_h",
+    "fisher_upper_tail",
     "one_sided_below",
     "permutation_test_groups",
 ]
@@ -50,24 +50,27 @@ def benjamini_hochberg(p: np.ndarray | list[float]) -> np.ndarray:
     return out
 
 
-def binomial_upper_tail(k: int, n: int, p: float) -> float:
-    """``P(X >= k)`` for ``X ~ Binomial(n, p)``, summed in log space (exact; n up to millions).
+def fisher_upper_tail(k: int, n: int, k0: int, n0: int) -> float:
+    """One-sided Fisher exact test: ``P(X >= k)`` for ``X ~ Hypergeometric`` (``k + k0`` marked
+    among ``n + n0``, ``n`` drawn): how unlikely it is that ``k`` or more of the marked fall in the
+    first group if group and mark were independent. Both rates are estimated, so a small second
+    group gives no false certainty (as a binomial against ``k0 / n0`` would).
 
     Example:
-        >>> round(binomial_upper_tail(3, 4, 0.5), 4)
-        0.3125
+        >>> round(fisher_upper_tail(3, 4, 1, 6), 4)
+        0.119
     """
-    if k <= 0:
-        return 1.0
-    if k > n:
+    total, marked = n + n0, k + k0
+    lo, hi = max(k, marked - n0, 0), min(n, marked)
+    if lo > hi:
         return 0.0
-    if p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0
-    i = np.arange(k, n + 1, dtype=np.float64)
-    lg = np.vectorize(math.lgamma)
-    logs = math.lgamma(n + 1) - lg(i + 1) - lg(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
+    i = np.arange(lo, hi + 1, dtype=np.float64)
+
+    def lchoose(a: float, b: np.ndarray | float) -> np.ndarray:
+        lg = np.vectorize(math.lgamma)
+        return np.asarray(lg(a + 1) - lg(np.asarray(b) + 1) - lg(a - np.asarray(b) + 1))
+
+    logs = lchoose(n, i) + lchoose(n0, marked - i) - float(lchoose(total, marked))
     top = float(logs.max())
     return float(min(1.0, math.exp(top) * np.exp(logs - top).sum()))
 
