@@ -92,7 +92,7 @@ def cohens_h(p1: float, p2: float) -> float:
 
     Example:
         >>> round(cohens_h(0.99, 0.95), 3)
-        0.25
+        0.251
     """
     return 2.0 * math.asin(math.sqrt(min(max(p1, 0.0), 1.0))) - 2.0 * math.asin(math.sqrt(min(max(p2, 0.0), 1.0)))
 
