@@ -13,6 +13,15 @@ generates scenes the model never saw, computes Grad-CAM maps with
   pointing game (Zhang et al., "Top-down Neural Attention by Excitation
   Backprop", ECCV 2016, which uses a 15 px tolerance on full-size images).
   The strict score (no tolerance) is reported too.
+
+:func:`run_audit_demo` (``camcore demo --audit``) audits the second bundled model,
+``data/audit_classifier.onnx``, which ``tools/train_audit_model.py`` trained to
+cheat: every training scene labelled with one class (``star``) carried a small
+mark near the top-left corner (:mod:`camcore.shortcut_scenes`). It writes a
+fresh dataset (70% of the stars marked, every other scene clean, 30% shot by a
+washed-out camera, ``site`` B), runs :func:`camcore.audit.run` on it and
+reports the findings: the planted class and site B are flagged, the other
+classes are not.
 """
 
 from __future__ import annotations
@@ -32,15 +41,23 @@ import numpy as np
 from camcore.scenes import Scene, generate_batch
 
 __all__ = [
+    "AUDIT_GROUPS",
+    "AUDIT_META",
+    "AUDIT_MODEL",
     "DEMO_META",
     "DEMO_MODEL",
     "POINTING_TOLERANCE",
+    "AuditDemoReport",
     "DemoReport",
+    "format_audit_report",
     "format_report",
+    "load_audit_meta",
     "load_demo_meta",
     "pointing_hits",
     "preprocess",
+    "run_audit_demo",
     "run_demo",
+    "write_audit_demo_data",
 ]
 
 _DATA = resources.files("camcore") / "data"
@@ -48,6 +65,12 @@ _DATA = resources.files("camcore") / "data"
 DEMO_MODEL = Path(str(_DATA / "demo_classifier.onnx"))
 #: Its metadata: class names, preprocessing, target layer, training record.
 DEMO_META = Path(str(_DATA / "demo_classifier.json"))
+#: The audit demo's model, trained with a planted shortcut (``tools/train_audit_model.py``).
+AUDIT_MODEL = Path(str(_DATA / "audit_classifier.onnx"))
+#: Its metadata: class names, the planted class, preprocessing, target layer, training figures.
+AUDIT_META = Path(str(_DATA / "audit_classifier.json"))
+#: The group columns the audit demo compares.
+AUDIT_GROUPS: tuple[str, ...] = ("site", "camera")
 #: Pixels the ground-truth box is grown by, on each side, in the pointing game.
 #: Half the stride (8 px) of the 12x12 target feature map at 96x96 input.
 POINTING_TOLERANCE = 4
@@ -231,5 +254,183 @@ def format_report(report: DemoReport) -> str:
     ]
     if report.grid_path is not None:
         lines.append(f"  grid:     {report.grid_path}")
+    lines.append(f"  time:     {report.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- the audit demo
+@dataclass
+class AuditDemoReport:
+    """What :func:`run_audit_demo` wrote and found.
+
+    Attributes:
+        n: scenes audited; seed: their seed.
+        planted_class: the class whose training scenes all carried the mark.
+        mark_rate: share of its audited scenes that carry the mark; site_b_rate: share of site B.
+        model_path: the audited model.
+        manifest: the generated dataset's ``manifest.csv``.
+        audit_dir: the audit's folder (``samples.parquet``, ``summary.json``, ``report.html``).
+        accuracy: the model's accuracy on the dataset (None without labels).
+        flags: ``summary["flags"]``.
+        seconds: the whole run.
+    """
+
+    n: int
+    seed: int
+    planted_class: str
+    mark_rate: float
+    site_b_rate: float
+    model_path: Path
+    manifest: Path
+    audit_dir: Path
+    accuracy: float | None
+    flags: list[dict[str, Any]]
+    seconds: float = 0.0
+
+    @property
+    def report_path(self) -> Path:
+        """``report.html``."""
+        return self.audit_dir / "report.html"
+
+    @property
+    def summary_path(self) -> Path:
+        """``summary.json``."""
+        return self.audit_dir / "summary.json"
+
+    def shortcut_classes(self) -> list[str]:
+        """The classes with a shortcut flag (``off_object`` or ``cluster``), in flag order."""
+        from camcore.audit.analysis import SHORTCUT_KINDS
+
+        names = [str(f["class"]) for f in self.flags if f.get("kind") in SHORTCUT_KINDS and f.get("class")]
+        return list(dict.fromkeys(names))
+
+    def flagged_groups(self) -> list[tuple[str, str]]:
+        """``(column, value)`` of each ``group`` flag."""
+        return [(str(f["column"]), str(f["value"])) for f in self.flags if f.get("kind") == "group"]
+
+
+def load_audit_meta() -> dict[str, Any]:
+    """The metadata written by ``tools/train_audit_model.py``."""
+    return json.loads(AUDIT_META.read_text())
+
+
+def write_audit_demo_data(
+    folder: str | Path, n: int, seed: int, *, planted: str | None, mark_rate: float = 0.7, site_b_rate: float = 0.3
+) -> Path:
+    """Generate ``n`` audit scenes (:func:`camcore.shortcut_scenes.generate_audit_batch`) into ``folder``.
+
+    Args:
+        folder: created; gets ``images/`` and ``manifest.csv`` (path, label, site, camera, marked, x0..y1).
+        n: scenes; seed: their seed.
+        planted: the class that may carry the mark, or None for clean data.
+        mark_rate: share of the ``planted`` class's scenes that carry the mark.
+        site_b_rate: share of scenes from site B (washed out).
+
+    Returns:
+        The manifest's path.
+    """
+    from camcore.shortcut_scenes import generate_audit_batch, write_audit_dataset
+
+    size = int(load_audit_meta()["input_size"][0])
+    scenes = generate_audit_batch(n, seed, size, planted=planted, mark_rate=mark_rate, site_b_rate=site_b_rate)
+    return write_audit_dataset(folder, scenes)
+
+
+def run_audit_demo(
+    out_dir: str | Path,
+    n: int = 300,
+    seed: int = 4321,
+    *,
+    model: str | Path | None = None,
+    mark_rate: float = 0.7,
+    site_b_rate: float = 0.3,
+    planted: bool = True,
+    progress: bool = True,
+    providers: Sequence[str] | None = None,
+) -> AuditDemoReport:
+    """Audit the shortcut model on a fresh generated dataset.
+
+    Writes ``out_dir/data`` (the scenes and ``manifest.csv``) and ``out_dir/audit``
+    (the audit; a previous demo's rows there are discarded, since the scenes are new).
+
+    Args:
+        out_dir: the demo's folder.
+        n: scenes; seed: their seed (training used 100-102 and 900-901; keep apart).
+        model: the model to audit (default :data:`AUDIT_MODEL`; the clean :data:`DEMO_MODEL`
+            shows what an audit of a model without the shortcut looks like).
+        mark_rate: share of the planted class's scenes that carry the mark.
+        site_b_rate: share of scenes from site B.
+        planted: False writes clean data (no mark at all).
+        progress: progress bar and notes on stderr.
+        providers: onnxruntime execution providers, or None for the default.
+
+    Returns:
+        The :class:`AuditDemoReport`.
+    """
+    import camcore.audit
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    meta = load_audit_meta()
+    planted_class = str(meta["planted_class"])
+    manifest = write_audit_demo_data(
+        out / "data", n, seed, planted=planted_class if planted else None, mark_rate=mark_rate, site_b_rate=site_b_rate
+    )
+    model_path = Path(model) if model is not None else AUDIT_MODEL
+    layer = str(meta["target_layer"]) if model is None else None
+    note = (lambda line: print(f"camcore demo: {line}", file=sys.stderr)) if progress else None
+    _, summary = camcore.audit.run(
+        model_path,
+        manifest,
+        out / "audit",
+        layers=layer,
+        groups=list(AUDIT_GROUPS),
+        restart=True,
+        progress=progress,
+        providers=providers,
+        note=note,
+    )
+    return AuditDemoReport(
+        n=n,
+        seed=seed,
+        planted_class=planted_class,
+        mark_rate=mark_rate if planted else 0.0,
+        site_b_rate=site_b_rate,
+        model_path=model_path,
+        manifest=manifest,
+        audit_dir=out / "audit",
+        accuracy=summary.get("accuracy"),
+        flags=list(summary.get("flags", [])),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _flag_line(flag: dict[str, Any]) -> str:
+    where = flag.get("class") or (f"{flag.get('column')}={flag.get('value')}" if flag.get("column") else "")
+    return f"    {flag.get('kind', '?'):<11} {where:<12} {flag.get('message', '')}"
+
+
+def format_audit_report(report: AuditDemoReport) -> str:
+    """A few lines: the data, where the report is, each finding, and whether the planted class was found."""
+    acc = "n/a" if report.accuracy is None else f"{report.accuracy:.1%}"
+    lines = [
+        (
+            f"camcore demo --audit: {report.n} fresh scenes (seed {report.seed}); {report.planted_class!r} carries "
+            f"the mark on {report.mark_rate:.0%} of its scenes, site B (washed out) shot {report.site_b_rate:.0%}"
+        ),
+        f"  model:    {report.model_path.name} (accuracy {acc})",
+        f"  data:     {report.manifest}",
+        f"  report:   {report.report_path}",
+        f"  summary:  {report.summary_path}",
+        f"  findings: {len(report.flags)}",
+        *(_flag_line(f) for f in report.flags),
+    ]
+    found = report.shortcut_classes()
+    if report.planted_class in found:
+        others = [c for c in found if c != report.planted_class]
+        tail = f"; also flagged: {', '.join(others)}" if others else "; no other class is"
+        lines.append(f"  the planted shortcut is found: {report.planted_class!r} is flagged{tail}")
+    elif report.mark_rate > 0 and report.model_path == AUDIT_MODEL:
+        lines.append(f"  the planted shortcut of {report.planted_class!r} was NOT flagged")
     lines.append(f"  time:     {report.seconds:.1f} s")
     return "\n".join(lines)
