@@ -668,17 +668,19 @@ def _class_summary(rows: Rows, name: str, ctx: AuditContext) -> tuple[dict[str, 
 
 
 def _class_groups(rows: Rows, name: str, idx: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Per group column and value, within the class: samples, accuracy, region energy (no tests)."""
+    """Per group column and value, within the class: the maps explaining it (samples, region
+    energy, entropy) and the accuracy over the samples labelled with it (no tests)."""
     out: dict[str, dict[str, Any]] = {}
     labelled = (rows.label == name) & ~np.isnan(rows.correct)
     for col, vals in rows.groups.items():
-        here = vals[idx]
+        present = {x for x in vals[idx] if x is not None} | {x for x in vals[labelled] if x is not None}
         table = {}
-        for v in sorted({x for x in here if x is not None})[:50]:
-            sel = idx[here == v]
+        for v in sorted(present)[:50]:
+            sel = idx[vals[idx] == v]
             lab = labelled & (vals == v)
             table[v] = {
                 "samples": len(sel),
+                "labelled": int(lab.sum()),
                 "accuracy": _num(_mean(rows.correct[lab])),
                 "region_energy_mean": _num(_mean(rows.region_energy[sel])),
                 "entropy_mean": _num(_mean(rows.entropy[sel])),
