@@ -15,14 +15,15 @@ with it (recall). Failed rows (``error``) count in ``counts`` only.
 Decision rules (every threshold a field of :class:`Rules`, defaults in brackets):
 
 ``off_object`` (a shortcut flag): the class's maps sit outside its object regions, judged
-    against the regions' share of the image. Per sample, the energy a map would put inside its
-    region if it did not favour the object is the region's area share ``a``; a map *on* the object
-    puts far more. The bound is ``t = min(lift * a, mostly)`` [lift 2, mostly 0.5]: at most twice
-    chance, and never more than half the energy (so that huge regions do not make every class
-    suspect). Flagged when, over the class's samples with a region (at least
-    ``min_samples`` [20]), the mean region energy is below the mean bound AND a one-sided test
-    (normal approximation of the t statistic of ``energy - t``) rejects "at or above the bound" at
-    ``alpha`` [0.01].
+    against the regions' share of the image, over the class's rows whose label is the class (its
+    object is in the image; a wrong prediction's region is another class's object; all rows when
+    there are no labels). Per sample, the energy a map would put inside its region if it did not
+    favour the object is the region's area share ``a``; a map *on* the object puts far more. The
+    bound is ``t = min(lift * a, mostly)`` [lift 2, mostly 0.5]: at most twice chance, and never
+    more than half the energy (so that huge regions do not make every class suspect). Flagged
+    when, over those samples with a region (at least ``min_samples`` [20]), the mean region
+    energy is below the mean bound AND a one-sided test (normal approximation of the t statistic
+    of ``energy - t``) rejects "at or above the bound" at ``alpha`` [0.01].
 
 ``cluster`` (a shortcut flag): a strategy cluster of at least ``min_cluster_size`` [10] maps and
     ``min_cluster_share`` [5%] of the class that looks like a shortcut:
@@ -587,7 +588,9 @@ def _class_summary(rows: Rows, name: str, ctx: AuditContext) -> tuple[dict[str, 
     labelled = (rows.label == name) & ~np.isnan(rows.correct)
     acc = float(rows.correct[labelled].mean()) if labelled.any() else None
     flags: list[dict[str, Any]] = []
-    test = _off_object(rows.region_energy[idx], rows.region_area[idx], rules)
+    # the class's object is in the image where the label says so: judge those rows (all without labels)
+    judged = idx[rows.label[idx] == name] if (rows.label[idx] != None).any() else idx  # noqa: E711
+    test = _off_object(rows.region_energy[judged], rows.region_area[judged], rules)
     class_off = bool(test["verdict"])
     if class_off:
         flags.append(
@@ -648,6 +651,7 @@ def _class_summary(rows: Rows, name: str, ctx: AuditContext) -> tuple[dict[str, 
         "errors": int(((rows.label == name) & ~rows.ok).sum()),
         "mean_map": np.round(mean, 4).tolist(),
         "region_energy_mean": _num(test.get("region_energy_mean")),
+        "region_energy_mean_all": _num(_mean(rows.region_energy[idx])),
         "region_area_mean": _num(test.get("region_area_mean")),
         "samples_with_region": test["samples_with_region"],
         "entropy_mean": _num(_mean(rows.entropy[idx])),
