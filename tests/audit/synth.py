@@ -46,6 +46,9 @@ class Spec:
     #: share of site B's maps lost in noise (off the object, nowhere in particular): a camera the
     #: model cannot read, which is no shortcut
     site_b_lost: float = 0.0
+    #: the class every mistake predicts (None: a random other class), as a washed-out camera's
+    #: images all get called one class
+    wrong_to: str | None = None
 
 
 def _gauss(cx: float, cy: float, sigma: float, size: int = SIZE) -> np.ndarray:
@@ -107,6 +110,8 @@ def make_table(spec: Spec, image_dir: Path | None = None) -> pa.Table:
         err = spec.site_b_error if site == "B" else spec.base_error
         if pred == label and rng.random() < err:
             pred = names[(names.index(label) + 1 + int(rng.integers(len(names) - 1))) % len(names)]
+            if spec.wrong_to is not None and label != spec.wrong_to:
+                pred = spec.wrong_to
         if spec.aligned:
             m = _gauss(SIZE / 2 + rng.uniform(-2, 2), SIZE / 2 + rng.uniform(-2, 2), 8.0)
         elif site == "B" and rng.random() < spec.site_b_lost:  # noise, and a faint blob anywhere

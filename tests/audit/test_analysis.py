@@ -212,3 +212,12 @@ def test_maps_lost_at_random_places_are_no_shortcut() -> None:
     s = _summary(Spec(n=300, seed=13, site_b_lost=0.8, site_b_error=0.5))
     assert not _kinds(s), s["flags"]
     assert [(f["kind"], f["column"]) for f in s["flags"]] == [("group", "site")]
+
+
+def test_a_class_that_receives_the_lost_images_is_not_off_object() -> None:
+    """Site B's images are lost (maps in noise) and mostly called "triangle": most of triangle's
+    maps sit off the (other classes') objects, but its own objects get its attention."""
+    s = _summary(Spec(n=300, seed=14, site_b_lost=1.0, site_b_error=0.9, wrong_to="triangle"))
+    triangle = s["classes"]["triangle"]
+    assert triangle["region_energy_mean_all"] < 0.15 < triangle["region_energy_mean"]
+    assert not _kinds(s), s["flags"]
