@@ -49,6 +49,8 @@ class Spec:
     #: the class every mistake predicts (None: a random other class), as a washed-out camera's
     #: images all get called one class
     wrong_to: str | None = None
+    #: lost maps peak in the top-left corner, though flat (zero padding's mark on an unreadable image)
+    lost_corner: bool = False
 
 
 def _gauss(cx: float, cy: float, sigma: float, size: int = SIZE) -> np.ndarray:
@@ -116,6 +118,9 @@ def make_table(spec: Spec, image_dir: Path | None = None) -> pa.Table:
             m = _gauss(SIZE / 2 + rng.uniform(-2, 2), SIZE / 2 + rng.uniform(-2, 2), 8.0)
         elif site == "B" and rng.random() < spec.site_b_lost:  # noise, and a faint blob anywhere
             m = 0.3 * _gauss(*rng.uniform(8, SIZE - 8, 2), rng.uniform(6, 16)) + _noise(rng, 1.0)
+            if spec.lost_corner:  # flat, but its highest pixel in the corner
+                m = 0.5 + 0.02 * _noise(rng, 1.0)
+                m[:3, :3] = 1.0
         elif on_spot:
             jx, jy = rng.uniform(-2, 2, 2)
             m = _gauss(SPOT[0] + jx, SPOT[1] + jy, 5.0)

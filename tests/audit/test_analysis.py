@@ -221,3 +221,14 @@ def test_a_class_that_receives_the_lost_images_is_not_off_object() -> None:
     triangle = s["classes"]["triangle"]
     assert triangle["region_energy_mean_all"] < 0.15 < triangle["region_energy_mean"]
     assert not _kinds(s), s["flags"]
+
+
+@pytest.mark.parametrize("regions", [True, False])
+def test_flat_maps_peaking_in_a_corner_are_no_shortcut(regions: bool) -> None:
+    """Site B's images are unreadable: flat maps whose highest pixel sits in the corner (as zero
+    padding leaves it), all called "triangle". Their peaks coincide, but no energy is there."""
+    spec = Spec(n=300, seed=15, site_b_lost=1.0, site_b_error=0.9, wrong_to="triangle", lost_corner=True,
+                regions=regions)  # fmt: skip
+    s = _summary(spec)
+    assert s["classes"]["triangle"]["peak_dispersion"] < 0.05  # the peaks do sit on one spot
+    assert not _kinds(s), s["flags"]

@@ -46,15 +46,20 @@ Decision rules (every threshold a field of :class:`Rules`, defaults in brackets)
       maps do not: within ``spot_radius`` [0.05 of the diagonal] of the spot lie at least
       ``spot_enrichment`` [3] times the share of the class's peaks that the other classes have
       there, and the one-sided Fisher exact test of the class's count against the other classes'
-      gives a p-value below ``alpha`` (:func:`spot_enrichment`). Objects at random places give peaks spread over
-      the image (a dispersion near 0.27 for uniform positions); an aligned dataset (faces, scans:
-      every class peaks at the same place) is not flagged, since the other classes peak there too;
+      gives a p-value below ``alpha`` (:func:`spot_enrichment`), and the maps' energy, not only
+      their argmax, is there: within twice ``spot_radius`` of the spot lies at least ``lift`` [2]
+      times the energy a flat map puts there (:func:`spot_energy`; an image the model cannot read
+      gives a flat map whose argmax sits anywhere, often in a corner where zero padding leaves it).
+      Objects at random places give peaks spread over the image (a dispersion near 0.27 for
+      uniform positions); an aligned dataset (faces, scans: every class peaks at the same place)
+      is not flagged, since the other classes peak there too;
     * or, when no cluster is flagged (the clustering can miss a small strategy): the disc of
       radius ``spot_radius`` [0.05 of the diagonal] holding most of the class's peaks holds at
       least ``min_spot_peaks`` [5] peaks and ``min_cluster_share`` of the class, ``spot_enrichment``
       times the other classes' rate, with a Fisher p-value below ``alpha`` after a Bonferroni
-      factor for the ``ceil(1 / (2 pi r^2))`` discs (64) the image holds, and, with regions, most of
-      those peaks miss the object (else the class's objects simply sit there).
+      factor for the ``ceil(1 / (2 pi r^2))`` discs (64) the image holds, the maps' energy is there
+      (as above), and, with regions, most of those peaks miss the object (else the class's
+      objects simply sit there).
 
     A class with fewer than ``min_samples`` maps gets no cluster flag (too few to tell).
 
@@ -294,6 +299,15 @@ def _num(x: float | None, places: int = 4) -> float | None:
     return None if not np.isfinite(x) else round(x, places)
 
 
+def _rounded(v: Any) -> Any:
+    """Floats (also inside a dict) rounded to 4 places for summary.json."""
+    if isinstance(v, float):
+        return _num(v)
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    return v
+
+
 def _mean(x: np.ndarray) -> float | None:
     x = x[~np.isnan(x)]
     return float(x.mean()) if len(x) else None
@@ -318,6 +332,15 @@ def peak_dispersion(px: np.ndarray, py: np.ndarray) -> float | None:
     x, y = px[keep], py[keep]
     d = np.hypot(x - np.median(x), y - np.median(y))
     return float(np.median(d) / np.sqrt(2.0))
+
+
+def _spot_concentration(rows: Rows, members: np.ndarray, rules: Rules) -> dict[str, float | None]:
+    """The members' mean energy within ``2 * spot_radius`` of their median peak, and a flat map's."""
+    peak = _median_peak(rows.peak_x[members], rows.peak_y[members])
+    if peak[0] is None or peak[1] is None or not len(members):
+        return {"energy": None, "flat": None}
+    share, flat = spot_energy(rows.maps[members], (peak[0], peak[1]), 2.0 * rules.spot_radius)
+    return {"energy": _mean(share), "flat": flat}
 
 
 def _median_peak(px: np.ndarray, py: np.ndarray) -> list[float | None]:
@@ -407,6 +430,7 @@ def _clusters(
                 "samples_with_region": test["samples_with_region"],
                 "peak_dispersion": peak_dispersion(rows.peak_x[members], rows.peak_y[members]),
                 "coherence": coherence,
+                "spot_energy": _spot_concentration(rows, members, ctx.rules),
                 "pointing_hit_rate": _mean(rows.hit[members]),
                 "peak": _median_peak(rows.peak_x[members], rows.peak_y[members]),
                 "border_energy_mean": _mean(rows.border_energy[members]),
@@ -416,6 +440,19 @@ def _clusters(
         )
     info = {"k": clustering.k, "eigenvalues": clustering.eigenvalues, "eigengap": clustering.eigengap}
     return out, info
+
+
+def spot_energy(maps: np.ndarray, spot: tuple[float, float], radius: float) -> tuple[np.ndarray, float]:
+    """Each (N, H, W) map's share of its energy within ``radius`` (a share of the diagonal) of
+    ``spot`` (normalised x, y), NaN for an all-zero map; and that disc's share of the image."""
+    h, w = maps.shape[1:3]
+    gx, gy = (np.arange(w) + 0.5) / w, (np.arange(h) + 0.5) / h
+    disc = ((gx[None, :] - spot[0]) ** 2 + (gy[:, None] - spot[1]) ** 2) <= 2.0 * radius**2
+    m = maps.reshape(len(maps), -1).astype(np.float64)
+    total = m.sum(axis=1)
+    inside = m[:, disc.reshape(-1)].sum(axis=1)
+    share = np.where(total > 0, inside / np.where(total > 0, total, 1.0), np.nan)
+    return share, float(disc.mean())
 
 
 def spot_enrichment(
@@ -460,8 +497,12 @@ def _cluster_flags(
         spot = None
         if disp is not None and disp < rules.spot_dispersion and None not in c["peak"]:
             spot = spot_enrichment((c["peak"][0], c["peak"][1]), *peaks, radius=rules.spot_radius)
+        concentrated = c["spot_energy"]["energy"] is not None and (
+            c["spot_energy"]["energy"] >= rules.lift * c["spot_energy"]["flat"]
+        )
         fixed = bool(
             spot is not None
+            and concentrated
             and spot["reference_samples"] >= rules.min_samples
             and spot["enrichment"] >= rules.spot_enrichment
             and spot["p_value"] < rules.alpha
@@ -481,6 +522,8 @@ def _cluster_flags(
         }
         if spot is not None:
             evidence["spot"] = {k: _num(v, 6) if isinstance(v, float) else v for k, v in spot.items()}
+            evidence["spot"]["energy"] = _num(c["spot_energy"]["energy"])
+            evidence["spot"]["flat_energy"] = _num(c["spot_energy"]["flat"])
         where = f" on one fixed spot (x {c['peak'][0]:.2f}, y {c['peak'][1]:.2f})" if fixed else ""
         if with_regions:
             energy_off = bool(test["verdict"]) and c["coherence"] >= rules.min_coherence
@@ -550,6 +593,10 @@ def _spot_scan(
         or p_adjusted >= rules.alpha
     ):
         return []
+    share_near, flat = spot_energy(rows.maps[members], spot, 2.0 * rules.spot_radius)
+    concentration = _mean(share_near)
+    if concentration is None or concentration < rules.lift * flat:
+        return []  # flat maps (an image the model cannot read) peak anywhere, often in a corner
     region = _off_object(rows.region_energy[members], rows.region_area[members], rules, rules.min_cluster_size)
     judged = ~np.isnan(rows.hit[members])
     hits = float(rows.hit[members][judged].mean()) if judged.any() else None
@@ -575,6 +622,8 @@ def _spot_scan(
             "bound": _num(region.get("bound_mean")),
             "pointing_hit_rate": _num(hits),
             "spot": {k: _num(v, 6) if isinstance(v, float) else v for k, v in test.items()},
+            "spot_energy": _num(concentration),
+            "flat_energy": _num(flat),
             "p_adjusted": _num(p_adjusted, 6),
             "discs_scanned": tests,
             "members": [str(rows.ids[i]) for i in members[order]],
@@ -663,9 +712,7 @@ def _class_summary(rows: Rows, name: str, ctx: AuditContext) -> tuple[dict[str, 
             "most_atypical": _top(ids, atypical, rules.exemplars),
         },
         "clustering": info,
-        "clusters": [
-            {k: (_num(v) if isinstance(v, float) else v) for k, v in c.items()} for c in clusters
-        ],
+        "clusters": [{k: _rounded(v) for k, v in c.items()} for c in clusters],
         "groups": _class_groups(rows, name, idx),
     }
     return summary, flags
