@@ -51,6 +51,8 @@ class Spec:
     wrong_to: str | None = None
     #: lost maps peak in the top-left corner, though flat (zero padding's mark on an unreadable image)
     lost_corner: bool = False
+    #: with a value, a third site "C" (a third of the samples) erring at this rate
+    site_c_error: float | None = None
 
 
 def _gauss(cx: float, cy: float, sigma: float, size: int = SIZE) -> np.ndarray:
@@ -99,6 +101,8 @@ def make_table(spec: Spec, image_dir: Path | None = None) -> pa.Table:
     for i, sc in enumerate(scenes):
         label = sc.class_name
         site = "B" if rng.random() < 0.5 else "A"
+        if spec.site_c_error is not None:
+            site = "ABC"[int(rng.integers(3))]
         camera = "x" if rng.random() < 0.5 else "y"
         x0, y0, x1, y1 = sc.box
         cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
@@ -109,7 +113,7 @@ def make_table(spec: Spec, image_dir: Path | None = None) -> pa.Table:
                 on_spot = rng.random() < spec.shortcut_rate
             elif rng.random() < spec.marked_rate:
                 on_spot, pred = True, spec.shortcut
-        err = spec.site_b_error if site == "B" else spec.base_error
+        err = {"B": spec.site_b_error, "C": spec.site_c_error}.get(site) or spec.base_error
         if pred == label and rng.random() < err:
             pred = names[(names.index(label) + 1 + int(rng.integers(len(names) - 1))) % len(names)]
             if spec.wrong_to is not None and label != spec.wrong_to:

@@ -232,3 +232,13 @@ def test_flat_maps_peaking_in_a_corner_are_no_shortcut(regions: bool) -> None:
     s = _summary(spec)
     assert s["classes"]["triangle"]["peak_dispersion"] < 0.05  # the peaks do sit on one spot
     assert not _kinds(s), s["flags"]
+
+
+def test_in_a_three_valued_column_only_the_deviant_value_is_flagged() -> None:
+    """Site C errs 40% of the time, A and B 2%: against "the rest" A and B look better, but only
+    because the rest holds C; once C is set aside they differ in nothing."""
+    s = _summary(Spec(n=450, seed=16, site_b_error=0.02, site_c_error=0.4))
+    groups = [(f["column"], f["value"]) for f in s["flags"] if f["kind"] == "group"]
+    assert groups == [("site", "C")], s["flags"]
+    explained = [v for v, g in s["groups"]["site"].items() if g.get("explained_by")]
+    assert explained and all(s["groups"]["site"][v]["explained_by"] == ["C"] for v in explained)

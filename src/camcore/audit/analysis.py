@@ -68,7 +68,11 @@ Decision rules (every threshold a field of :class:`Rules`, defaults in brackets)
     Benjamini-Hochberg adjusted p-value (over every test of the audit) of a two-sided permutation
     test (``n_permutations`` [2000], permuting the group labels within each class, so a different
     class mix alone is no finding) below ``fdr`` [0.05], AND an effect of at least ``min_effect``
-    [0.2, Cohen's "small"]: Cohen's h for accuracy, Cohen's d for the map statistics.
+    [0.2, Cohen's "small"]: Cohen's h for accuracy, Cohen's d for the map statistics. In a column
+    of three values or more, a value that differs only because the rest holds a more deviant value
+    is not flagged: most deviant first, each value is tested again against the rest without the
+    values already flagged and must stay significant (p below ``fdr`` / the number of tests) with
+    at least ``min_effect`` (else its entry in ``groups`` says ``explained_by``).
 
 ``sanity``: the weight-randomisation check failed: the maps barely change when the weights
     downstream of the layer are random (mean Spearman rank correlation above 0.5).
@@ -826,6 +830,9 @@ def _group_tests(
                 "effect_kind": effect_kind,
                 "p_adjusted": _num(q, 6),
             }
+    col_codes = {col: codes for col, codes, _ in results}
+    for key in _explained_away(flags, col_codes, metrics, strata, summary, ctx, len(results)):
+        flags.pop(key)
     out_flags = []
     for flag in flags.values():
         parts = [_difference(m, d) for m, d in flag["differences"].items()]
@@ -846,6 +853,60 @@ def _difference(metric: str, d: Mapping[str, Any]) -> str:
 
     p = d["p_adjusted"]
     return f"{names.get(metric, metric)} {show(d['mean'])} vs {show(d['mean_rest'])} (adjusted p {p:.2g})"
+
+
+def _effect(metric: str, values: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Cohen's h (accuracy) or d (the rest) of rows ``a`` against rows ``b``."""
+    if metric == "accuracy":
+        pa_, pb_ = _mean(values[a]), _mean(values[b])
+        return 0.0 if pa_ is None or pb_ is None else cohens_h(pa_, pb_)
+    return cohens_d(values[a], values[b])
+
+
+def _explained_away(
+    flags: dict[tuple[str, str], dict[str, Any]],
+    col_codes: dict[str, np.ndarray],
+    metrics: dict[str, np.ndarray],
+    strata: np.ndarray,
+    summary: dict[str, Any],
+    ctx: AuditContext,
+    family: int,
+) -> list[tuple[str, str]]:
+    """The group flags to drop: in one column, most deviant value first, each later value is
+    tested again against the rest without the values kept so far (the same stratified
+    permutation test); a value none of whose differences stays significant (p below ``fdr`` over
+    the ``family`` of tests, Bonferroni) with an effect of at least ``min_effect`` differed only
+    because the rest held those values."""
+    rules = ctx.rules
+    drop = []
+    for col, codes in col_codes.items():
+        here = [f for (c, _), f in flags.items() if c == col]
+        here.sort(key=lambda f: -max(abs(d["effect_size"] or 0.0) for d in f["differences"].values()))
+        values = list(summary[col])
+        kept: list[int] = []
+        for flag in here:
+            code = values.index(flag["value"])
+            if kept:
+                sub = ~np.isin(codes, kept)
+                rng = np.random.default_rng(_seed(ctx.seed, "again", col, flag["value"]))
+                tests = permutation_test_groups(
+                    codes[sub], values, [code], {m: metrics[m][sub] for m in flag["differences"]},
+                    strata[sub], rules.n_permutations, rng,
+                )  # fmt: skip
+                inside, rest = codes[sub] == code, codes[sub] != code
+                left = {
+                    t.metric: flag["differences"][t.metric]
+                    for t in tests
+                    if t.p < rules.fdr / max(family, 1)
+                    and abs(_effect(t.metric, metrics[t.metric][sub], inside, rest)) >= rules.min_effect
+                }
+                if not left:
+                    summary[col][flag["value"]]["explained_by"] = [values[k] for k in kept]
+                    drop.append((col, flag["value"]))
+                    continue
+                flag["differences"] = left
+            kept.append(code)
+    return drop
 
 
 # --------------------------------------------------------------------------------- summary
