@@ -242,3 +242,22 @@ def test_in_a_three_valued_column_only_the_deviant_value_is_flagged() -> None:
     assert groups == [("site", "C")], s["flags"]
     explained = [v for v, g in s["groups"]["site"].items() if g.get("explained_by")]
     assert explained and all(s["groups"]["site"][v]["explained_by"] == ["C"] for v in explained)
+
+
+def test_a_small_shift_of_a_map_statistic_is_no_finding() -> None:
+    """camera = y's border energy is shifted by 0.35 standard deviations (significant at this size,
+    but no medium effect): no flag. Its accuracy falling from 98% to 90% (Cohen's h 0.35) is one."""
+    table = make_table(Spec(n=500, seed=17))
+    camera = np.asarray(table.column("camera").to_pylist()) == "y"
+    border = np.asarray(table.column("border_energy").to_numpy(zero_copy_only=False), np.float64)
+    shifted = np.where(camera, border + 0.35 * border.std(), border).astype(np.float32)
+    table = table.set_column(table.schema.get_field_index("border_energy"), "border_energy", pa.array(shifted))
+    s = summarize(table, CTX)
+    test = s["groups"]["camera"]["y"]["tests"]["border_energy"] if "y" in s["groups"]["camera"] else None
+    test = test or s["groups"]["camera"]["x"]["tests"]["border_energy"]
+    assert test["p_adjusted"] < 0.05 and 0.2 < abs(test["effect_size"]) < 0.5
+    assert not [f for f in s["flags"] if f["kind"] == "group"], s["flags"]
+    rng = np.random.default_rng(3)
+    correct = np.asarray(table.column("correct").to_pylist()) & ~(camera & (rng.random(len(camera)) < 0.08))
+    table = table.set_column(table.schema.get_field_index("correct"), "correct", pa.array(correct))
+    assert [f["column"] for f in summarize(table, CTX)["flags"] if f["kind"] == "group"] == ["camera"]
