@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,48 +77,101 @@ class MapStats:
         return out
 
 
-@functools.lru_cache(maxsize=16)
-def _weights(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates x, y (HW,) and the weights (HW, 9) whose product with a flat map
-    gives its moments and zone energies: x, y, x², y², the band, the corners tl, tr, bl, br."""
-    xs, ys = np.arange(w) + 0.5, np.arange(h) + 0.5
-    bx, by = (xs < BORDER * w) | (xs > (1 - BORDER) * w), (ys < BORDER * h) | (ys > (1 - BORDER) * h)
-    lx, rx = xs < CORNER * w, xs > (1 - CORNER) * w
-    ty, dy = ys < CORNER * h, ys > (1 - CORNER) * h
-    zones = [by[:, None] | bx[None, :], ty[:, None] & lx[None, :], ty[:, None] & rx[None, :],
-             dy[:, None] & lx[None, :], dy[:, None] & rx[None, :]]  # fmt: skip
-    gx, gy = (g.reshape(-1) for g in np.meshgrid(xs, ys))
-    weights = np.stack([gx, gy, gx * gx, gy * gy, *(z.reshape(-1).astype(np.float64) for z in zones)], axis=1)
-    for a in (gx, gy, weights):
-        a.setflags(write=False)
-    return gx, gy, weights
+@dataclass(frozen=True)
+class _Zones:
+    """A map side's pixel centres and the index ranges of its zones: ``cuts`` = (a, k0, k1, b)
+    with 0 <= a <= k0 <= k1 <= b <= n, so that [0, a) and [b, n) are the border band, [0, k0)
+    and [k1, n) the two corner stripes (all zones are ranges, the centres being increasing)."""
+
+    centres: np.ndarray
+    cuts: tuple[int, int, int, int]
+
+
+@functools.lru_cache(maxsize=32)
+def _zones(n: int) -> _Zones:
+    c = np.arange(n) + 0.5
+    c.setflags(write=False)
+    # the first index at or past each threshold: the same membership tests as the definitions above
+    a = int(np.count_nonzero(c < BORDER * n))
+    b = n - int(np.count_nonzero(c > (1 - BORDER) * n))
+    k0 = int(np.count_nonzero(c < CORNER * n))
+    k1 = n - int(np.count_nonzero(c > (1 - CORNER) * n))
+    return _Zones(c, (a, k0, k1, b))
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A work array of this thread's, reused across calls (grown when too small): its contents
+    are undefined."""
+    need = int(np.prod(shape))
+    buf: np.ndarray | None = getattr(_SCRATCH, name, None)
+    if buf is None or buf.size < need or buf.dtype != dtype:
+        buf = np.empty(need, dtype)
+        setattr(_SCRATCH, name, buf)
+    return buf[:need].reshape(shape)
+
+
+def _segments(grid: np.ndarray, cuts: tuple[int, int, int, int]) -> np.ndarray:
+    """(B, 5, W): each column's sums over the row ranges between the cuts [0, a, k0, k1, b, H]
+    (an empty range sums to 0). Summing whole rows keeps numpy's reductions on contiguous
+    memory (a sum over a few columns of every row is several times slower)."""
+    b_, h, w = grid.shape
+    edges = (0, *cuts, h)
+    out = np.zeros((b_, 5, w))
+    for j in range(5):
+        if edges[j + 1] > edges[j]:
+            np.sum(grid[:, edges[j] : edges[j + 1]], axis=1, out=out[:, j])
+    return out
 
 
 def batch_statistics(maps: np.ndarray, regions: Sequence[np.ndarray | None] | None = None) -> MapStats:
     """The statistics of ``maps`` (B, H, W) and their optional ``regions`` (bool (H, W) each).
 
-    Per map: its sum S, one product with the weights of :func:`_weights` for the moments and zone
-    energies, one logarithm for the entropy, :math:`H = \\log S - \\frac{1}{S}\\sum M \\log M`.
-    Each map is reduced on its own, so its figures are the same bits whatever batch it came in.
+    Every zone is a rectangle of whole rows and columns, so one pass gives each column's sums
+    over the five row ranges between the zones' edges (:func:`_segments`) and another each
+    row's sum; the moments and zone energies are sums of those (H + W values per map):
+    :math:`\\sum_x c_x x`, :math:`\\sum_y r_y y^2`, the band = its rows' sums + the other rows'
+    band columns, a corner = its rows' sums over its columns. The entropy takes one
+    logarithm, :math:`H = \\log S - \\frac{1}{S}\\sum M \\log M`. All in float64 (``log M`` in
+    float32: numpy's SIMD log; float64's is ~5x slower) with numpy reductions along an axis,
+    which sum each map on its own: a map's figures are the same bits whatever batch it came
+    in. They equal the direct sums over the zones' pixels up to float64 rounding (relative
+    1e-15), well below the float32 of the stored columns.
     """
     maps = np.asarray(maps)
     if maps.ndim != 3 or maps.shape[1] < 1 or maps.shape[2] < 1:
         raise ValueError(f"maps must be (B, H, W) with H, W >= 1, got shape {maps.shape}")
     b, h, w = maps.shape
-    flat = maps.reshape(b, h * w).astype(np.float64)
-    if not np.isfinite(flat).all() or flat.min(initial=0.0) < 0:
-        flat = np.maximum(np.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
-    gx, gy, weights = _weights(h, w)
-    # a row at a time (pairwise sum, gemv, dot), so that a map's figures are the same bits in any batch;
-    # log M in float32 (numpy's SIMD log; float64's is ~5x slower); 0 log 0 = 0, the map being exactly 0 there
-    total = np.asarray([row.sum() for row in flat])
+    grid = _scratch("grid", (b, h, w), np.float64)  # reused: a fresh array per batch costs more than the sums
+    np.copyto(grid, maps, casting="unsafe")
+    if not np.isfinite(grid).all() or grid.min(initial=0.0) < 0:
+        np.nan_to_num(grid, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.maximum(grid, 0.0, out=grid)
+    flat = grid.reshape(b, h * w)
+    zx, zy = _zones(w), _zones(h)
+    seg = _segments(grid, zy.cuts)  # (B, 5, W): rows [0, a) [a, k0) [k0, k1) [k1, b) [b, H)
+    cols_ = seg.sum(axis=1)  # (B, W)
+    rows_ = grid.sum(axis=2)  # (B, H)
+    total = cols_.sum(axis=1)
     valid = total > 0
     safe = np.where(valid, total, 1.0)
-    moments = np.stack([row @ weights for row in flat]) / safe[:, None]
-    mlogm = np.asarray([row @ np.log(np.maximum(row, 1e-30, dtype=np.float32)).astype(np.float64) for row in flat])
+    xs, ys = zx.centres, zy.centres
+    cx, cy = (cols_ * xs).sum(axis=1) / safe, (rows_ * ys).sum(axis=1) / safe
+    x2, y2 = (cols_ * (xs * xs)).sum(axis=1) / safe, (rows_ * (ys * ys)).sum(axis=1) / safe
+    xa, xk0, xk1, xb = zx.cuts
+    band_cols = np.r_[0:xa, xb:w]
+    band = cols_[:, band_cols].sum(axis=1) + (seg[:, 0, xa:xb] + seg[:, 4, xa:xb]).sum(axis=1)
+    top, bottom = seg[:, 0] + seg[:, 1], seg[:, 3] + seg[:, 4]  # (B, W): the corner rows' column sums
+    # log M in float32; 0 log 0 = 0, the map being exactly 0 there
+    log32 = _scratch("log32", (b, h * w), np.float32)
+    np.log(np.maximum(flat, 1e-30, dtype=np.float32, out=log32), out=log32)
+    mlogm64 = _scratch("mlogm", (b, h * w), np.float64)
+    np.copyto(mlogm64, log32)
+    mlogm = np.einsum("ij,ij->i", flat, mlogm64)  # each row's products summed on their own
     entropy = (np.log(safe) - mlogm / safe) / np.log(h * w) if h * w > 1 else np.zeros(b)
-    cx, cy = moments[:, 0], moments[:, 1]
-    var = (moments[:, 2] - cx * cx) + (moments[:, 3] - cy * cy)
+    var = (x2 - cx * cx) + (y2 - cy * cy)
     peak = np.argmax(flat, axis=1)
     nan = np.full(b, np.nan)
     values = {
@@ -125,21 +179,24 @@ def batch_statistics(maps: np.ndarray, regions: Sequence[np.ndarray | None] | No
         "peak_y": ((peak // w) + 0.5) / h,
         "entropy": entropy,
         "spread": np.sqrt(np.maximum(var, 0.0)) / np.hypot(h, w),
-        "border_energy": moments[:, 4],
-        "corner_tl": moments[:, 5],
-        "corner_tr": moments[:, 6],
-        "corner_bl": moments[:, 7],
-        "corner_br": moments[:, 8],
+        "border_energy": band / safe,
+        "corner_tl": top[:, :xk0].sum(axis=1) / safe,
+        "corner_tr": top[:, xk1:].sum(axis=1) / safe,
+        "corner_bl": bottom[:, :xk0].sum(axis=1) / safe,
+        "corner_br": bottom[:, xk1:].sum(axis=1) / safe,
     }
-    values = {k: np.where(valid, np.clip(v, 0.0, 1.0), nan) for k, v in values.items()}
+    values = {k: np.where(valid, np.minimum(np.maximum(v, 0.0), 1.0), nan) for k, v in values.items()}
     region_energy, region_area, hit = nan.copy(), nan.copy(), np.full(b, -1, np.int8)
     rows = [i for i, r in enumerate(regions or []) if r is not None]
     if rows:
         cells = np.stack([np.asarray(regions[i], bool).reshape(-1) for i in rows])  # type: ignore[index]
         if cells.shape[1] != h * w:
             raise ValueError(f"the regions must have the maps' shape {(h, w)}")
-        area = cells.mean(axis=1)
-        energy = np.asarray([flat[i][cells[j]].sum() for j, i in enumerate(rows)]) / safe[rows]
+        area = np.count_nonzero(cells, axis=1) / (h * w)
+        inner = _scratch("mlogm", (len(rows), h * w), np.float64)  # done with M log M
+        inner.fill(0.0)
+        np.copyto(inner, flat[rows] if len(rows) < b else flat, where=cells)
+        energy = inner.sum(axis=1) / safe[rows]
         inside = cells[np.arange(len(rows)), peak[rows]]
         tol2 = (POINTING_TOLERANCE * np.hypot(h, w)) ** 2
         for j, i in enumerate(rows):
@@ -153,7 +210,8 @@ def batch_statistics(maps: np.ndarray, regions: Sequence[np.ndarray | None] | No
                 hit[i] = 1
             else:  # the nearest region pixel's centre, within the tolerance?
                 k = int(peak[i])
-                d2 = (gx[cells[j]] - gx[k]) ** 2 + (gy[cells[j]] - gy[k]) ** 2
+                ry, rx = np.divmod(np.flatnonzero(cells[j]), w)
+                d2 = (xs[rx] - xs[k % w]) ** 2 + (ys[ry] - ys[k // w]) ** 2
                 hit[i] = int(d2.min() <= tol2)
     values["region_energy"], values["region_area"] = region_energy, region_area
     return MapStats(values, hit)
