@@ -270,15 +270,24 @@ def scale_cam_image(cams: np.ndarray, size: tuple[int, int] | None = None) -> np
         >>> scale_cam_image(np.array([[[0.0, 2.0]]]))[0].tolist()
         [[0.0, 1.0]]
     """
-    cams = np.asarray(cams)
+    return _scale(np.asarray(cams), size, False)
+
+
+def _scale(cams: np.ndarray, size: tuple[int, int] | None, inplace: bool) -> np.ndarray:
+    """:func:`scale_cam_image`, in place when ``inplace`` (``cams`` is then a work array of
+    the caller's): the same operations, so the same values, with fewer fresh arrays."""
+    inplace = inplace and cams.dtype.kind == "f"
     axes = tuple(range(1, cams.ndim))  # per map, all at once: the same values as map by map
-    shifted = cams - cams.min(axis=axes, keepdims=True)
-    scaled = shifted / (1e-7 + shifted.max(axis=axes, keepdims=True))
+    shifted = np.subtract(cams, cams.min(axis=axes, keepdims=True), out=cams if inplace else None)
+    top = 1e-7 + shifted.max(axis=axes, keepdims=True)
+    scaled = np.divide(shifted, top, out=shifted if shifted.dtype.kind == "f" else None)  # shifted: a fresh array
     if size is None or scaled.shape[1:] == tuple(size):
         return scaled.astype(np.float32, copy=False)
     dsize = (size[1], size[0])
-    out = [cv2.resize(img.astype(np.float32), dsize, interpolation=cv2.INTER_LINEAR) for img in scaled]
-    return np.asarray(out, dtype=np.float32)
+    out = np.empty((len(scaled), *size), np.float32)
+    for img, dst in zip(scaled, out):
+        cv2.resize(img.astype(np.float32, copy=False), dsize, dst=dst, interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def scale_planes(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -305,10 +314,15 @@ def assemble(layer_maps: Sequence[np.ndarray], size: tuple[int, int] | None) -> 
     """
     if not layer_maps:
         raise CamcoreError("no layer maps to assemble")
-    per_layer = [np.maximum(scale_cam_image(np.maximum(m, 0), size), 0) for m in layer_maps]
+    per_layer = [_relu(_scale(np.maximum(m, 0), size, True)) for m in layer_maps]
     if len(per_layer) == 1:  # the mean of one layer is itself (x / 1 in float32 is x)
-        return scale_cam_image(per_layer[0])
-    return scale_cam_image(np.stack(per_layer, axis=1).mean(axis=1))
+        return _scale(per_layer[0], None, True)
+    return _scale(np.stack(per_layer, axis=1).mean(axis=1), None, True)
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    """max(x, 0) in place."""
+    return np.maximum(x, 0, out=x)
 
 
 def assemble_unscaled(layer_maps: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
