@@ -282,22 +282,31 @@ class AuditWorker:
             return None
         return self.names[k] if self.names is not None and 0 <= k < len(self.names) else str(k)
 
-    def _predictions(self, done: Any) -> tuple[int | None, float | None, list[int], list[float]]:
-        """(prediction, confidence, top-k classes, their probabilities) of a classifier's row
-        (softmax of the logits; a row that already sums to 1 in [0, 1] is taken as probabilities)."""
-        if self.choice.task.name != "classify":
-            return None, None, [], []
-        row = np.asarray(done.outputs[self.cam.engine.output_index], np.float64).reshape(-1)
-        if row.size == 0 or not np.all(np.isfinite(row)):
-            return None, None, [], []
-        if row.min() >= 0 and row.max() <= 1 and abs(row.sum() - 1) < 1e-3 and row.size > 1:
-            probs = row
-        else:
-            e = np.exp(row - row.max())
-            probs = e / e.sum()
-        order = np.argsort(-row, kind="stable")[: self.config.top_k]
-        k = int(order[0])
-        return k, float(probs[k]), [int(c) for c in order], [float(probs[c]) for c in order]
+    def _predictions(self, dones: Sequence[Any]) -> list[tuple[int | None, float | None, list[int], list[float]]]:
+        """Per explained row: (prediction, confidence, top-k classes, their probabilities) of a
+        classifier (softmax of the logits; a row that already sums to 1 in [0, 1] is taken as
+        probabilities). The rows of a chunk at once: numpy's elementwise functions and its
+        reductions along the last axis give each row the same values as alone."""
+        if self.choice.task.name != "classify" or not dones:
+            return [(None, None, [], [])] * len(dones)
+        rows = [np.asarray(d.outputs[self.cam.engine.output_index], np.float64).reshape(-1) for d in dones]
+        if len({r.size for r in rows}) != 1 or rows[0].size == 0:
+            return [p for r in rows for p in self._predictions_of(r[None])]
+        return self._predictions_of(np.stack(rows))
+
+    def _predictions_of(self, r: np.ndarray) -> list[tuple[int | None, float | None, list[int], list[float]]]:
+        """:meth:`_predictions` of the rows of ``r`` (B, C)."""
+        if r.shape[1] == 0:
+            return [(None, None, [], [])] * len(r)
+        finite = np.isfinite(r).all(axis=1)
+        already = (r.min(axis=1) >= 0) & (r.max(axis=1) <= 1) & (np.abs(r.sum(axis=1) - 1) < 1e-3) & (r.shape[1] > 1)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # a non-finite row: no prediction
+            e = np.exp(r - r.max(axis=1, keepdims=True))
+            probs = np.where(already[:, None], r, e / e.sum(axis=1, keepdims=True))
+        order = np.argsort(-r, axis=1, kind="stable")[:, : self.config.top_k]
+        top_p = np.take_along_axis(probs, order, axis=1)
+        return [(int(o[0]), float(p[0]), o.tolist(), p.tolist()) if ok else (None, None, [], [])
+                for ok, o, p in zip(finite, order, top_p)]  # fmt: skip
 
     def _table(self, prepared: Sequence[Prepared], explained: dict[int, Any], errors: dict[int, str]) -> pa.Table:
         n = len(prepared)
@@ -321,6 +330,7 @@ class AuditWorker:
                 cols["map_height"][i], cols["map_width"][i] = m.shape
                 lengths[i] = m.size
         smalls = np.concatenate([small[i].reshape(-1) for i in order]) if order else np.zeros(0, np.uint8)
+        predictions = dict(zip(order, self._predictions([explained[i] for i in order])))
         for c in PROVENANCE_COLUMNS:
             cols[c] = [self.config.provenance.get(c)] * n
         for i, p in enumerate(prepared):
@@ -332,7 +342,7 @@ class AuditWorker:
                 cols["error"][i] = errors.get(i, "not explained")
                 continue
             done = explained[i]
-            k, conf, top, probs = self._predictions(done)
+            k, conf, top, probs = predictions[i]
             if k is not None:
                 cols["prediction"][i], cols["prediction_index"][i], cols["confidence"][i] = self._name(k), k, conf
                 cols["top_k_classes"][i], cols["top_k_scores"][i] = [self._name(c) for c in top], probs
