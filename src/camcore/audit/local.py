@@ -25,16 +25,18 @@ stored as a last part, the threads stop after their current batch, and the inter
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import pyarrow as pa
 
 from camcore.audit.dataset import Sample
@@ -96,9 +98,43 @@ def run_local(
         flush_seconds: a part is also written when this long has passed since the last.
         on_rows: called in the caller's thread with every finished chunk's rows (progress).
 
+    While it runs, OpenCV and numpy's BLAS use one thread each (:func:`_one_thread_each`): the
+    pipeline already runs a thread per core in each stage, and their own pools would only
+    spin against it.
+
     Raises:
         KeyboardInterrupt: after the rows done are stored.
     """
+    with _one_thread_each():
+        return _run_local(worker, samples, store, workers=workers, decoders=decoders, flush_rows=flush_rows,
+                          flush_seconds=flush_seconds, on_rows=on_rows)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _one_thread_each() -> Iterator[None]:
+    """OpenCV's and numpy's BLAS thread pools limited to one thread, restored on exit."""
+    from camcore.blas import serial_blas
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with serial_blas():
+            yield
+    finally:
+        cv2.setNumThreads(before)
+
+
+def _run_local(
+    worker: AuditWorker,
+    samples: Sequence[Sample],
+    store: SampleStore,
+    *,
+    workers: int | None,
+    decoders: int | None,
+    flush_rows: int | None,
+    flush_seconds: float,
+    on_rows: Callable[[pa.Table], None] | None,
+) -> LocalRun:
     cores = os.cpu_count() or 1
     on_cpu = _on_cpu(worker)
     if workers is None:
