@@ -319,3 +319,25 @@ def test_the_row_function_pickles_and_gives_the_same_rows_in_any_batch(scenes: P
     table = samples_table(samples, ["site"])
     assert twin(table).equals(whole)
     assert twin(table.slice(4, 3).to_pydict()).equals(whole.slice(4, 3))
+
+
+def test_a_long_run_in_chunks_of_several_batches_gives_the_same_rows(
+    many: tuple[Path, pa.Table], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run long enough for chunks of several model batches (CHUNK_ROWS lowered to 6 rows: 3 batches
+    of 2, 160 images >= 8 chunks a thread) stores the rows of the reference run (batches of 16)."""
+    import camcore.audit.local as local
+
+    data, reference = many
+    seen: list[int] = []
+    rows = local.AuditWorker.rows
+
+    def counted(self: local.AuditWorker, prepared: list[local.Prepared]) -> pa.Table:
+        seen.append(len(prepared))
+        return rows(self, prepared)
+
+    monkeypatch.setattr(local, "CHUNK_ROWS", 6)
+    monkeypatch.setattr(local.AuditWorker, "rows", counted)
+    table, _ = camcore.audit.run(MODEL, data, tmp_path / "out", batch_size=2, progress=False)
+    assert max(seen) == 6 and sum(seen) == N_SIGNALLED
+    assert table.equals(reference)
