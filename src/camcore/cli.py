@@ -75,9 +75,11 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="explain the bundled demo model on fresh generated scenes")
     demo.add_argument("--out", default="camcore-demo", help="output folder (default: camcore-demo)")
-    demo.add_argument("-n", "--scenes", type=positive_int, default=64, metavar="N",
-                      help="how many scenes to generate and explain (default: 64)")  # fmt: skip
-    demo.add_argument("--seed", type=int, default=1234, help="the scenes' random seed (default: 1234)")
+    demo.add_argument("-n", "--scenes", type=positive_int, metavar="N",
+                      help="how many scenes to generate and explain (default: 64; 300 with --audit)")  # fmt: skip
+    demo.add_argument("--seed", type=int, help="the scenes' random seed (default: 1234; 4321 with --audit)")
+    demo.add_argument("--audit", action="store_true",
+                      help="audit the bundled shortcut model on a fresh dataset and print the findings")  # fmt: skip
 
     from camcore.audit.cli import add_audit_parser
     from camcore.video.cli import add_video_parser
@@ -335,11 +337,15 @@ def _write_explained(done: Any, out_dir: Path, stem: str, args: argparse.Namespa
 
 # ---------------------------------------------------------------------- demo, info
 def cmd_demo(args: argparse.Namespace) -> int:
-    from camcore.demo import format_report, run_demo
+    from camcore.demo import format_audit_report, format_report, run_audit_demo, run_demo
     from camcore.files import output_folder
 
     out = output_folder(args.out, option="--out")
-    report = run_demo(out, n=args.scenes, seed=args.seed)
+    if args.audit:
+        audit = run_audit_demo(out, n=args.scenes or 300, seed=4321 if args.seed is None else args.seed)
+        print(format_audit_report(audit))
+        return 0
+    report = run_demo(out, n=args.scenes or 64, seed=1234 if args.seed is None else args.seed)
     print(format_report(report))
     return 0
 
