@@ -15,7 +15,9 @@ import json
 from pathlib import Path
 
 import onnx
+import pytest
 
+from camcore.cli import main
 from camcore.demo import AUDIT_META, AUDIT_MODEL, DEMO_MODEL, format_audit_report, load_audit_meta, run_audit_demo
 from camcore.preprocess import read_model_metadata
 from camcore.scenes import CLASS_NAMES
@@ -59,3 +61,11 @@ def test_clean_data_raises_no_shortcut_flag(tmp_path: Path) -> None:
 def test_the_clean_model_raises_no_shortcut_flag(tmp_path: Path) -> None:
     report = run_audit_demo(tmp_path, n=N, model=DEMO_MODEL, progress=False)
     assert report.shortcut_classes() == [], report.flags
+
+
+def test_camcore_demo_audit_prints_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--audit", "-n", "60", "--seed", "5", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "camcore demo --audit: 60 fresh scenes (seed 5)" in printed
+    assert f"report:   {tmp_path / 'audit' / 'report.html'}" in printed
+    assert (tmp_path / "audit" / "report.html").is_file() and (tmp_path / "data" / "manifest.csv").is_file()
