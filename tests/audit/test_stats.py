@@ -110,3 +110,16 @@ def test_regions_at_the_model_input() -> None:
     mask = np.zeros((20, 20, 3), np.uint8)
     mask[:10, :10] = 255
     assert mask_region(mask, (10, 10)).sum() == 25 and mask_region(mask[..., 0], (20, 20)).sum() == 100
+
+
+def test_work_arrays_kept_or_not_give_the_same_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    from camcore.audit import stats
+
+    rng = np.random.default_rng(1)
+    maps = rng.random((5, 30, 20)) ** 3
+    regions = [rng.random((30, 20)) > 0.5 for _ in range(5)]
+    kept = batch_statistics(maps, regions)
+    batch_statistics(maps[:2] * 0 + 7, regions[:2])  # the same thread's work arrays, reused with other contents
+    monkeypatch.setattr(stats, "_SCRATCH_KEPT", 10)  # every work array fresh
+    fresh = batch_statistics(maps, regions)
+    assert [kept.row(i) for i in range(5)] == [fresh.row(i) for i in range(5)]

@@ -51,6 +51,9 @@ _POLL = 0.1
 #: call (the statistics' numpy calls, the Arrow columns, a hand-over between threads) spread over
 #: more rows; 16-image chunks cost the demo model 7% more CPU time per image than 64
 CHUNK_ROWS = 64
+#: ... and at most this many input pixels a chunk (64 images of 224 x 224), so that big inputs keep
+#: chunks of one batch and the memory of the chunks in flight stays as before
+CHUNK_PIXELS = 64 * 224 * 224
 #: failed samples named on stderr, at most (the rest are in the table)
 SHOWN_ERRORS = 10
 
@@ -146,8 +149,9 @@ def _run_local(
         workers = cores if on_cpu and worker.config.threads == 1 else 1
     decoders = decoders or cores
     size = worker.config.batch_size
-    if len(samples) >= 8 * workers * CHUNK_ROWS:  # a long run: chunks of whole batches, about CHUNK_ROWS rows
-        size *= max(1, CHUNK_ROWS // size)
+    hw = worker.config.size
+    if hw is not None and len(samples) >= 8 * workers * CHUNK_ROWS:  # a long run: chunks of whole batches
+        size *= max(1, min(CHUNK_ROWS, CHUNK_PIXELS // (hw[0] * hw[1])) // size)
     flush_rows = flush_rows or max(size, min(1024, len(samples) // 16))
     report = LocalRun(workers=workers, decoders=decoders)
     t0 = time.perf_counter()

@@ -100,12 +100,15 @@ def _zones(n: int) -> _Zones:
 
 
 _SCRATCH = threading.local()
+_SCRATCH_KEPT = 1 << 22  #: elements of a work array kept per thread (32 MiB of float64), at most
 
 
 def _scratch(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
     """A work array of this thread's, reused across calls (grown when too small): its contents
     are undefined."""
     need = int(np.prod(shape))
+    if need > _SCRATCH_KEPT:  # a big one is not kept for the thread's lifetime
+        return np.empty(shape, dtype)
     buf: np.ndarray | None = getattr(_SCRATCH, name, None)
     if buf is None or buf.size < need or buf.dtype != dtype:
         buf = np.empty(need, dtype)
