@@ -1,4 +1,4 @@
-"""The ``camcore`` command line: layers, augment, explain, video, audit, demo, info.
+"""The ``camcore`` command line: layers, augment, export, explain, video, audit, demo, info.
 
 The commands parse and print; the work is the engine's, the batch service's
 (:mod:`camcore.batch`) and the video pipeline's. Every argument is checked before any work
@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                           "the output")  # fmt: skip
     aug.add_argument("--size", type=parse_size, metavar="HxW", help="fix the image input's spatial size")
 
+    add_export_parser(sub)
+
     ex = sub.add_parser("explain", help="write an overlay PNG, the raw map and a JSON summary per image")
     ex.add_argument("model", help="the .onnx model")
     ex.add_argument("images", nargs="+", help="image files, or folders of images")
@@ -103,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "audit": cmd_audit,
         "layers": cmd_layers,
         "augment": cmd_augment,
+        "export": cmd_export,
         "explain": cmd_explain,
         "demo": cmd_demo,
         "info": cmd_info,
@@ -187,6 +190,43 @@ def cmd_augment(args: argparse.Namespace) -> int:
     print(f"  seed input: {aug.seed_input} ({aug.seed_mode})")
     for layer in aug.target_layers:
         print(f"  {layer}: activation -> {aug.activation_outputs[layer]}, gradient -> {aug.gradient_outputs[layer]}")
+    return 0
+
+
+# ---------------------------------------------------------------------- export
+def add_export_parser(sub: Any) -> None:
+    """``camcore export``: the self-contained CAM model (:func:`camcore.export_cam_model`)."""
+    from camcore.graph.export_methods import EXPORTABLE
+
+    ex = sub.add_parser("export", help="write a model that returns its outputs and the CAM (and overlay) in one run")
+    ex.add_argument("model", help="the .onnx model")
+    ex.add_argument("-o", "--out", required=True, help="path of the exported .onnx (never the input)")
+    ex.add_argument("--layer", action="append", metavar="TENSOR",
+                    help="target layer (repeatable, maps averaged; default: the last spatial activation)")  # fmt: skip
+    ex.add_argument("--method", default="gradcam", metavar="NAME",
+                    help=f"one of {', '.join(EXPORTABLE)} (default: gradcam)")  # fmt: skip
+    ex.add_argument("--output", metavar="NAME", help="the (N, classes) output to explain (default: the first)")
+    ex.add_argument("--size", type=parse_size, metavar="HxW", help="fix the image input's spatial size")
+    ex.add_argument("--class-input", choices=("optional", "required"), default="optional",
+                    help="optional: 'class' defaults to -1 (top-1) where the runtime honours ONNX input "
+                         "defaults (onnxruntime; OpenVINO folds it: top-1 only); required: a plain input "
+                         "every runtime can feed")  # fmt: skip
+    ex.add_argument("--overlay", action="store_true", help="also take the uint8 RGB 'image' and return 'overlay'")
+    add_overlay_options(ex)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from camcore.files import output_file
+    from camcore.graph.export import export_cam_model, exported_names
+
+    output_file(args.out, [args.model], "-o")  # refused before any work
+    proto = export_cam_model(args.model, args.out, layers=args.layer, method=args.method, size=args.size,
+                             overlay=args.overlay, colormap=args.colormap, alpha=args.alpha, output=args.output,
+                             class_input=args.class_input)  # fmt: skip
+    names = exported_names(proto)
+    print(f"wrote {args.out}")
+    print(f"  inputs: {', '.join(names['inputs'])}")
+    print(f"  outputs: {', '.join(names['outputs'])}")
     return 0
 
 
