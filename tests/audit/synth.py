@@ -51,6 +51,8 @@ class Spec:
     wrong_to: str | None = None
     #: lost maps peak in the top-left corner, though flat (zero padding's mark on an unreadable image)
     lost_corner: bool = False
+    #: lost maps gather on the bottom-left edge (a blurred camera's frame edge is all the model sees)
+    lost_edge: bool = False
     #: with a value, a third site "C" (a third of the samples) erring at this rate
     site_c_error: float | None = None
 
@@ -122,6 +124,8 @@ def make_table(spec: Spec, image_dir: Path | None = None) -> pa.Table:
             m = _gauss(SIZE / 2 + rng.uniform(-2, 2), SIZE / 2 + rng.uniform(-2, 2), 8.0)
         elif site == "B" and rng.random() < spec.site_b_lost:  # noise, and a faint blob anywhere
             m = 0.3 * _gauss(*rng.uniform(8, SIZE - 8, 2), rng.uniform(6, 16)) + _noise(rng, 1.0)
+            if spec.lost_edge:  # energy on the frame's bottom-left edge
+                m = _gauss(2 + rng.uniform(-2, 2), SIZE - 3 + rng.uniform(-2, 2), 6.0)
             if spec.lost_corner:  # flat, but its highest pixel in the corner
                 m = 0.5 + 0.02 * _noise(rng, 1.0)
                 m[:3, :3] = 1.0

@@ -234,6 +234,29 @@ def test_flat_maps_peaking_in_a_corner_are_no_shortcut(regions: bool) -> None:
     assert not _kinds(s), s["flags"]
 
 
+def test_a_hard_sites_fallback_cluster_is_the_sites_finding() -> None:
+    """Site B's images are unreadable and mostly called "triangle", their maps on the frame's
+    bottom-left edge (energy there, one fixed spot): a cluster of wrong predictions from one flagged
+    site is the model's fallback, reported by the site's flag, not a shortcut of "triangle"."""
+    spec = Spec(n=300, seed=17, site_b_lost=1.0, site_b_error=0.9, wrong_to="triangle", lost_edge=True)
+    s = _summary(spec)
+    assert not _kinds(s), s["flags"]
+    (site,) = [f for f in s["flags"] if f["kind"] == "group"]  # A vs the rest is B vs the rest: either is named
+    assert site["column"] == "site"
+    (credit,) = site["explains"]
+    assert (credit["class"], credit["value"]) == ("triangle", "B")
+    assert credit["accuracy"] < 0.5 and credit["share_of_cluster"] >= 0.5
+    assert "fallback, not a shortcut" in site["message"]
+
+
+def test_a_shortcut_carried_by_one_site_stays_a_shortcut() -> None:
+    """Only site B's stars carry the mark and it works (the stars are called star): a flagged site
+    does not take the credit for a cluster of correct predictions."""
+    spec = Spec(n=400, seed=18, shortcut="star", shortcut_rate=0.7, site_b_error=0.3)
+    s = _summary(spec)
+    assert ("cluster", "star") in _kinds(s) or ("off_object", "star") in _kinds(s), s["flags"]
+
+
 def test_in_a_three_valued_column_only_the_deviant_value_is_flagged() -> None:
     """Site C errs 40% of the time, A and B 2%: against "the rest" A and B look better, but only
     because the rest holds C; once C is set aside they differ in nothing."""

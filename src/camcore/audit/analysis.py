@@ -61,7 +61,10 @@ Decision rules (every threshold a field of :class:`Rules`, defaults in brackets)
       (as above), and, with regions, most of those peaks miss the object (else the class's
       objects simply sit there).
 
-    A class with fewer than ``min_samples`` maps gets no cluster flag (too few to tell).
+    A class with fewer than ``min_samples`` maps gets no cluster flag (too few to tell). A cluster
+    of mostly wrong predictions made mostly of one subgroup value that is flagged for its lower
+    accuracy is that subgroup's error mode (the model's fallback class for images it cannot read),
+    not a shortcut: the subgroup's flag reports it (:func:`_credit_error_modes`).
 
 ``group``: a (column, value) with at least ``min_group_samples`` [20] samples, and as many in the
     rest, whose accuracy, region energy, entropy or border energy differs from the rest's: the
@@ -443,7 +446,9 @@ def _clusters(
                 "peak": _median_peak(rows.peak_x[members], rows.peak_y[members]),
                 "border_energy_mean": _mean(rows.border_energy[members]),
                 "members": [str(rows.ids[members[c]]) for c in closest],
+                "accuracy": _mean(rows.correct[members]),
                 "_test": test,
+                "_idx": members,
             }
         )
     info = {"k": clustering.k, "eigenvalues": clustering.eigenvalues, "eigengap": clustering.eigengap}
@@ -527,6 +532,8 @@ def _cluster_flags(
             "peak_dispersion": _num(disp),
             "coherence": _num(c["coherence"]),
             "peak": c["peak"],
+            "accuracy": _num(c["accuracy"]),
+            "_members": c["_idx"],
         }
         if spot is not None:
             evidence["spot"] = {k: _num(v, 6) if isinstance(v, float) else v for k, v in spot.items()}
@@ -634,7 +641,9 @@ def _spot_scan(
             "flat_energy": _num(flat),
             "p_adjusted": _num(p_adjusted, 6),
             "discs_scanned": tests,
+            "accuracy": _num(_mean(rows.correct[members])),
             "members": [str(rows.ids[i]) for i in members[order]],
+            "_members": members,
         }
     ]
 
@@ -693,6 +702,7 @@ def _class_summary(rows: Rows, name: str, ctx: AuditContext) -> tuple[dict[str, 
         flags += found
     for c in clusters:
         c.pop("_test", None)
+        c.pop("_idx", None)
     maps_here = rows.maps_of(idx)
     mean = np.asarray(_mean_map(maps_here), np.float64)
     ids = rows.ids[idx]
@@ -847,6 +857,62 @@ def _group_tests(
     return summary, meta if results else None, out_flags
 
 
+def _credit_error_modes(
+    rows: Rows, flags: list[dict[str, Any]], group_flags: list[dict[str, Any]], rules: Rules
+) -> list[dict[str, Any]]:
+    """Drop the cluster flags that are a hard subgroup's error mode, not a shortcut, and say so in
+    that subgroup's flag.
+
+    A shortcut is a strategy the model succeeds with. A cluster whose labelled members are mostly
+    misclassified (accuracy below ``mostly`` [0.5], over at least half ``min_cluster_size``
+    labelled members) and mostly (>= 50%) images of one subgroup value that is itself flagged for
+    a lower accuracy is the model's fallback on images it cannot read (a blurred camera's images
+    all called one class, their maps on the frame's edge): the subgroup's flag reports it. A
+    cluster of correct predictions (a tag that comes with its class) is never dropped, even when
+    a subgroup carries the tag.
+    """
+    worse: list[tuple[dict[str, Any], str]] = []  # (a group flag, the value whose accuracy is lower)
+    for g in group_flags:
+        acc = g["differences"].get("accuracy")
+        if acc is None or acc["mean"] is None or acc["mean_rest"] is None:
+            continue
+        if acc["mean"] < acc["mean_rest"]:
+            worse.append((g, g["value"]))
+        else:  # a two-valued column's flag names the smaller value; the other is the worse one
+            present = {v for v in rows.groups[g["column"]] if v is not None}
+            if len(present) == 2:
+                worse.append((g, next(v for v in present if v != g["value"])))
+    kept = []
+    for flag in flags:
+        members = flag.pop("_members", None)
+        if flag["kind"] != "cluster" or members is None or not worse:
+            kept.append(flag)
+            continue
+        correct = rows.correct[members]
+        labelled = ~np.isnan(correct)
+        accuracy = float(correct[labelled].mean()) if labelled.any() else None
+        credited = None
+        if accuracy is not None and labelled.sum() >= rules.min_cluster_size / 2 and accuracy < rules.mostly:
+            for g, value in worse:
+                share = float(np.mean(rows.groups[g["column"]][members] == value))
+                if share >= 0.5:
+                    credited = g
+                    explains = {
+                        "class": flag["class"], "cluster": flag.get("cluster"), "size": flag["size"], "value": value,
+                        "share_of_cluster": _num(share), "accuracy": _num(accuracy),
+                    }  # fmt: skip
+                    g.setdefault("explains", []).append(explains)
+                    g["message"] += (
+                        f"; {g['column']} = {value!r} images make up {share:.0%} of a strategy cluster of class "
+                        f"{flag['class']!r} ({flag['size']} maps, accuracy {accuracy:.0%}): the model's fallback, "
+                        "not a shortcut"
+                    )
+                    break
+        if credited is None:
+            kept.append(flag)
+    return kept
+
+
 def _difference(metric: str, d: Mapping[str, Any]) -> str:
     """``accuracy 60% vs 99% (p 0.0015)``: shares in percent, entropy to 2 places."""
     names = {"accuracy": "accuracy", "region_energy": "energy on the object", "entropy": "entropy",
@@ -951,7 +1017,7 @@ def _summarize(table: pa.Table, context: AuditContext) -> dict[str, Any]:
             classes[name] = info
             flags += class_flags
     groups, group_tests, group_flags = _group_tests(rows, context)
-    flags += group_flags
+    flags = _credit_error_modes(rows, flags, group_flags, context.rules) + group_flags
     sanity = dict(context.sanity) if context.sanity is not None else None
     if sanity is not None and not sanity.get("passed", True):
         flags.append(
