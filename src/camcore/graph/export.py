@@ -141,8 +141,8 @@ def export_cam_model(
     tensors, graph_model = _run_graph(proto, info, explained, targets, spec, class_input)
     b = GraphBuilder(model_opset(graph_model), _taken(graph_model), prefix="camcore_cam")
     kinds = layer_layouts(proto, info)
-    maps = [_layer_map(b, spec, tensors[t], t, info.get(t, TensorInfo(FLOAT, None)), kinds.get(t), image)
-            for t in targets]  # fmt: skip
+    maps = [_layer_map(b, spec, tensors[t], t, info.get(t, TensorInfo(FLOAT, None)), kinds.get(t), image,
+                       graph_model.graph, info) for t in targets]  # fmt: skip
     cam = _scale(b, maps[0] if len(maps) == 1 else _mean(b, maps))
     b.nodes.append(helper.make_node("Identity", [cam], [CAM_OUTPUT], name=b.fresh("cam")))
     graph = graph_model.graph
@@ -156,6 +156,7 @@ def export_cam_model(
             helper.make_tensor_value_info(OVERLAY_OUTPUT, onnx.TensorProto.UINT8, [batch, None, None, 3])
         )
     b.add_to(graph)
+    _prune(graph, {o for n in proto.graph.node for o in n.output}, {i.name for i in proto.graph.initializer})
     graph_model.doc_string = (
         f"camcore export: {spec.key} at {', '.join(targets)}; outputs {CAM_OUTPUT!r}"
         + (f" and {OVERLAY_OUTPUT!r} ({colormap}, alpha {alpha})" if overlay else "")
@@ -325,14 +326,36 @@ def _scale(b: GraphBuilder, m: str) -> str:
     return b.Div(shifted, b.Add(b.scalar(1e-7, FLOAT), b.ReduceMax(shifted, [1, 2])))
 
 
-def _resize(b: GraphBuilder, m: str, hw: str) -> str:
+def _resize(b: GraphBuilder, m: str, hw: str, scales: tuple[float, float] | None = None) -> str:
     """Bilinear, half-pixel centres (OpenCV's ``INTER_LINEAR``) of (N, h, w) maps to ``hw`` (a
-    2-element int64 tensor)."""
+    2-element int64 tensor), or by the constant ``scales`` (:func:`_static_scales`: the same
+    output size and sampling, with no shape arithmetic at run time)."""
     planes = b.Unsqueeze(m, [1])
-    sizes = b.Concat([b.Slice(b.Shape(planes), [0], [2], [0]), hw], 0)
     empty = b.const(np.zeros(0, np.float32))
+    if scales is not None:
+        factors = b.const(np.array([1.0, 1.0, *scales], np.float32))
+        up = b.op("Resize", planes, empty, factors, mode="linear", coordinate_transformation_mode="half_pixel")
+        return b.Squeeze(up, [1])
+    sizes = b.Concat([b.Slice(b.Shape(planes), [0], [2], [0]), hw], 0)
     up = b.op("Resize", planes, empty, empty, sizes, mode="linear", coordinate_transformation_mode="half_pixel")
     return b.Squeeze(up, [1])
+
+
+def _static_scales(grid: tuple[int, int] | None, hw: tuple[int, int] | None) -> tuple[float, float] | None:
+    """Constant ``Resize`` scales from a static grid to a static size, where ``H / h`` is exact
+    in float32 (``H = h * scale`` exactly: every runtime then derives the same output size and the
+    same sampling as from ``sizes``); None otherwise.
+
+    Example:
+        >>> _static_scales((7, 7), (224, 224)), _static_scales((3, 7), (10, 10))
+        ((32.0, 32.0), None)
+    """
+    if grid is None or hw is None:
+        return None
+    scales = [float(np.float32(o) / np.float32(i)) for i, o in zip(grid, hw)]
+    if any(scale * i != o for scale, i, o in zip(scales, grid, hw)):
+        return None
+    return scales[0], scales[1]
 
 
 def _input_hw(b: GraphBuilder, image: _Image) -> str:
@@ -340,6 +363,59 @@ def _input_hw(b: GraphBuilder, image: _Image) -> str:
         return b.ints(image.hw)
     start = 1 if image.layout == "NHWC" else 2
     return b.Slice(b.Shape(image.name), [start], [start + 2], [0])
+
+
+def _pooled_gradient(b: GraphBuilder, graph: onnx.GraphProto, info: dict[str, TensorInfo], grad: str,
+                     spatial: tuple[int, int]) -> str | None:  # fmt: skip
+    """The spatial mean of the layer gradient ``grad``, kept 1 x 1 on ``spatial``, where the gradient
+    graph broadcasts it to the grid: ``grad = Expand(x) (* or / scalar constants)`` with ``x`` the
+    ``Reshape`` of a tensor to the shape of a tensor that is 1 on ``spatial`` (a global average
+    pooling's output). Then ``ReduceMean(grad) = x (* or / the same constants)``, equal values
+    averaged, so the weights need neither the broadcast nor its mean. None where the graph differs."""
+    producer = {o: n for n in graph.node for o in n.output}
+    constants = {i.name: i for i in graph.initializer}
+    scalar_ops: list[tuple[str, str]] = []
+    name = grad
+    while (node := producer.get(name)) is not None and node.op_type != "Expand":
+        if node.op_type == "Identity":
+            name = node.input[0]
+        elif node.op_type in ("Mul", "Div") and node.input[1] in constants and _size(constants[node.input[1]]) == 1:
+            scalar_ops.append((node.op_type, node.input[1]))
+            name = node.input[0]
+        else:
+            return None
+    reshape = None if node is None else producer.get(node.input[0])
+    if node is None or reshape is None or reshape.op_type != "Reshape":
+        return None
+    shape = producer.get(reshape.input[1])
+    pooled = None if shape is None or shape.op_type != "Shape" or shape.attribute else info.get(shape.input[0])
+    dims = None if pooled is None or pooled.elem_type != FLOAT else pooled.shape
+    if dims is None or len(dims) != 4 or any(dims[a] != 1 for a in spatial):
+        return None
+    x = node.input[0]
+    for op_type, constant in reversed(scalar_ops):
+        x = b.op(op_type, x, constant)
+    return x
+
+
+def _size(tensor: onnx.TensorProto) -> int:
+    return math.prod(tensor.dims)
+
+
+def _prune(graph: onnx.GraphProto, keep: set[str], own_constants: set[str]) -> None:
+    """Drop, to a fixed point, the nodes whose outputs nothing reads, except those writing ``keep``
+    (the model's own tensors: its nodes stay as they are, even unused ones), then the constants
+    that only they read (the model's own and ``class``'s default kept)."""
+    while True:
+        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if not any(o in read or o in keep for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    unread = [i for i in graph.initializer if i.name not in read and i.name not in own_constants | {CLASS_INPUT}]
+    for i in unread:
+        graph.initializer.remove(i)
 
 
 def _layer_map(
@@ -350,6 +426,8 @@ def _layer_map(
     ti: TensorInfo,
     kind: str | None,
     image: _Image,
+    graph: onnx.GraphProto,
+    info: dict[str, TensorInfo],
 ) -> str:
     """One layer's :math:`\\max(R\\,s(\\max(M, 0)), 0)` at the input's size, M from the method's weights."""
     from camcore.methods import METHODS
@@ -362,6 +440,7 @@ def _layer_map(
         None if hvp is None else _arrange(b, hvp, target, ti, kind, image),
         channel_axis,
         spatial_axes,
+        None if grad is None or ti.elem_type != FLOAT else _pooled_gradient(b, graph, info, grad, spatial_axes),
     )
     raw = spec.fn(b, arranged)
     layer_map = raw if METHODS[spec.key].output == "map" else b.ReduceSum(raw, [channel_axis], keepdims=False)
@@ -370,11 +449,13 @@ def _layer_map(
 
 def _layer_final(b: GraphBuilder, m: str, grid: tuple[int, int] | None, image: _Image) -> str:
     """:math:`\\max(R\\,s(\\max(M, 0)), 0)`: one layer's map at the input's size (``R`` skipped
-    where the grid already has it, as :func:`camcore.maps.scale_cam_image` does)."""
+    where the grid already has it, as :func:`camcore.maps.scale_cam_image` does). The outer max
+    is the identity here: bilinear weights are non-negative, so ``R`` of a map in [0, 1] is >= 0."""
     scaled = _scale(b, b.op("Relu", m))
     if grid is not None and image.hw is not None and tuple(grid) == tuple(image.hw):
         return scaled
-    return b.op("Relu", _resize(b, scaled, _input_hw(b, image)))
+    scales = _static_scales(grid, image.hw)
+    return _resize(b, scaled, "" if scales is not None else _input_hw(b, image), scales)
 
 
 def _mean(b: GraphBuilder, maps: list[str]) -> str:

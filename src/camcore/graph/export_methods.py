@@ -43,6 +43,10 @@ class LayerTensors:
     hvp: str | None = None
     channel_axis: int = 1
     spatial_axes: tuple[int, int] = (2, 3)
+    #: the spatial mean of G, kept 1 x 1 on the spatial axes, where the gradient graph has it
+    #: before broadcasting it to the grid (a global-average-pooled layer): read it instead of
+    #: ``ReduceMean(gradients)``, which would only average equal values again
+    pooled_gradients: str | None = None
 
 
 InGraphFn = Callable[[GraphBuilder, LayerTensors], str]
@@ -133,7 +137,9 @@ def _grads(layer: LayerTensors) -> str:
 @register_exportable("gradcam")
 def gradcam(b: GraphBuilder, layer: LayerTensors) -> str:
     """Grad-CAM: :math:`w_c = \\frac{1}{Z}\\sum_{ij} G^c_{ij}`, contributions :math:`w_c A^c`."""
-    return _weighted(b, b.ReduceMean(_grads(layer), layer.spatial_axes), layer.activations)
+    pooled = layer.pooled_gradients
+    weights = pooled if pooled is not None else b.ReduceMean(_grads(layer), layer.spatial_axes)
+    return _weighted(b, weights, layer.activations)
 
 
 @register_exportable("hirescam")
