@@ -233,6 +233,23 @@ def test_opsets(opset: int) -> None:
     assert _err(got[CAM_OUTPUT], _api(model, "gradcam++", x)) <= ORT_ATOL
 
 
+@pytest.mark.parametrize("opset", [11, 17])
+def test_a_static_size_resizes_by_constants_and_a_pooled_gradient_is_not_broadcast(opset: int) -> None:
+    """STRIDED (12x12 input, 6x6 layer, GAP): the Resize reads constant scales (no Shape arithmetic
+    at run time) and Grad-CAM's weights the pooled gradient (no Expand to the grid and mean back)."""
+    model = strided_model()
+    if opset != 17:
+        model = onnx.parser.parse_model(STRIDED.replace('"" : 17', f'"" : {opset}'))
+        model.graph.initializer.extend(strided_model().graph.initializer)
+    proto = export_cam_model(model, method="gradcam")
+    constants = {i.name for i in proto.graph.initializer}
+    resizes = [n for n in proto.graph.node if n.op_type == "Resize"]
+    assert len(resizes) == 1 and all(not i or i in constants for i in resizes[0].input[1:])
+    assert "Expand" not in {n.op_type for n in proto.graph.node}
+    x = _x((2, 3, 12, 12), 5)
+    assert _err(_run(proto, {"x": x})[CAM_OUTPUT], _api(model, "gradcam", x)) <= ORT_ATOL
+
+
 def test_fem_needs_no_gradient_graph_and_no_class() -> None:
     proto = export_cam_model(strided_model(), method="fem")
     assert CLASS_INPUT not in {i.name for i in proto.graph.input}
