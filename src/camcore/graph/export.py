@@ -8,7 +8,8 @@ and, in standard ops at the model's opset (>= 11: ``Resize``), the map assembly 
 The exported graph:
 
 * **inputs**: the model's own; ``class`` int64 (N,) or (1,) for every image: the class
-  explained per image, -1 for its top-1 class (chosen in the graph). With
+  explained per image, -1 for its top-1 class (chosen in the graph); a class past the last one is
+  refused by onnxruntime (``Gather`` out of bounds) and gives an all-zero map on OpenVINO. With
   ``class_input="optional"`` (the default) ``class`` has the ONNX default [-1] (an initializer
   of the same name, IR >= 4): onnxruntime and the reference evaluator use it when the input is
   not fed (onnxruntime lists it under ``get_overridable_initializers``, not ``get_inputs``);
@@ -246,6 +247,7 @@ def _run_graph(
         for i, name in enumerate(node.input):
             if name == aug.seed_input:
                 node.input[i] = CLASS_INPUT
+    _gather_seed_rows(graph, {o for n in proto.graph.node for o in n.output})
     seed = next(i for i in graph.input if i.name == aug.seed_input)
     seed.name = CLASS_INPUT
     seed.type.tensor_type.shape.dim[0].Clear()  # (N,) or (1,): one class for every image
@@ -256,6 +258,46 @@ def _run_graph(
         t: (aug.activation_outputs[t], aug.gradient_outputs[t], aug.hvp_outputs.get(t)) for t in targets
     }
     return tensors, aug.model
+
+
+def _gather_seed_rows(graph: onnx.GraphProto, own: set[str]) -> None:
+    """The classifier's input gradient as the chosen rows of its weight: where the gradient graph
+    multiplies the one-hot seed by a constant weight, ``Transpose(Gemm(W, onehot(k), transA=1,
+    transB=1))`` (= ``onehot(k) @ W``, every row a single 1 times a row of W, so exactly ``W[k]``)
+    becomes ``Gather(W, k, axis=0)``: one node reading N rows instead of the one-hot's shape
+    arithmetic and a product reading all of W. The one-hot nodes left unread are pruned later.
+    Nodes writing ``own`` (the model's) are never touched; a graph of another shape is left as it is."""
+    producer = {o: n for n in graph.node for o in n.output}
+    constants = {i.name: i for i in graph.initializer}
+
+    def made(name: str, op_type: str) -> onnx.NodeProto | None:
+        node = producer.get(name)
+        return node if node is not None and node.op_type == op_type and name not in own else None
+
+    def ints(name: str) -> list[int] | None:
+        return numpy_helper.to_array(constants[name]).reshape(-1).tolist() if name in constants else None
+
+    for i, node in enumerate(graph.node):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        gemm = made(node.input[0], "Gemm") if node.op_type == "Transpose" and node.output[0] not in own else None
+        if gemm is None or attrs.get("perm") not in (None, [1, 0]) or len(gemm.input) != 2:
+            continue
+        g = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+        weight = constants.get(gemm.input[0])
+        cast = made(gemm.input[1], "Cast")
+        equal = None if cast is None else made(cast.input[0], "Equal")
+        if (g.get("transA"), g.get("transB"), g.get("alpha", 1.0)) != (1, 1, 1.0) or weight is None \
+                or len(weight.dims) != 2 or equal is None:  # fmt: skip
+            continue
+        column, classes = made(equal.input[0], "Unsqueeze"), made(equal.input[1], "Range")
+        if column is None or classes is None or ints(classes.input[0]) != [0] or ints(classes.input[2]) != [1]:
+            continue
+        axes = next((helper.get_attribute_value(a) for a in column.attribute if a.name == "axes"), None)
+        if list(axes if axes is not None else ints(column.input[1]) or []) != [1]:
+            continue
+        graph.node[i].CopyFrom(
+            helper.make_node("Gather", [gemm.input[0], column.input[0]], [node.output[0]], name=node.name, axis=0)
+        )
 
 
 # ---------------------------------------------------------------------- the map assembly
