@@ -145,7 +145,8 @@ def export_cam_model(
     maps = [_layer_map(b, spec, tensors[t], t, info.get(t, TensorInfo(FLOAT, None)), kinds.get(t), image,
                        graph_model.graph, info) for t in targets]  # fmt: skip
     cam = _scale(b, maps[0] if len(maps) == 1 else _mean(b, maps))
-    b.nodes.append(helper.make_node("Identity", [cam], [CAM_OUTPUT], name=b.fresh("cam")))
+    b.Squeeze(cam, [1])
+    b.nodes[-1].output[0] = CAM_OUTPUT  # the (N, H, W) map, named
     graph = graph_model.graph
     batch = _batch_dim(info[image.name])
     hw: list[int | str | None] = list(image.hw) if image.hw else [None, None]
@@ -363,24 +364,21 @@ def _grid(ti: TensorInfo, kind: str | None, image: _Image) -> tuple[int, int] | 
 
 
 def _scale(b: GraphBuilder, m: str) -> str:
-    """:math:`s`: per image ``(m - min) / (1e-7 + max(m - min))`` over the (N, h, w) map's last two axes."""
-    shifted = b.Sub(m, b.ReduceMin(m, [1, 2]))
-    return b.Div(shifted, b.Add(b.scalar(1e-7, FLOAT), b.ReduceMax(shifted, [1, 2])))
+    """:math:`s`: per image ``(m - min) / (1e-7 + max(m - min))`` over the (N, 1, h, w) map's last two axes."""
+    shifted = b.Sub(m, b.ReduceMin(m, [2, 3]))
+    return b.Div(shifted, b.Add(b.scalar(1e-7, FLOAT), b.ReduceMax(shifted, [2, 3])))
 
 
-def _resize(b: GraphBuilder, m: str, hw: str, scales: tuple[float, float] | None = None) -> str:
-    """Bilinear, half-pixel centres (OpenCV's ``INTER_LINEAR``) of (N, h, w) maps to ``hw`` (a
+def _resize(b: GraphBuilder, planes: str, hw: str, scales: tuple[float, float] | None = None) -> str:
+    """Bilinear, half-pixel centres (OpenCV's ``INTER_LINEAR``) of (N, 1, h, w) maps to ``hw`` (a
     2-element int64 tensor), or by the constant ``scales`` (:func:`_static_scales`: the same
     output size and sampling, with no shape arithmetic at run time)."""
-    planes = b.Unsqueeze(m, [1])
     empty = b.const(np.zeros(0, np.float32))
     if scales is not None:
         factors = b.const(np.array([1.0, 1.0, *scales], np.float32))
-        up = b.op("Resize", planes, empty, factors, mode="linear", coordinate_transformation_mode="half_pixel")
-        return b.Squeeze(up, [1])
+        return b.op("Resize", planes, empty, factors, mode="linear", coordinate_transformation_mode="half_pixel")
     sizes = b.Concat([b.Slice(b.Shape(planes), [0], [2], [0]), hw], 0)
-    up = b.op("Resize", planes, empty, empty, sizes, mode="linear", coordinate_transformation_mode="half_pixel")
-    return b.Squeeze(up, [1])
+    return b.op("Resize", planes, empty, empty, sizes, mode="linear", coordinate_transformation_mode="half_pixel")
 
 
 def _static_scales(grid: tuple[int, int] | None, hw: tuple[int, int] | None) -> tuple[float, float] | None:
@@ -485,7 +483,12 @@ def _layer_map(
         None if grad is None or ti.elem_type != FLOAT else _pooled_gradient(b, graph, info, grad, spatial_axes),
     )
     raw = spec.fn(b, arranged)
-    layer_map = raw if METHODS[spec.key].output == "map" else b.ReduceSum(raw, [channel_axis], keepdims=False)
+    if METHODS[spec.key].output == "map":
+        layer_map = b.Unsqueeze(raw, [1])
+    elif channel_axis == 1:
+        layer_map = b.ReduceSum(raw, [1])
+    else:
+        layer_map = b.Unsqueeze(b.ReduceSum(raw, [channel_axis], keepdims=False), [1])
     return _layer_final(b, layer_map, _grid(ti, kind, image), image)
 
 
@@ -501,9 +504,8 @@ def _layer_final(b: GraphBuilder, m: str, grid: tuple[int, int] | None, image: _
 
 
 def _mean(b: GraphBuilder, maps: list[str]) -> str:
-    """The mean over the layers' maps."""
-    stacked = b.Concat([b.Unsqueeze(m, [1]) for m in maps], 1)
-    return b.ReduceMean(stacked, [1], keepdims=False)
+    """The mean over the layers' (N, 1, H, W) maps."""
+    return b.ReduceMean(b.Concat(maps, 1), [1])
 
 
 # ---------------------------------------------------------------------- the overlay
@@ -537,7 +539,7 @@ def _append_overlay(b: GraphBuilder, cam: str, table: _OverlayTable) -> None:
     out = floor((t + 1 + bit8(t)) / 256) (round half to even of the 8.8 sum).
     """
     hw = b.Slice(b.Shape(IMAGE_INPUT), [1], [3], [0])
-    heat = _resize(b, cam, hw)
+    heat = b.Squeeze(_resize(b, b.Unsqueeze(cam, [1]), hw), [1])
     level = b.op("Floor", b.op("Clip", b.Mul(heat, b.scalar(255.0, FLOAT)), b.scalar(0.0, FLOAT),
                                b.scalar(255.0, FLOAT)))  # fmt: skip
     colour = b.op("Gather", b.const(table.colour), b.Cast(level, onnx.TensorProto.INT64), axis=0)
