@@ -163,5 +163,5 @@ def test_the_template_ships_in_the_package() -> None:
     package = Path(camcore.__file__).parent
     assert TEMPLATE.is_file() and package in TEMPLATE.parents
     # scikit-build-core's wheel.packages copies the package folder whole (as the demo model's data/)
-    text = (package.parent.parent / "pyproject.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert 'wheel.packages = ["src/camcore"]' in text
