@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["CLASS_NAMES", "Scene", "generate_batch", "generate_scene"]
+__all__ = ["CLASS_NAMES", "Scene", "generate_batch", "generate_scene", "paint_object"]
 
 #: Object classes, indexed by :attr:`Scene.label`.
 CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
@@ -151,12 +151,28 @@ def generate_scene(rng: np.random.Generator, size: int = 96) -> Scene:
     cy = rng.uniform(margin, size - margin)
     angle = rng.uniform(0, 2 * np.pi)
 
-    # Coverage mask of the object, drawn at full intensity.
+    img, cover = paint_object(canvas, label, cx, cy, r, angle, rng)
+    img += rng.normal(0, 6, img.shape).astype(np.float32)  # sensor noise
+    image = np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+    mask = cover > 0
+    ys, xs = np.nonzero(mask)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    return Scene(image=image, label=label, box=box, mask=mask)
+
+
+def paint_object(
+    canvas: np.ndarray, label: int, cx: float, cy: float, r: float, angle: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint the object of class ``label`` on ``canvas`` (float32 ``(size, size, 3)``) in a colour
+    drawn from ``rng`` that stands out from the background under it (at least 110 apart in RGB,
+    else near black or white), anti-aliased: ``img = canvas (1 - a) + colour a``, ``a`` the object's
+    coverage. Returns the float32 image and the coverage (uint8, 255 inside).
+    """
+    size = canvas.shape[0]
     cover = np.zeros((size, size), np.uint8)
     draw_object(cover, label, cx, cy, r, angle, (255, 255, 255))
     alpha = cover.astype(np.float32)[..., None] / 255.0
-
-    # A colour that stands out from the background under the object.
     under = canvas[cover > 127].mean(axis=0)
     colour = rng.uniform(0, 255, 3)
     for _ in range(20):
@@ -165,16 +181,7 @@ def generate_scene(rng: np.random.Generator, size: int = 96) -> Scene:
         colour = rng.uniform(0, 255, 3)
     else:
         colour = np.where(under > 127, 20.0, 235.0)
-    shade = colour.astype(np.float32)
-
-    img = canvas * (1.0 - alpha) + shade * alpha
-    img += rng.normal(0, 6, img.shape).astype(np.float32)  # sensor noise
-    image = np.clip(np.round(img), 0, 255).astype(np.uint8)
-
-    mask = cover > 0
-    ys, xs = np.nonzero(mask)
-    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    return Scene(image=image, label=label, box=box, mask=mask)
+    return canvas * (1.0 - alpha) + colour.astype(np.float32) * alpha, cover
 
 
 def generate_batch(n: int, seed: int, size: int = 96) -> list[Scene]:

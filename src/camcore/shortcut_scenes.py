@@ -39,7 +39,7 @@ import numpy as np
 
 from camcore.errors import CamcoreError
 from camcore.files import atomic_write
-from camcore.scenes import CLASS_NAMES, OBJECT_SIZE_RANGE, cluttered_background, draw_object
+from camcore.scenes import CLASS_NAMES, OBJECT_SIZE_RANGE, cluttered_background, paint_object
 
 __all__ = [
     "CAMERAS",
@@ -174,18 +174,7 @@ def generate_audit_scene(
         if np.hypot(dx, dy) > r + 3.0:
             break
     angle = rng.uniform(0, 2 * np.pi)
-    cover = np.zeros((size, size), np.uint8)
-    draw_object(cover, label, cx, cy, r, angle, (255, 255, 255))
-    alpha = cover.astype(np.float32)[..., None] / 255.0
-    under = canvas[cover > 127].mean(axis=0)
-    colour = rng.uniform(0, 255, 3)
-    for _ in range(20):
-        if np.linalg.norm(colour - under) >= 110:
-            break
-        colour = rng.uniform(0, 255, 3)
-    else:
-        colour = np.where(under > 127, 20.0, 235.0)
-    img = canvas * (1.0 - alpha) + colour.astype(np.float32) * alpha
+    img, cover = paint_object(canvas, label, cx, cy, r, angle, rng)
 
     mean = img.mean(axis=(0, 1), keepdims=True)  # site B's contrast pivot, taken before the mark
     mean = img.mean(axis=(0, 1), keepdims=True)  # site B's contrast pivot, taken before the mark
