@@ -144,9 +144,8 @@ def export_cam_model(
     kinds = layer_layouts(proto, info)
     maps = [_layer_map(b, spec, tensors[t], t, info.get(t, TensorInfo(FLOAT, None)), kinds.get(t), image,
                        graph_model.graph, info) for t in targets]  # fmt: skip
-    cam = _scale(b, maps[0] if len(maps) == 1 else _mean(b, maps))
-    b.Squeeze(cam, [1])
-    b.nodes[-1].output[0] = CAM_OUTPUT  # the (N, H, W) map, named
+    _scale(b, b.Squeeze(maps[0], [1]) if len(maps) == 1 else _mean(b, maps), [1, 2])
+    b.nodes[-1].output[0] = CAM_OUTPUT  # the scaling's last node writes cam
     graph = graph_model.graph
     batch = _batch_dim(info[image.name])
     hw: list[int | str | None] = list(image.hw) if image.hw else [None, None]
@@ -363,10 +362,11 @@ def _grid(ti: TensorInfo, kind: str | None, image: _Image) -> tuple[int, int] | 
     return (hw[0], hw[1]) if isinstance(hw[0], int) and isinstance(hw[1], int) else None
 
 
-def _scale(b: GraphBuilder, m: str) -> str:
-    """:math:`s`: per image ``(m - min) / (1e-7 + max(m - min))`` over the (N, 1, h, w) map's last two axes."""
-    shifted = b.Sub(m, b.ReduceMin(m, [2, 3]))
-    return b.Div(shifted, b.Add(b.scalar(1e-7, FLOAT), b.ReduceMax(shifted, [2, 3])))
+def _scale(b: GraphBuilder, m: str, axes: list[int]) -> str:
+    """:math:`s`: per image ``(m - min) / (1e-7 + max(m - min))`` over the map's spatial ``axes``
+    (its last node is the ``Div``)."""
+    shifted = b.Sub(m, b.ReduceMin(m, axes))
+    return b.Div(shifted, b.Add(b.scalar(1e-7, FLOAT), b.ReduceMax(shifted, axes)))
 
 
 def _resize(b: GraphBuilder, planes: str, hw: str, scales: tuple[float, float] | None = None) -> str:
@@ -495,8 +495,9 @@ def _layer_map(
 def _layer_final(b: GraphBuilder, m: str, grid: tuple[int, int] | None, image: _Image) -> str:
     """:math:`\\max(R\\,s(\\max(M, 0)), 0)`: one layer's map at the input's size (``R`` skipped
     where the grid already has it, as :func:`camcore.maps.scale_cam_image` does). The outer max
-    is the identity here: bilinear weights are non-negative, so ``R`` of a map in [0, 1] is >= 0."""
-    scaled = _scale(b, b.op("Relu", m))
+    is the identity here: bilinear weights are non-negative, so ``R`` of a map in [0, 1] is >= 0.
+    ``m`` and the result are (N, 1, h, w) planes (what ``Resize`` takes)."""
+    scaled = _scale(b, b.op("Relu", m), [2, 3])
     if grid is not None and image.hw is not None and tuple(grid) == tuple(image.hw):
         return scaled
     scales = _static_scales(grid, image.hw)
@@ -504,8 +505,9 @@ def _layer_final(b: GraphBuilder, m: str, grid: tuple[int, int] | None, image: _
 
 
 def _mean(b: GraphBuilder, maps: list[str]) -> str:
-    """The mean over the layers' (N, 1, H, W) maps."""
-    return b.ReduceMean(b.Concat(maps, 1), [1])
+    """The mean over the layers' (N, 1, H, W) maps, (N, H, W) (the input-sized work stays 3-D:
+    OpenVINO lays a 4-D tensor of one channel out in blocks of 16 channels, 16 times the work)."""
+    return b.ReduceMean(b.Concat(maps, 1), [1], keepdims=False)
 
 
 # ---------------------------------------------------------------------- the overlay
