@@ -51,9 +51,9 @@ _POLL = 0.1
 #: call (the statistics' numpy calls, the Arrow columns, a hand-over between threads) spread over
 #: more rows; 16-image chunks cost the demo model 7% more CPU time per image than 64
 CHUNK_ROWS = 64
-#: ... and at most this many input pixels a chunk (64 images of 224 x 224), so that big inputs keep
-#: chunks of one batch and the memory of the chunks in flight stays as before
-CHUNK_PIXELS = 64 * 224 * 224
+#: ... and at most this many input pixels a chunk (64 images of 128 x 128), so that bigger inputs keep
+#: chunks of one batch and the memory of the 2W + 2 chunks in flight stays near what it was
+CHUNK_PIXELS = 64 * 128 * 128
 #: failed samples named on stderr, at most (the rest are in the table)
 SHOWN_ERRORS = 10
 
@@ -159,8 +159,9 @@ def _run_local(
         return report
     chunks = [list(samples[i : i + size]) for i in range(0, len(samples), size)]
     stop = threading.Event()
-    # as many decoded inputs ahead as 2W + 2 model batches, and never fewer than a chunk per thread and one more
-    in_flight = threading.Semaphore(max(workers + 1, (2 * workers + 2) * worker.config.batch_size // size))
+    # 2W + 2 chunks: W being explained, the rest decoding or decoded (fewer starve the inference threads: with
+    # W + 1, a single chunk decodes at a time while each thread takes one every ~1.7 decode times)
+    in_flight = threading.Semaphore(2 * workers + 2)
     work: queue.Queue[Future[list[Prepared]] | _Stop] = queue.Queue()
     done: queue.Queue[pa.Table | _Stop] = queue.Queue()
     lock = threading.Lock()
