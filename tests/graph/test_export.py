@@ -247,6 +247,7 @@ def test_a_static_size_resizes_by_constants_and_a_pooled_gradient_is_not_broadca
     assert "Resize" not in ops and ops.count("MatMul") == 2
     assert "Expand" not in ops
     assert ops.count("Gemm") == 1  # the head's: the seed's rows are gathered
+    assert "Shape" not in ops  # ... from a weight scaled once, as (N, C, 1, 1): no run-time shapes
     x = _x((2, 3, 12, 12), 5)
     assert _err(_run(proto, {"x": x})[CAM_OUTPUT], _api(model, "gradcam", x)) <= ORT_ATOL
 

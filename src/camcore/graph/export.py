@@ -441,10 +441,40 @@ def _pooled_gradient(b: GraphBuilder, graph: onnx.GraphProto, info: dict[str, Te
     dims = None if pooled is None or pooled.elem_type != FLOAT else pooled.shape
     if dims is None or len(dims) != 4 or any(dims[a] != 1 for a in spatial):
         return None
+    rows = _gathered_rows(producer.get(reshape.input[0]), constants, dims, spatial)
+    if rows is not None:  # Gather(W, k) (N, C): scale W once, keep the grid axes as 1
+        weight, index = rows
+        for op_type, constant in reversed(scalar_ops):
+            c = numpy_helper.to_array(constants[constant]).astype(np.float32).reshape(())
+            weight = np.divide(weight, c) if op_type == "Div" else np.multiply(weight, c)
+        return b.Unsqueeze(b.op("Gather", b.const(weight.astype(np.float32)), index, axis=0), list(spatial))
     x = node.input[0]
     for op_type, constant in reversed(scalar_ops):
         x = b.op(op_type, x, constant)
     return x
+
+
+#: the largest classifier weight (bytes) that the export copies scaled, to save one node
+_MAX_SCALED_WEIGHT = 16 << 20
+
+
+def _gathered_rows(
+    node: onnx.NodeProto | None,
+    constants: dict[str, onnx.TensorProto],
+    dims: Sequence[int | str | None],
+    spatial: tuple[int, int],
+) -> tuple[np.ndarray, str] | None:
+    """(W, k) where ``node`` is :func:`_gather_seed_rows`' ``Gather(W, k, axis=0)`` of a float32
+    (K, C) weight of at most :data:`_MAX_SCALED_WEIGHT` bytes whose C is the pooled tensor's
+    (``dims``, on its channel axis: the one that is neither the batch nor ``spatial``)."""
+    weight = None if node is None or node.op_type != "Gather" else constants.get(node.input[0])
+    axis = 0 if node is None else next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+    if node is None or weight is None or axis != 0 or weight.data_type != FLOAT or len(weight.dims) != 2:
+        return None
+    channel = next(a for a in (1, 2, 3) if a not in spatial)
+    if dims[channel] != weight.dims[1] or 4 * _size(weight) > _MAX_SCALED_WEIGHT:
+        return None
+    return numpy_helper.to_array(weight), node.input[1]
 
 
 def _size(tensor: onnx.TensorProto) -> int:
