@@ -27,7 +27,10 @@ rows, transformer tokens laid on their grid), widened to float32 (float16 models
 the layer map M by the method's in-graph weights (:mod:`camcore.graph.export_methods`), then
 :math:`\\mathrm{cam} = s(\\frac{1}{L}\\sum_l \\max(R\\, s(\\max(M_l, 0)), 0))` with ``s`` the
 per-image min-max scaling :math:`(x - \\min x) / (10^{-7} + \\max(x - \\min x))` and ``R`` the
-bilinear half-pixel ``Resize`` (OpenCV's ``INTER_LINEAR``). ``overlay`` is
+bilinear half-pixel resize (OpenCV's ``INTER_LINEAR``): two products with constant weights where
+the layer grid and the input size are static, else ``Resize`` with sizes computed at run time.
+The gradient graph is trimmed where its form allows (:func:`_gather_seed_rows`,
+:func:`_pooled_gradient`) and the nodes nothing reads are pruned. ``overlay`` is
 :func:`camcore.postprocess.overlay` bit for bit: the level ``floor(255 * clip(cam))`` picks a
 premultiplied colour from a constant table and the blend is the C++ overlay's 8.8 fixed-point
 arithmetic, done exactly in float32 (every intermediate is an integer below 2^24).
