@@ -22,6 +22,7 @@ camcore::resize_bilinear, reproduced here with ``resize_cam``):
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import shutil
@@ -57,8 +58,10 @@ def _compiler() -> str | None:
 @pytest.fixture(scope="module")
 def example() -> Path:
     """The built camcore_openvino_cam, with the documented cmake commands."""
-    ov = pytest.importorskip("openvino")
-    ov_cmake = Path(ov.__file__).parent / "cmake"
+    spec = importlib.util.find_spec("openvino")  # found, not imported: OpenVINO stays out of the test process
+    if spec is None or spec.origin is None:
+        pytest.skip("openvino is not installed")
+    ov_cmake = Path(spec.origin).parent / "cmake"
     if shutil.which("cmake") is None or _compiler() is None:
         pytest.skip("needs cmake and a C++ compiler")
     if not (ov_cmake / "OpenVINOConfig.cmake").exists():
@@ -230,9 +233,10 @@ def _run(exe: Path, model: Path, out: Path, *frames: Path, extra: tuple[str, ...
 
 
 def _exposes_class(path: Path) -> bool:
-    import openvino as ov
-
-    return any("class" in port.get_names() for port in ov.Core().read_model(str(path)).inputs)
+    """OpenVINO feeds ``class`` when it is a plain graph input; an input backed by an initializer
+    of the same name (the optional default) is frozen to that constant."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return "class" in {i.name for i in graph.input} - {t.name for t in graph.initializer}
 
 
 @pytest.mark.slow
