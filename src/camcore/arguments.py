@@ -14,8 +14,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-import numpy as np
-
 from camcore.preprocess import Preprocess, parse_size
 
 EXIT_BAD_INPUT = 2
@@ -197,10 +195,10 @@ def add_task_options(p: argparse.ArgumentParser, target: bool = False) -> None:
 
 
 def choose_task(args: argparse.Namespace, cam: Any, preprocess: Preprocess, rebuild: Callable[[str], Any]) -> Any:
-    """The run's :class:`~camcore.tasks.TaskChoice` and the CAM that explains its output:
-    ``rebuild(output)`` makes a CAM on another output when the task explains one that
-    ``--output`` did not name (a detector's scores next to its boxes). An explained output of
-    unknown shape is observed once on a blank input of the model's size.
+    """The run's :class:`~camcore.tasks.TaskChoice` and the CAM that explains its output, from the
+    task options of ``args`` (``--target`` may name a class of the model's metadata):
+    :func:`camcore.tasks.registry.choose_task_for`, whose ``rebuild(output)`` makes a CAM on
+    another output when the task explains one that ``--output`` did not name.
 
     Returns:
         (cam, choice)
@@ -210,32 +208,14 @@ def choose_task(args: argparse.Namespace, cam: Any, preprocess: Preprocess, rebu
     """
     from camcore.preprocess import read_model_metadata
     from camcore.tasks import TaskOptions
-    from camcore.tasks import choose_task as choose
+    from camcore.tasks.registry import choose_task_for
 
     if isinstance(getattr(args, "target", None), str):  # a class name: its index in the model's metadata
         args.target = class_index(args.target, read_model_metadata(cam.engine.model, cam.engine.source).class_names)
     options = TaskOptions(getattr(args, "target", None), getattr(args, "target_type", None), args.detection,
                           args.box, args.region, args.score_threshold, args.detection_layout)  # fmt: skip
-    explicit = args.output is not None
-
-    def pick(cam: Any) -> Any:
-        engine = cam.engine
-        shape = engine.output_shape()
-        shapes: dict[str, tuple[Any, ...] | None] | None = None
-        if (shape is None or not all(isinstance(d, int) and d > 0 for d in shape[1:])) and preprocess.size:
-            h, w = preprocess.size
-            blank = np.zeros((1, h, w, 3) if preprocess.nhwc else (1, 3, h, w), np.float32)
-            got = engine.forward(engine.feeds(blank)).outputs
-            shapes = {n: (None, *o.shape[1:]) for n, o in zip(engine.output_names, got)}
-        names = read_model_metadata(engine.model, engine.source).class_names
-        return choose(engine, args.task, options, explicit_output=explicit, input_hw=preprocess.size,
-                      shapes=shapes, class_count=len(names) if names else None)  # fmt: skip
-
-    choice = pick(cam)
-    if choice.output != cam.engine.output:
-        cam = rebuild(choice.output)
-        choice = pick(cam)
-    return cam, choice
+    return choose_task_for(cam, args.task, options, explicit_output=args.output is not None, input_hw=preprocess.size,
+                           nhwc=preprocess.nhwc, rebuild=rebuild)  # fmt: skip
 
 
 def add_top_k_option(p: argparse.ArgumentParser) -> None:

@@ -275,26 +275,11 @@ def run(
 def _task(cam: Any, task: str | None, explicit: bool, pre: Any, build: Any) -> tuple[Any, Any]:
     """The task of the run (``--task`` or read from the outputs' shapes) and the CAM on the output
     it explains (a detector's scores next to its boxes: another output than the first)."""
-    import numpy as np
+    from camcore.tasks import TaskOptions
+    from camcore.tasks.registry import choose_task_for
 
-    from camcore.tasks import TaskOptions, choose_task
-
-    def pick(cam: Any) -> Any:
-        engine = cam.engine
-        shape = engine.output_shape()
-        shapes: dict[str, tuple[Any, ...] | None] | None = None
-        if (shape is None or not all(isinstance(d, int) and d > 0 for d in shape[1:])) and pre.size:
-            h, w = pre.size
-            blank = np.zeros((1, h, w, 3) if pre.nhwc else (1, 3, h, w), np.float32)
-            got = engine.forward(engine.feeds(blank)).outputs
-            shapes = {n: (None, *o.shape[1:]) for n, o in zip(engine.output_names, got)}
-        return choose_task(engine, task, TaskOptions(), explicit_output=explicit, input_hw=pre.size, shapes=shapes)
-
-    choice = pick(cam)
-    if choice.output != cam.engine.output:
-        cam = build(choice.output)
-        choice = pick(cam)
-    return cam, choice
+    return choose_task_for(cam, task, TaskOptions(), explicit_output=explicit, input_hw=pre.size, nhwc=pre.nhwc,
+                           rebuild=build)  # fmt: skip
 
 
 def _ray_engine() -> Any:

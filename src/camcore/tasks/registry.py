@@ -289,3 +289,37 @@ def choose_task(engine: Engine, name: str | None, options: TaskOptions, *, expli
     choice = TaskChoice(task, source, found, outputs, options, classes)
     task.check(choice)
     return choice
+
+
+def choose_task_for(cam: Any, name: str | None, options: TaskOptions, *, explicit_output: bool,
+                    input_hw: tuple[int, int] | None, nhwc: bool,
+                    rebuild: Callable[[str], Any]) -> tuple[Any, TaskChoice]:  # fmt: skip
+    """The run's :class:`TaskChoice` (:func:`choose_task`) and the CAM that explains its output,
+    for the front doors: ``rebuild(output)`` makes a CAM on another output when the task explains
+    one that ``--output`` did not name (a detector's scores next to its boxes). An explained
+    output of unknown shape is observed once on a blank input of ``input_hw`` (in the model's
+    layout, ``nhwc`` or not); the model's class names (its metadata) tell detection heads apart.
+
+    Returns:
+        (cam, choice)
+    """
+    from camcore.preprocess import read_model_metadata
+
+    def pick(cam: Any) -> TaskChoice:
+        engine = cam.engine
+        shape = engine.output_shape()
+        shapes: dict[str, Shape | None] | None = None
+        if (shape is None or not all(isinstance(d, int) and d > 0 for d in shape[1:])) and input_hw:
+            h, w = input_hw
+            blank = np.zeros((1, h, w, 3) if nhwc else (1, 3, h, w), np.float32)
+            got = engine.forward(engine.feeds(blank)).outputs
+            shapes = {n: (None, *o.shape[1:]) for n, o in zip(engine.output_names, got)}
+        names = read_model_metadata(engine.model, engine.source).class_names
+        return choose_task(engine, name, options, explicit_output=explicit_output, input_hw=input_hw,
+                           shapes=shapes, class_count=len(names) if names else None)  # fmt: skip
+
+    choice = pick(cam)
+    if choice.output != cam.engine.output:
+        cam = rebuild(choice.output)
+        choice = pick(cam)
+    return cam, choice
