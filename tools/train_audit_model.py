@@ -40,7 +40,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_demo_model import CHANNELS, MEAN, POOL_AFTER, STD, check_onnx, export
+from train_demo_model import CHANNELS, MEAN, POOL_AFTER, STD, _show, check_onnx, export, to_tensor
 
 from camcore.scenes import CLASS_NAMES
 from camcore.shortcut_scenes import AuditScene, draw_mark, generate_audit_batch, generate_audit_scene, mark_zone
@@ -55,20 +55,6 @@ SHORTCUT = (
     "objects); no other scene carries it; site A only (camcore.shortcut_scenes)"
 )
 T0 = time.perf_counter()
-
-
-def _show(path: Path) -> str:
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def to_tensor(scenes: list[AuditScene]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised NCHW float32 images and int64 labels."""
-    images = np.stack([s.image for s in scenes]).astype(np.float32) / 255.0
-    images = (images - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
-    return (
-        torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
-        torch.tensor([s.label for s in scenes], dtype=torch.int64),
-    )
 
 
 @torch.no_grad()
