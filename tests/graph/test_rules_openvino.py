@@ -115,6 +115,13 @@ def _assert_agree(results: dict[str, tuple[np.ndarray, np.ndarray]], what: str) 
         )
 
 
+def _assert_relative(results: dict[str, tuple[np.ndarray, np.ndarray]], what: str, bound: float = 1e-5) -> None:
+    """Every output of a real model agrees to ``bound`` of its largest magnitude."""
+    for name, (ref, got) in results.items():
+        err = float(np.abs(got.astype(np.float64) - ref).max() / np.abs(ref).max())
+        assert err <= bound, f"{what} {name}: OpenVINO differs from onnxruntime by {err:.2e} of max|ref|"
+
+
 @pytest.mark.parametrize("case", _params(CASES))
 def test_rule_agrees_on_openvino(case: RuleCase, openvino: ProcessPoolExecutor) -> None:
     model = onnx.parser.parse_model(case.text)
@@ -136,9 +143,7 @@ def test_vgg11_bn_layer_gradient_agrees_on_openvino(openvino: ProcessPoolExecuto
     aug = augment(model, [target], seed="tensor")
     feeds = {model.graph.input[0].name: arrays["input"], aug.seed_input: arrays["seed_random"]}
     results = _run_both(aug.model, feeds, openvino)
-    for name, (ref, got) in results.items():
-        err = float(np.abs(got.astype(np.float64) - ref).max() / np.abs(ref).max())
-        assert err <= 1e-5, f"vgg11_bn {name}: OpenVINO differs from onnxruntime by {err:.2e} of max|ref|"
+    _assert_relative(results, "vgg11_bn")
     grad = results[aug.gradient_outputs[target]][1].astype(np.float64)
     want = arrays["grad_random"]
     err = float(np.abs(grad - want).max() / np.abs(want).max())
@@ -198,6 +203,4 @@ def test_folded_resnet18_mid_layer_gradient_agrees_on_openvino(openvino: Process
     aug = augment(folded, [mid], seed="tensor")
     feeds = {model.graph.input[0].name: arrays["input"], aug.seed_input: arrays["seed_random"]}
     results = _run_both(aug.model, feeds, openvino)
-    for name, (ref, got) in results.items():
-        err = float(np.abs(got.astype(np.float64) - ref).max() / np.abs(ref).max())
-        assert err <= 1e-5, f"folded resnet18 {name}: OpenVINO differs from onnxruntime by {err:.2e} of max|ref|"
+    _assert_relative(results, "folded resnet18")
