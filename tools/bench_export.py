@@ -70,14 +70,22 @@ def _openvino() -> Any:
     return openvino
 
 
-def _ov_infer(ov: Any, path: str, threads: int | None, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+def _ov_request(ov: Any, path: str, threads: int | None, feeds: dict[str, np.ndarray],
+                perf_count: bool = False) -> tuple[Any, dict[str, np.ndarray]]:  # fmt: skip
+    """An OpenVINO CPU infer request (f32) on ``path`` and the feeds it takes (a ``class`` that
+    OpenVINO folded to its default is not one)."""
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+    if perf_count:
+        config["PERF_COUNT"] = True
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = ov.Core().compile_model(path, "CPU", config)
-    request = compiled.create_infer_request()
     names = {name for port in compiled.inputs for name in port.get_names()}
-    fed = {k: v for k, v in feeds.items() if k in names}
+    return compiled.create_infer_request(), {k: v for k, v in feeds.items() if k in names}
+
+
+def _ov_infer(ov: Any, path: str, threads: int | None, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+    request, fed = _ov_request(ov, path, threads, feeds)
     return lambda: request.infer(fed)
 
 
@@ -140,13 +148,7 @@ def _print_profile(name: str, plain: dict[str, dict], export: dict[str, dict]) -
 
 def _ov_profile(ov: Any, path: str, threads: int | None, feeds: dict[str, np.ndarray], runs: int = 30) -> float:
     """OpenVINO's kernel milliseconds per run (``PERF_COUNT``), summed over its nodes."""
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled = ov.Core().compile_model(path, "CPU", config)
-    request = compiled.create_infer_request()
-    names = {name for port in compiled.inputs for name in port.get_names()}
-    fed = {k: v for k, v in feeds.items() if k in names}
+    request, fed = _ov_request(ov, path, threads, feeds, perf_count=True)
     totals = []
     for i in range(runs + 3):
         request.infer(fed)
