@@ -304,10 +304,6 @@ class AuditDemoReport:
         names = [str(f["class"]) for f in self.flags if f.get("kind") in SHORTCUT_KINDS and f.get("class")]
         return list(dict.fromkeys(names))
 
-    def flagged_groups(self) -> list[tuple[str, str]]:
-        """``(column, value)`` of each ``group`` flag."""
-        return [(str(f["column"]), str(f["value"])) for f in self.flags if f.get("kind") == "group"]
-
 
 def load_audit_meta() -> dict[str, Any]:
     """The metadata written by ``tools/train_audit_model.py``."""
