@@ -43,7 +43,7 @@ import ray.data
 
 from camcore.audit.dataset import Sample
 from camcore.audit.store import SampleStore
-from camcore.audit.worker import AuditConfig, AuditWorker, samples_table
+from camcore.audit.worker import AuditConfig, AuditWorker, file_sha256, samples_table
 from camcore.errors import CamcoreError
 
 __all__ = ["run_ray"]
@@ -75,7 +75,7 @@ class _AuditActor:
 
 def _is_model(path: str, sha256: str) -> bool:
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha256
+        return file_sha256(path) == sha256
     except OSError:
         return False
 
